@@ -1,0 +1,82 @@
+# llmseg: stage one (LLM subclasses) and stage two (segmentation + mIoU), linked by these targets.
+# Every variable can be overridden: make evaluate DATASET=pascal_context METHOD=llm-supervision
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+LLMSEG   := $(BIN)/llmseg
+
+DATASET  ?= pascal_voc
+K        ?= 5
+BACKEND  ?= openai
+LLM      ?= gpt-4o-mini
+LABEL_SET ?= label_sets/$(DATASET)/top$(K).json
+METHOD   ?= dense
+BACKBONE ?= openclip:ViT-B-16
+PRETRAINED ?= openai
+PRESET   ?= sclip
+ASSEMBLY ?= max
+DATA_ROOT ?= data
+DEVICE   ?= cpu
+IMAGES   ?=
+CLASSES  ?=
+OUT      ?=
+PYTEST_ARGS ?=
+
+.PHONY: install test lint subclasses evaluate segment bench demo clean help
+
+help:
+	@echo "targets: install test lint subclasses evaluate segment bench demo clean"
+	@echo "  make demo                                  offline end-to-end run on the bundled demo benchmark"
+	@echo "  make subclasses DATASET=coco_stuff         stage one with BACKEND=$(BACKEND) LLM=$(LLM)"
+	@echo "  make evaluate DATASET=pascal_voc           stage two: METHOD=$(METHOD) BACKBONE=$(BACKBONE) PRESET=$(PRESET)"
+	@echo "  make segment IMAGES='a.jpg b.jpg' CLASSES='cat, dog'"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fails with a clear message when the sub-command's stage is not built yet.
+define require
+	@$(LLMSEG) $(1) --help >/dev/null 2>&1 || { echo "error: 'llmseg $(1)' is not available: $(2) is not built yet" >&2; exit 2; }
+endef
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check shared stage1_llm stage2_segment tests benchmarks
+
+subclasses: install
+	$(call require,subclasses,stage one)
+	$(LLMSEG) subclasses $(DATASET) --k $(K) --backend $(BACKEND) --model $(LLM)
+
+evaluate: install
+	$(call require,evaluate,stage two)
+	$(LLMSEG) evaluate --dataset $(DATASET) --data-root $(DATA_ROOT) --method $(METHOD) \
+	  --backbone $(BACKBONE) --pretrained $(PRETRAINED) --preset $(PRESET) \
+	  --label-set $(LABEL_SET) --assembly $(ASSEMBLY) --device $(DEVICE) $(if $(OUT),--out $(OUT),)
+
+segment: install
+	$(call require,segment,stage two)
+	@test -n "$(IMAGES)" || { echo "error: give IMAGES='photo.jpg ...' and CLASSES='cat, dog'" >&2; exit 2; }
+	$(LLMSEG) segment $(IMAGES) --classes "$(CLASSES)" --backbone $(BACKBONE) --pretrained $(PRETRAINED) \
+	  --preset $(PRESET) --device $(DEVICE) --out $(if $(OUT),$(OUT),out)
+
+bench: install
+	@test -d benchmarks && ls benchmarks/bench_*.py >/dev/null 2>&1 || { echo "error: no benchmarks yet" >&2; exit 2; }
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+demo: install
+	$(call require,demo,the demo world)
+	$(LLMSEG) demo run
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build *.egg-info results/demo .cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

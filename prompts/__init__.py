@@ -1,0 +1,1 @@
+"""Data package: the versioned stage-one prompt templates (`*.md`)."""

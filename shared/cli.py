@@ -1,0 +1,114 @@
+"""The `llmseg` command: a typer root that mounts both stages' sub-commands.
+
+Each stage exposes `register(app)`; heavy imports (torch, open_clip) happen inside the
+commands, so `llmseg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="llmseg",
+    help="Training-free open-vocabulary semantic segmentation supervised by an LLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Stage one asks an LLM for subclasses; stage two segments with them and scores mIoU."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error to stderr and return the Exit to raise (`raise fail(...)`)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.command("validate")
+def validate_command(
+    label_set: Annotated[Path, typer.Argument(help="The label-set JSON file to check.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset whose classes the keys must match.")] = None,
+    classes_file: Annotated[Path | None, typer.Option(help="A classes.txt instead of (or overriding) --dataset.")] = None,
+    fix: Annotated[Path | None, typer.Option("--fix", help="Write a cleaned copy here (atomically).")] = None,
+    check_length: Annotated[bool, typer.Option(help="Warn about entries too long for the CLIP text encoder.")] = True,
+    context_length: Annotated[int, typer.Option(help="Text encoder context length in tokens.")] = 77,
+    templates: Annotated[str, typer.Option(help="Template set whose longest template is used for the length check.")] = "openai80",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line.")] = False,
+) -> None:
+    """Check a label set against a dataset's classes. Exit 0 clean, 1 warnings only, 2 errors."""
+    from .datasets import DatasetError, get_dataset
+    from .labelset import LabelSetError, clip_token_counter, read_label_set_json, validate_label_set
+    from .resources import resolve_label_set_path
+    from .templates import load_templates
+
+    if dataset is None and classes_file is None:
+        raise fail("give --dataset NAME or --classes-file FILE")
+    try:
+        path = resolve_label_set_path(label_set)
+        spec = get_dataset(dataset or Path(classes_file).parent.name, classes_file=classes_file)
+        raw = read_label_set_json(path)
+        counter = longest = None
+        if check_length:
+            counter = clip_token_counter()
+            longest = max(load_templates(templates), key=len)
+    except (DatasetError, LabelSetError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    report = validate_label_set(
+        raw,
+        spec.classes,
+        source=str(path),
+        token_counter=counter,
+        context_length=context_length,
+        longest_template=longest or "a photo of a {}.",
+    )
+    if not quiet:
+        for issue in report.issues:
+            colour = {"error": typer.colors.RED, "warning": typer.colors.YELLOW}.get(issue.severity)
+            typer.secho(f"{path}: {issue}", fg=colour)
+    counts = {s: sum(1 for i in report.issues if i.severity == s) for s in ("error", "warning", "info")}
+    typer.echo(f"{path}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes ({spec.name}, {spec.num_classes} classes)")
+    if fix is not None:
+        if report.fixed is None:
+            typer.secho(f"not writing {fix}: the errors above cannot be fixed automatically", err=True, fg=typer.colors.RED)
+        else:
+            from .io import atomic_write_json
+
+            atomic_write_json(fix, report.fixed)
+            typer.echo(f"wrote cleaned copy to {fix}")
+    raise typer.Exit(report.exit_code)
+
+
+def _mount_stages() -> None:
+    from stage1_llm.cli import register as register_stage1
+    from stage2_segment.cli import register as register_stage2
+
+    register_stage1(app)
+    register_stage2(app)
+
+
+_mount_stages()
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

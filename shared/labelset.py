@@ -1,0 +1,324 @@
+"""The label-set format: {class name: [subclass strings]} plus a provenance sidecar.
+
+`label_sets/<dataset>/<name>.json` is exactly the seed's format (its released files load
+unchanged): a JSON object whose keys are the dataset's classes in order. The sidecar
+`<name>.meta.json` says how it was made. Validation reports every problem with the class
+named and can write a cleaned copy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+
+from . import __version__
+from .io import atomic_write_json, sha256_file
+
+Severity = Literal["error", "warning", "info"]
+
+
+class LabelSetError(ValueError):
+    """A label set that cannot be used; the message names the file and the class."""
+
+
+class LabelSet(RootModel[dict[str, list[str]]]):
+    """A well-formed label set: ordered {class: [subclasses]} with non-empty string entries."""
+
+    @field_validator("root")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, subclasses in value.items():
+            if not subclasses:
+                raise ValueError(f"class '{name}' has no subclasses")
+            for entry in subclasses:
+                if not entry.strip():
+                    raise ValueError(f"class '{name}' has an empty subclass")
+        return value
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.root)
+
+    def subclasses(self, name: str) -> list[str]:
+        return self.root[name]
+
+    def items(self):
+        return self.root.items()
+
+    def flat_names(self) -> tuple[list[str], list[int]]:
+        """All subclass strings in class order and, for each, the index of its class."""
+        names: list[str] = []
+        owners: list[int] = []
+        for index, subclasses in enumerate(self.root.values()):
+            names.extend(subclasses)
+            owners.extend([index] * len(subclasses))
+        return names, owners
+
+    def with_class_names(self) -> LabelSet:
+        """Each class name prepended to its own list (if not already there): `--include-class-name`."""
+        out: dict[str, list[str]] = {}
+        for name, subclasses in self.root.items():
+            keys = {_dedup_key(s) for s in subclasses}
+            out[name] = subclasses if _dedup_key(name) in keys else [name, *subclasses]
+        return LabelSet(out)
+
+
+class LabelSetMeta(BaseModel):
+    """Provenance sidecar: enough to regenerate the label set."""
+
+    model_config = ConfigDict(extra="allow")
+
+    generator: str = Field(description="'openai', 'hf', 'curated', 'seed-release', ...")
+    model: str | None = None
+    dataset: str | None = None
+    prompt_id: str | None = None
+    prompt_sha256: str | None = None
+    k: int | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    tool_version: str = __version__
+    per_class_attempts: dict[str, int] = Field(default_factory=dict)
+    notes: str | None = None
+
+
+def meta_path_for(path: str | Path) -> Path:
+    """`top5.json` -> `top5.meta.json`."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(".json")] + ".meta.json" if path.name.endswith(".json") else path.name + ".meta.json")
+
+
+def read_label_set_json(path: str | Path) -> Any:
+    """The raw JSON of a label-set file, key order preserved; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelSetError(f"label set not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LabelSetError(f"{path}: not valid UTF-8 JSON: {exc}") from exc
+
+
+def load_label_set(path: str | Path, classes: Sequence[str] | None = None) -> LabelSet:
+    """Load a label set; with `classes`, also require its keys to be exactly those classes in order.
+
+    Only errors stop loading; warnings (duplicates, underscores...) are what `llmseg validate` is for.
+    """
+    raw = read_label_set_json(path)
+    if classes is not None:
+        report = validate_label_set(raw, classes, source=str(path))
+        if report.errors:
+            raise LabelSetError("\n".join(str(issue) for issue in report.errors))
+    try:
+        return LabelSet.model_validate(raw)
+    except Exception as exc:  # pydantic.ValidationError: re-raise with the file named
+        raise LabelSetError(f"{path}: not a label set: {exc}") from exc
+
+
+def load_meta(path: str | Path) -> LabelSetMeta | None:
+    """The sidecar of a label set, or None if it has none."""
+    meta = meta_path_for(path)
+    if not meta.is_file():
+        return None
+    return LabelSetMeta.model_validate_json(meta.read_text(encoding="utf-8"))
+
+
+def save_label_set(path: str | Path, label_set: LabelSet | dict[str, list[str]], meta: LabelSetMeta | None) -> Path:
+    """Write the label set and (if given) its sidecar, each atomically. The sidecar records the set's sha256."""
+    path = Path(path)
+    data = label_set.root if isinstance(label_set, LabelSet) else label_set
+    atomic_write_json(path, data)
+    if meta is not None:
+        record = meta.model_dump(mode="json")
+        record["label_set_sha256"] = sha256_file(path)
+        atomic_write_json(meta_path_for(path), record)
+    return path
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_SPACES = re.compile(r"\s+")
+
+
+def _strip_controls(text: str) -> str:
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
+
+
+def normalize_subclass(text: str) -> str:
+    """NFC, control characters and underscores to spaces, whitespace collapsed, stripped."""
+    text = unicodedata.normalize("NFC", text)
+    text = _strip_controls(text).replace("_", " ")
+    return _SPACES.sub(" ", text).strip()
+
+
+def _dedup_key(text: str) -> str:
+    """Two entries are the same subclass when they match after normalisation, ignoring case."""
+    return normalize_subclass(text).casefold()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Issue:
+    severity: Severity
+    code: str
+    message: str
+    cls: str | None = None
+    fixable: bool = False
+
+    def __str__(self) -> str:
+        where = f"class '{self.cls}': " if self.cls is not None else ""
+        return f"{self.severity}: {where}{self.message} [{self.code}]"
+
+
+@dataclass
+class ValidationReport:
+    source: str
+    issues: list[Issue] = field(default_factory=list)
+    fixed: dict[str, list[str]] | None = None  # a cleaned copy, when every error is fixable
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 warnings only, 2 errors."""
+        if self.errors:
+            return 2
+        return 1 if self.warnings else 0
+
+
+TokenCounter = Callable[[str], int]
+
+
+def clip_token_counter() -> TokenCounter:
+    """Tokens (with start/end tokens) of open_clip's bundled BPE tokenizer; works offline."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokenizer = SimpleTokenizer()
+    return lambda text: len(tokenizer.encode(text)) + 2
+
+
+def validate_label_set(
+    data: Any,
+    classes: Sequence[str],
+    *,
+    source: str = "<label set>",
+    token_counter: TokenCounter | None = None,
+    context_length: int = 77,
+    longest_template: str = "a photo of a {}.",
+) -> ValidationReport:
+    """Check raw label-set JSON against a dataset's classes; every rule of the format.
+
+    Errors: not an object, missing/extra/out-of-order keys, a list that is not a list or is
+    empty, non-string or empty entries. Warnings: duplicates after normalisation, entries
+    needing normalisation, a subclass under two classes or equal to another class's name,
+    entries too long for the text encoder once put into `longest_template`.
+    """
+    report = ValidationReport(source=source)
+    add = report.issues.append
+    if not isinstance(data, dict):
+        add(Issue("error", "not-an-object", f"{source}: top level must be a JSON object {{class: [subclasses]}}"))
+        return report
+
+    keys = list(data)
+    class_list = list(classes)
+    missing = [c for c in class_list if c not in data]
+    extra = [k for k in keys if k not in set(class_list)]
+    folded = {normalize_subclass(c).casefold(): c for c in class_list}
+    for name in missing:
+        add(Issue("error", "missing-class", "missing from the label set", cls=name))
+    for name in extra:
+        hint = folded.get(normalize_subclass(name).casefold())
+        suffix = f" (did you mean '{hint}'?)" if hint and hint != name else ""
+        add(Issue("error", "extra-class", f"not a class of the dataset{suffix}", cls=name))
+    reorderable = not missing and not extra
+    if reorderable and keys != class_list:
+        first = next(i for i, (a, b) in enumerate(zip(keys, class_list, strict=True)) if a != b)
+        add(
+            Issue(
+                "error",
+                "key-order",
+                f"keys out of order: position {first} holds '{keys[first]}', the dataset has '{class_list[first]}' there",
+                cls=keys[first],
+                fixable=True,
+            )
+        )
+
+    fixed: dict[str, list[str]] = {}
+    fixable = reorderable
+    owners: dict[str, list[str]] = {}
+    class_keys = {_dedup_key(c): c for c in class_list}
+    for name in class_list if reorderable else keys:
+        if name not in data:
+            continue
+        value = data[name]
+        if not isinstance(value, list):
+            add(Issue("error", "not-a-list", f"value must be a list of strings, got {type(value).__name__}", cls=name))
+            fixable = False
+            continue
+        if not value:
+            add(Issue("error", "empty-list", "has no subclasses", cls=name))
+            fixable = False
+            continue
+        cleaned: list[str] = []
+        seen: dict[str, str] = {}
+        for position, entry in enumerate(value):
+            if not isinstance(entry, str):
+                add(Issue("error", "not-a-string", f"entry {position} is {entry!r}, not a string", cls=name))
+                fixable = False
+                continue
+            normal = normalize_subclass(entry)
+            if not normal:
+                add(Issue("error", "empty-entry", f"entry {position} is empty", cls=name))
+                fixable = False
+                continue
+            if normal != entry:
+                add(Issue("warning", "needs-normalisation", f"{entry!r} normalises to {normal!r}", cls=name, fixable=True))
+            key = normal.casefold()
+            if key in seen:
+                add(Issue("warning", "duplicate", f"{entry!r} duplicates {seen[key]!r}", cls=name, fixable=True))
+                continue
+            seen[key] = entry
+            cleaned.append(normal)
+            owners.setdefault(key, [])
+            if name not in owners[key]:
+                owners[key].append(name)
+            other = class_keys.get(key)
+            if other is not None and other != name:
+                add(Issue("warning", "equals-other-class", f"{entry!r} is the name of class '{other}'", cls=name))
+            if "(" in normal or ")" in normal:
+                add(Issue("info", "parentheses", f"{entry!r} contains parentheses", cls=name))
+            if token_counter is not None:
+                tokens = token_counter(longest_template.format(normal))
+                if tokens > context_length:
+                    add(
+                        Issue(
+                            "warning",
+                            "too-long",
+                            f"{normal!r} takes {tokens} tokens in the longest template, over the text encoder's {context_length}",
+                            cls=name,
+                        )
+                    )
+        fixed[name] = cleaned
+
+    for key, names in owners.items():
+        if len(names) > 1:
+            add(Issue("warning", "shared-subclass", f"subclass '{key}' appears under {', '.join(repr(n) for n in names)}", cls=names[0]))
+
+    if fixable and not missing and not extra:
+        report.fixed = {name: fixed[name] for name in class_list}
+    return report

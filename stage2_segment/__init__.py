@@ -1,0 +1,1 @@
+"""Stage two: dense CLIP features, subclass assembly, refinement and benchmark-exact mIoU."""
