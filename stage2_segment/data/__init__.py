@@ -1,0 +1,25 @@
+"""Datasets on disk: benchmark readers (MMSeg layout), user-image folders, converters and checks."""
+
+from .readers import (
+    BenchmarkDataset,
+    DataError,
+    FolderDataset,
+    SampleRef,
+    list_samples,
+    load_image,
+    load_label,
+    save_index_png,
+    voc_palette,
+)
+
+__all__ = [
+    "BenchmarkDataset",
+    "DataError",
+    "FolderDataset",
+    "SampleRef",
+    "list_samples",
+    "load_image",
+    "load_label",
+    "save_index_png",
+    "voc_palette",
+]

@@ -1,0 +1,141 @@
+"""Converters that derive the benchmarks' label files from the raw COCO-Stuff annotations.
+
+- coco_stuff: raw stuffthingmaps (0..181, 255 unlabeled) -> `*_labelTrainIds.png` (0..170, 255)
+  with the standard 182 -> 171 table: the 11 COCO thing ids that have no annotations
+  (0-based 11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90) become 255, the other 171 ids keep their
+  order and are renumbered 0..170.
+- coco_object: `*_labelTrainIds.png` -> `*_instanceTrainIds.png` (81 classes): the 80 thing train
+  ids 0..79 -> 1..80, every stuff id (80..170) and unlabeled (255) -> 0 = background, as the seed
+  does (seed-method.md section 4).
+Each output is written atomically; an existing output with identical pixels is left alone, so a
+second run is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shared.io import atomic_path
+
+from .pool import parallel_map
+from .readers import DataError
+
+COCO_UNUSED_THING_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+RAW_SUFFIX = ".png"
+STUFF_SUFFIX = "_labelTrainIds.png"
+OBJECT_SUFFIX = "_instanceTrainIds.png"
+CONVERTERS = ("coco_stuff", "coco_object")
+
+
+def coco_stuff_table() -> np.ndarray:
+    """Lookup table [256] uint8: raw stuffthingmap id -> COCO-Stuff-171 train id (255 = ignore)."""
+    table = np.full(256, 255, np.uint8)
+    kept = [i for i in range(182) if i not in COCO_UNUSED_THING_IDS]
+    assert len(kept) == 171
+    for train_id, raw in enumerate(kept):
+        table[raw] = train_id
+    return table
+
+
+def coco_object_table() -> np.ndarray:
+    """Lookup table [256] uint8: COCO-Stuff-171 train id -> COCO-Object-81 id (0 = background)."""
+    table = np.zeros(256, np.uint8)
+    table[:80] = np.arange(1, 81, dtype=np.uint8)
+    return table
+
+
+@dataclass
+class ConvertReport:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _read_values(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"{path}: unexpected image mode {img.mode} for a label map")
+            return np.array(img)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _convert_one(task: tuple[str, str, str]) -> tuple[str, str, str]:
+    """(kind, src, dst) -> (status, dst, message); runs in a worker process."""
+    kind, src, dst = task
+    try:
+        values = _read_values(Path(src)).astype(np.int64)
+        if kind == "coco_stuff":
+            bad = (values > 181) & (values != 255)
+            if bad.any():
+                raise DataError(f"{src}: values outside 0..181 and 255: {sorted(np.unique(values[bad]).tolist())[:10]}")
+            out = coco_stuff_table()[values]
+        else:
+            bad = (values > 170) & (values != 255)
+            if bad.any():
+                raise DataError(f"{src}: values outside 0..170 and 255: {sorted(np.unique(values[bad]).tolist())[:10]}")
+            out = coco_object_table()[values]
+        target = Path(dst)
+        if target.is_file():
+            try:
+                with Image.open(target) as existing:
+                    if np.array_equal(np.array(existing), out):
+                        return ("skipped", dst, "")
+            except (OSError, ValueError, SyntaxError):
+                pass  # unreadable old output: overwrite it
+        with atomic_path(target) as tmp:
+            Image.fromarray(out).save(tmp, format="PNG")
+        return ("written", dst, "")
+    except DataError as exc:
+        return ("error", dst, str(exc))
+
+
+def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """Every (kind, source, target) under ROOT/annotations (all splits found there)."""
+    if kind not in CONVERTERS:
+        raise DataError(f"unknown converter '{kind}'; choose one of {', '.join(CONVERTERS)}")
+    root = Path(root)
+    ann = root / "annotations"
+    if not ann.is_dir():
+        raise DataError(f"{root} has no annotations/ folder (expected DATA_ROOT/coco_stuff164k)")
+    tasks = []
+    for path in sorted(ann.rglob("*.png")):
+        name = path.name
+        if name.startswith("."):
+            continue
+        if kind == "coco_stuff":
+            if name.endswith(STUFF_SUFFIX) or name.endswith(OBJECT_SUFFIX):
+                continue
+            dst = path.with_name(name[: -len(RAW_SUFFIX)] + STUFF_SUFFIX)
+        else:
+            if not name.endswith(STUFF_SUFFIX):
+                continue
+            dst = path.with_name(name[: -len(STUFF_SUFFIX)] + OBJECT_SUFFIX)
+        tasks.append((kind, str(path), str(dst)))
+    if not tasks:
+        wanted = "raw stuffthingmaps (*.png)" if kind == "coco_stuff" else f"*{STUFF_SUFFIX} (run 'convert coco_stuff' first)"
+        raise DataError(f"no {wanted} found under {ann}")
+    return tasks
+
+
+def convert(kind: str, root: str | os.PathLike, *, workers: int | None = None, progress: bool = True) -> ConvertReport:
+    """Run one converter over ROOT (= DATA_ROOT/coco_stuff164k), in parallel, idempotently."""
+    tasks = find_conversion_tasks(kind, root)
+    report = ConvertReport()
+    for status, dst, message in parallel_map(_convert_one, tasks, workers=workers, desc=f"convert {kind}", progress=progress):
+        if status == "written":
+            report.written.append(dst)
+        elif status == "skipped":
+            report.skipped.append(dst)
+        else:
+            report.errors.append(message)
+    return report

@@ -1,0 +1,46 @@
+"""Map a picklable function over items with a spawn process pool and a progress bar.
+
+Spawn, not fork: a forked child of a process that has run multi-threaded torch ops can hang
+(engineering-notes.md), and these helpers run inside the CLI next to torch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
+def parallel_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    workers: int | None = None,
+    desc: str = "",
+    progress: bool = True,
+    chunksize: int = 8,
+) -> Iterator[Any]:
+    """Yield fn(item) in input order; workers 0 runs inline (no pool)."""
+    from tqdm import tqdm
+
+    items = list(items)
+    workers = default_workers() if workers is None else workers
+    bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers <= 0 or len(items) <= 1:
+            for item in items:
+                yield fn(item)
+                bar.update(1)
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            for result in pool.map(fn, items, chunksize=max(1, chunksize)):
+                yield result
+                bar.update(1)
+    finally:
+        bar.close()

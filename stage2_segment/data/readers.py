@@ -1,0 +1,231 @@
+"""Read benchmark images and label maps in the MMSegmentation on-disk layout.
+
+Labels are class indices, never colours: a palette PNG ('P' mode) decodes to its indices
+through `np.array`, a greyscale PNG to its values. `reduce_zero_label` (VOC20, PC59, ADE)
+maps 0 -> 255 (ignore) and k -> k - 1 at read time, as MMSegmentation does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shared.datasets import DatasetError, DatasetSpec
+from shared.io import atomic_path
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(DatasetError):
+    """A missing, unreadable or inconsistent image/label file; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """One evaluation sample: `stem` is the image path relative to img_dir without its suffix."""
+
+    stem: str
+    image_path: Path
+    label_path: Path | None
+
+
+def list_samples(spec: DatasetSpec, data_root: str | os.PathLike, limit: int | None = None) -> list[SampleRef]:
+    """The benchmark's validation samples, in the split file's order or sorted path order."""
+    layout = spec.layout
+    if layout is None:
+        raise DatasetError(f"dataset '{spec.name}' has no on-disk layout registered")
+    base = spec.data_dir(data_root)
+    img_dir, ann_dir = base / layout.img_dir, base / layout.ann_dir
+    if layout.split_file is not None:
+        split = base / layout.split_file
+        if not split.is_file():
+            raise DataError(f"{spec.name}: split file not found: {split} (expected under --data-root {data_root})")
+        stems = [line.strip() for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        if not img_dir.is_dir():
+            raise DataError(f"{spec.name}: image folder not found: {img_dir} (expected under --data-root {data_root})")
+        suffix = layout.img_suffix
+        stems = sorted(
+            p.relative_to(img_dir).as_posix()[: -len(suffix)]
+            for p in img_dir.rglob(f"*{suffix}")
+            if p.is_file()
+        )
+    if not stems:
+        raise DataError(f"{spec.name}: no images listed under {base}")
+    if limit is not None:
+        stems = stems[: max(0, int(limit))]
+    return [
+        SampleRef(stem, img_dir / f"{stem}{layout.img_suffix}", ann_dir / f"{stem}{layout.seg_map_suffix}")
+        for stem in stems
+    ]
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """RGB uint8 [H, W, 3]; raises DataError naming the file when missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for truncated/corrupt files
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def load_label(path: str | os.PathLike, reduce_zero_label: bool = False, ignore_index: int = 255) -> np.ndarray:
+    """Class-index map int64 [H, W] (palette PNGs give indices, not colours)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"label not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                raise DataError(f"label {path} is a colour image (mode {img.mode}); expected class indices")
+            label = np.array(img)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read label {path}: {exc}") from exc
+    if label.ndim != 2:
+        raise DataError(f"label {path} has shape {label.shape}; expected a single-channel map")
+    label = label.astype(np.int64)
+    if reduce_zero_label:
+        zero = label == 0
+        label = label - 1
+        label[zero] = ignore_index
+        label[label == ignore_index - 1] = ignore_index  # 255 stays 255
+    return label
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The VOC bit-pattern colour map [n, 3] uint8 (used for palette PNGs we write)."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def save_index_png(path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | None = None) -> Path:
+    """Write a class-index map as a palette PNG (pixel value = index), atomically."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"save_index_png: labels must be [H, W], got {labels.shape} for {path}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"save_index_png: values must be within 0..255 for {path}")
+    img = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    pal = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    flat = np.zeros((256, 3), np.uint8)
+    flat[: min(256, len(pal))] = pal[:256]
+    img.putpalette(flat.reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+class BenchmarkDataset:
+    """A torch-style map dataset over a benchmark's validation split (MMSeg layout).
+
+    Items are dicts: image (uint8 HxWx3 RGB), label (int64 HxW, reduce_zero_label applied),
+    stem, image_path, label_path, index. With errors="report" a bad sample comes back as a dict
+    with an "error" message (and no image/label) instead of raising, so a DataLoader worker
+    does not die and the runner can stop or skip with the file named.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        data_root: str | os.PathLike = "data",
+        *,
+        limit: int | None = None,
+        errors: str = "raise",
+        samples: list[SampleRef] | None = None,
+    ) -> None:
+        if errors not in ("raise", "report"):
+            raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
+        self.spec = spec
+        self.data_root = Path(data_root)
+        self.errors = errors
+        self.samples = samples if samples is not None else list_samples(spec, data_root, limit)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, ref: SampleRef) -> dict[str, Any]:
+        image = load_image(ref.image_path)
+        item: dict[str, Any] = {
+            "stem": ref.stem,
+            "image_path": str(ref.image_path),
+            "label_path": str(ref.label_path) if ref.label_path else None,
+            "image": image,
+        }
+        if ref.label_path is not None:
+            label = load_label(ref.label_path, self.spec.reduce_zero_label, self.spec.ignore_index)
+            if label.shape != image.shape[:2]:
+                raise DataError(
+                    f"size mismatch: image {ref.image_path} is {image.shape[1]}x{image.shape[0]} "
+                    f"but label {ref.label_path} is {label.shape[1]}x{label.shape[0]} (WxH)"
+                )
+            item["label"] = label
+        return item
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ref = self.samples[index]
+        try:
+            item = self.load(ref)
+        except DataError as exc:
+            if self.errors == "raise":
+                raise
+            item = {
+                "stem": ref.stem,
+                "image_path": str(ref.image_path),
+                "label_path": str(ref.label_path) if ref.label_path else None,
+                "error": str(exc),
+            }
+        item["index"] = index
+        return item
+
+
+class FolderDataset(BenchmarkDataset):
+    """User images from a folder (or a list of files), no labels; same item format."""
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | list[str | os.PathLike],
+        *,
+        recursive: bool = True,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+        errors: str = "raise",
+    ) -> None:
+        if errors not in ("raise", "report"):
+            raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
+        files: list[tuple[str, Path]] = []
+        items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        for entry in items:
+            entry = Path(entry)
+            if entry.is_dir():
+                pattern = entry.rglob("*") if recursive else entry.glob("*")
+                for p in sorted(pattern):
+                    if p.is_file() and p.suffix.lower() in extensions:
+                        files.append((p.relative_to(entry).with_suffix("").as_posix(), p))
+            elif entry.is_file():
+                files.append((entry.stem, entry))
+            else:
+                raise DataError(f"no such image or folder: {entry}")
+        if not files:
+            raise DataError(f"no images ({', '.join(extensions)}) found in {', '.join(map(str, items))}")
+        self.spec = None
+        self.errors = errors
+        self.samples = [SampleRef(stem, path, None) for stem, path in files]
