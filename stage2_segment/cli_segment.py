@@ -9,7 +9,6 @@ image is reported, that image gets no files, the others go on, and the exit code
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,18 +51,26 @@ def _read_classes(classes: str | None, dataset: str | None, classes_file: Path |
     raise ValueError("give the class names: --classes 'cat, dog' or --dataset NAME or --classes-file FILE")
 
 
-def _auto_label_set(classes: list[str], out: Path, backend: str, model: str | None, k: int, base_url: str | None,
-                    api_key_env: str, cache: Path | None, dataset: str | None):
-    """Stage one on the fly for these classes; the result (and its sidecar) lands in the output folder."""
+def _auto_label_set(classes: list[str], out: Path, *, backend: str, model: str, k: int, base_url: str | None,
+                    api_key_env: str, cache: Path | None, spec):
+    """Stage one on the fly for these classes; the label set (and its sidecar) lands in the output folder.
+
+    The answers are logged in `cache` (default OUT/subclasses.cache.jsonl), so a rerun asks nothing again.
+    """
     from shared.labelset import save_label_set
     from stage1_llm.generate import generate_label_set
 
-    api_key = os.environ.get(api_key_env) if api_key_env else None
-    kwargs: dict[str, Any] = dict(backend=backend, model=model, k=k, base_url=base_url, api_key=api_key,
-                                  cache_path=cache or out / "subclasses.cache.jsonl")
-    if dataset is not None:
-        kwargs["dataset"] = dataset
-    label_set, meta = generate_label_set(classes, **kwargs)
+    label_set, meta = generate_label_set(
+        classes,
+        backend=backend,
+        model=model,
+        k=k,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        cache_path=cache or out / "subclasses.cache.jsonl",
+        dataset_name=spec.name if spec is not None else None,
+        domain=spec.domain if spec is not None else None,
+    )
     save_label_set(out / "label_set.json", label_set, meta)
     return label_set
 
@@ -81,7 +88,7 @@ def register(app: typer.Typer) -> None:
         label_set: Annotated[str | None, typer.Option(help="Label-set JSON {class: [subclasses]} whose keys are the classes.", rich_help_panel=_L)] = None,
         subclasses: Annotated[str | None, typer.Option(help="'auto': ask an LLM for the subclasses now (stage one), cached.", rich_help_panel=_L)] = None,
         backend: Annotated[str, typer.Option(help="Stage-one backend for --subclasses auto.", rich_help_panel=_L)] = "openai",
-        model: Annotated[str | None, typer.Option(help="LLM for --subclasses auto.", rich_help_panel=_L)] = None,
+        model: Annotated[str, typer.Option(help="LLM for --subclasses auto.", rich_help_panel=_L)] = "gpt-4o-mini",
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL for --subclasses auto.", rich_help_panel=_L)] = None,
         api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.", rich_help_panel=_L)] = "OPENAI_API_KEY",
         k: Annotated[int, typer.Option(help="Subclasses per class for --subclasses auto.", rich_help_panel=_L)] = 5,
@@ -159,8 +166,8 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         raise fail(str(exc)) from exc
     if subclasses == "auto":
         try:
-            generated = _auto_label_set(names, out, backend, model, k, base_url, api_key_env, llm_cache,
-                                        spec.name if spec else None)
+            generated = _auto_label_set(names, out, backend=backend, model=model, k=k, base_url=base_url,
+                                        api_key_env=api_key_env, cache=llm_cache, spec=spec)
             resolved = resolve_label_set(generated, names)
         except Exception as exc:  # stage one's errors (network, parse, validation) all stop the run here
             raise fail(f"--subclasses auto: stage one failed: {exc}") from exc
