@@ -1,9 +1,256 @@
-"""Stage-one sub-commands (filled in by the stage-one work)."""
+"""`llmseg subclasses`: stage one's commands, a thin layer over `stage1_llm.generate`.
+
+    llmseg subclasses DATASET [OPTIONS]        generate (the default sub-command: `generate` may be omitted)
+    llmseg subclasses diff A.json B.json       compare two label sets class by class
+"""
 
 from __future__ import annotations
 
+import os
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from typer.core import TyperGroup
+
+GENERATE_HELP = """Ask an LLM for K visually distinct subclasses of every class of DATASET and write a validated label set.
+
+Writes label_sets/DATASET/top<K>.<model-slug>.json (or --out) and its .meta.json sidecar, atomically, once every class has a usable answer.
+
+Every request and answer goes to a jsonlines cache (default: label_sets/DATASET/.cache/<name>.jsonl): rerun the same command after an interruption (even a kill) and it resumes where it stopped.
+
+Examples:
+
+llmseg subclasses coco_stuff --k 5 --backend openai --model gpt-4o-mini
+
+llmseg subclasses pascal_voc --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
+
+llmseg subclasses ade20k --backend hf --model /models/Llama-3.1-8B-Instruct --device cuda
+
+llmseg subclasses my_dataset --classes-file my_classes.txt --k 8 --out label_sets/my_dataset/top8.json
+"""
+
+GROUP_HELP = """Stage one: subclass label sets from any LLM.
+
+llmseg subclasses DATASET [OPTIONS] generates a label set: the same as llmseg subclasses generate DATASET [OPTIONS]; see llmseg subclasses generate --help for every option.
+
+llmseg subclasses diff A.json B.json shows per class what differs between two label sets.
+"""
+
+
+class DefaultToGenerate(TyperGroup):
+    """A group whose first token, when it is not a sub-command name, goes to `generate`.
+
+    So `llmseg subclasses coco_stuff --k 5` means `llmseg subclasses generate coco_stuff --k 5`,
+    while `llmseg subclasses diff ...` and `--help` keep their usual meaning.
+    """
+
+    default_command = "generate"
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+subclasses_app = typer.Typer(
+    cls=DefaultToGenerate,
+    help=GROUP_HELP,
+    no_args_is_help=True,
+    subcommand_metavar="[generate] DATASET [OPTIONS] | diff A.json B.json",
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _command_line(dataset: str, options: dict[str, Any]) -> str:
+    """The command that regenerates this label set (never with an API key)."""
+    parts = ["llmseg", "subclasses", dataset]
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
+
+
+@subclasses_app.command("generate", help=GENERATE_HELP, no_args_is_help=True)
+def generate_command(
+    dataset: Annotated[str, typer.Argument(help="A registered dataset (pascal_voc, coco_stuff, ...) or any name with --classes-file.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Subclasses per class.")] = 5,
+    backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible server) or hf (local transformers model).")] = "openai",
+    model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4o-mini) or hub id / local folder (hf).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL or OpenAI).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the API key.")] = "OPENAI_API_KEY",
+    api_key: Annotated[str | None, typer.Option(help="The API key itself (discouraged: it lands in your shell history; prefer --api-key-env).")] = None,
+    prompt: Annotated[str, typer.Option(help="Prompt template: a bundled id (subclasses.visual.v1, subclasses.chils.v1) or a .md file.")] = "subclasses.visual.v1",
+    classes_file: Annotated[Path | None, typer.Option(help="classes.txt (one class per line) instead of the dataset's.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Image domain for the prompt (default: the dataset's, e.g. 'natural photographs').")] = None,
+    other_classes: Annotated[bool, typer.Option("--other-classes/--no-other-classes", help="Name the dataset's other classes in the prompt so the LLM avoids them.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Output label set (default: label_sets/DATASET/top<K>.<model-slug>.json).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option(help="Client-side limit on requests per minute.")] = None,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries per request (429/5xx/timeouts) and re-asks per class (unusable answers).")] = 5,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request times out (then it is retried).")] = 60.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy, the default).")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed sent with every request.")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="Answer token limit.")] = 512,
+    include_class_name: Annotated[bool, typer.Option("--include-class-name/--no-include-class-name", help="Also list each class name among its own subclasses (added after the LLM answers).")] = False,
+    structured: Annotated[bool, typer.Option("--structured/--no-structured", help="Ask for json_schema structured output (falls back to JSON in text if the server refuses).")] = True,
+    device: Annotated[str | None, typer.Option(help="hf: torch device (default cuda if available, else cpu).")] = None,
+    dtype: Annotated[str, typer.Option(help="hf: auto, float32, float16 or bfloat16.")] = "auto",
+    cache: Annotated[Path | None, typer.Option(help="Request/answer log for resuming (default: label_sets/DATASET/.cache/<out name>.jsonl).")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Ignore cached answers and ask again (new answers are still logged).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backoff_base: Annotated[float, typer.Option(hidden=True, help="Seconds of the first retry backoff.")] = 1.0,
+) -> None:
+    from shared.datasets import DatasetError, get_dataset
+    from shared.labelset import LabelSetError, load_label_set, save_label_set
+    from shared.resources import label_sets_dir
+
+    from .backends import BACKENDS
+    from .backends.base import FatalBackendError
+    from .generate import Backoff, GenerationError, generate_label_set, model_slug
+    from .prompts import PromptError, load_prompt
+
+    if backend not in BACKENDS:
+        raise _fail(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+    if model is None:
+        if backend == "hf":
+            raise _fail("--backend hf needs --model (a hub id or a local folder)")
+        model = "gpt-4o-mini"
+    if api_key:
+        typer.secho(
+            "warning: --api-key puts the key in your shell history and process list; prefer --api-key-env NAME",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    try:
+        spec = get_dataset(dataset, classes_file=classes_file)
+        template = load_prompt(prompt)
+    except (DatasetError, PromptError) as exc:
+        raise _fail(str(exc)) from exc
+    out = out or label_sets_dir() / spec.name / f"top{k}.{model_slug(model)}.json"
+    if out.suffix != ".json":
+        raise _fail(f"--out must end in .json: {out}")
+    if out.exists() and not force:
+        raise _fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
+    cache_path = cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl"
+    if not quiet:
+        typer.echo(f"{spec.name}: {spec.num_classes} classes, K={k}, {backend}:{model}, prompt {template.id} -> {out}", err=True)
+    try:
+        label_set, meta = generate_label_set(
+            spec.classes,
+            backend=backend,
+            model=model,
+            k=k,
+            prompt=template,
+            base_url=base_url,
+            api_key=api_key,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            rpm=rpm,
+            max_retries=max_retries,
+            timeout=timeout,
+            temperature=temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+            include_class_name=include_class_name,
+            other_classes=other_classes,
+            structured=structured,
+            cache_path=cache_path,
+            refresh=refresh,
+            dataset_name=spec.name,
+            domain=domain or spec.domain,
+            device=device,
+            dtype=dtype,
+            backoff=Backoff(base=backoff_base),
+            progress=not quiet,
+        )
+    except GenerationError as exc:
+        typer.secho(str(exc), err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from exc
+    except (FatalBackendError, PromptError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    regenerate = _command_line(
+        spec.name,
+        {
+            "k": k,
+            "backend": backend,
+            "model": model,
+            "base_url": base_url,
+            "api_key_env": api_key_env if api_key_env != "OPENAI_API_KEY" else None,
+            "prompt": prompt,
+            "classes_file": classes_file,
+            "domain": domain,
+            "no_other_classes": not other_classes,
+            "temperature": temperature,
+            "seed": seed,
+            "max_tokens": max_tokens,
+            "include_class_name": include_class_name,
+            "no_structured": not structured,
+            "device": device,
+            "dtype": dtype if backend == "hf" else None,
+            "out": out,
+        },
+    )
+    meta = meta.model_copy(update={"command": regenerate, "classes_file": str(spec.classes_file) if spec.classes_file else None})
+    save_label_set(out, label_set, meta)
+    try:
+        load_label_set(out, spec.classes)  # the file on disk must load as a label set of exactly these classes
+    except LabelSetError as exc:  # pragma: no cover - generate_label_set already validated it
+        raise _fail(f"wrote an invalid label set: {exc}") from exc
+    stats = meta.model_extra.get("stats", {}) if meta.model_extra else {}
+    typer.echo(f"wrote {out} ({spec.num_classes} classes x {k}{' + class name' if include_class_name else ''})")
+    from .generate import RunStats
+
+    typer.echo(RunStats(**{k_: v for k_, v in stats.items()}).summary())
+
+
+@subclasses_app.command("diff", no_args_is_help=True)
+def diff_command(
+    a: Annotated[Path, typer.Argument(help="First label set (JSON).")],
+    b: Annotated[Path, typer.Argument(help="Second label set (JSON).")],
+    show_all: Annotated[bool, typer.Option("--all", help="Also list classes whose subclasses are identical.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show per class which subclasses only A has (-), only B has (+) and both have (=).
+
+    Entries are compared after normalisation, ignoring case. Exit 0 identical, 1 different, 2 error.
+    """
+    import json
+
+    from shared.labelset import LabelSetError, read_label_set_json
+    from shared.resources import resolve_label_set_path
+
+    from .diff import diff_label_sets, format_diff
+
+    try:
+        path_a, path_b = resolve_label_set_path(a), resolve_label_set_path(b)
+        raw_a, raw_b = read_label_set_json(path_a), read_label_set_json(path_b)
+    except (LabelSetError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    for path, raw in ((path_a, raw_a), (path_b, raw_b)):
+        if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+            raise _fail(f"{path}: not a label set (a JSON object of lists)")
+    result = diff_label_sets(raw_a, raw_b)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in format_diff(result, str(a), str(b), show_all=show_all):
+            typer.echo(line)
+    raise typer.Exit(0 if result.identical else 1)
 
 
 def register(app: typer.Typer) -> None:
     """Add stage one's commands to the root app."""
+    app.add_typer(subclasses_app, name="subclasses")
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # hf backend in worker threads: no fork warnings

@@ -1,0 +1,104 @@
+"""A local transformers causal LM, prompted through its own chat template.
+
+The model is a hub id or a local folder. Nothing is downloaded when `HF_HUB_OFFLINE` (or
+`TRANSFORMERS_OFFLINE`) is set or when the model is a local path (`local_files_only`).
+Greedy decoding unless a temperature above 0 is asked for; JSON is parsed out of the text
+by the generation loop (no server-side schema here). One request at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .base import Completion, FatalBackendError, Sampling
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def offline_mode() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+class HFBackend:
+    """`AutoTokenizer` + `AutoModelForCausalLM.generate` behind the backend interface."""
+
+    name = "hf"
+    supports_schema = False
+    max_concurrency: int | None = 1
+
+    def __init__(self, model: str, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in DTYPES:
+            raise FatalBackendError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
+        self.model = model
+        self.local = Path(model).expanduser().exists()
+        self.local_files_only = self.local or offline_mode()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = dtype
+        source = str(Path(model).expanduser()) if self.local else model
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=self.local_files_only, trust_remote_code=trust_remote_code)
+            torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+            self.lm = AutoModelForCausalLM.from_pretrained(
+                source, local_files_only=self.local_files_only, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            where = "the local folder" if self.local else ("the local HF cache (offline mode)" if self.local_files_only else "the hub")
+            raise FatalBackendError(f"cannot load model '{model}' from {where}: {exc}") from exc
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise FatalBackendError(f"model '{model}': its tokenizer has no chat template; use an instruction-tuned (chat) model")
+        self.lm.to(self.device)
+        self.lm.eval()
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "local_files_only": self.local_files_only,
+            "device": str(self.device),
+            "dtype": str(next(self.lm.parameters()).dtype).replace("torch.", ""),
+            "model_class": type(self.lm).__name__,
+        }
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The exact prompt text the model sees: the chat template applied, generation prompt added."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, sampling: Sampling) -> Completion:
+        import torch
+
+        text = self.render(messages)
+        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        sample = sampling.temperature > 0
+        options: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "do_sample": sample}
+        if sample:
+            options["temperature"] = sampling.temperature
+            if sampling.top_p is not None:
+                options["top_p"] = sampling.top_p
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with self._lock, torch.inference_mode():
+            if sample and sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            output = self.lm.generate(**inputs, pad_token_id=pad, **options)
+        new = output[0, prompt_tokens:]
+        eos = self.tokenizer.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        stopped = bool(len(new)) and int(new[-1]) in eos_ids
+        answer = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Completion(
+            text=answer,
+            finish_reason="stop" if stopped or len(new) < sampling.max_tokens else "length",
+            model=self.model,
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": int(len(new)), "total_tokens": prompt_tokens + int(len(new))},
+            extra={"device": str(self.device)},
+        )
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,467 @@
+"""Stage one's engine: ask a backend for K subclasses of every class, robustly, resumably.
+
+`generate_label_set(...)` is the public API; `llmseg subclasses` is a thin layer over it.
+
+Per class (classes run in parallel, `concurrency` at a time, with an optional client-side
+requests-per-minute limit):
+
+1. render the prompt template into chat messages;
+2. look the request up in the cache (`stage1_llm.cache`); otherwise send it, retrying 429,
+   5xx, timeouts and connection errors with exponential backoff and jitter, honouring
+   `Retry-After` (up to `max_retries` retries per request);
+3. parse and normalise the answer (`stage1_llm.parse`); if it does not give exactly K clean
+   subclasses, append the answer and a "repair" turn saying what was wrong and ask again
+   (up to `max_retries` re-asks). Entries are never invented, padded or cut.
+
+Every answer is logged before it is used, so a killed run resumes where it stopped: answers
+already in the log (same key) are replayed, not requested. If the server rejects
+`response_format` json_schema, the run falls back to JSON in plain text for good (and notes
+it in the log so that a resumed run starts there). Classes that never get a usable answer
+make the run raise `GenerationError` naming each of them, after all the others are logged.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.labelset import LabelSet, LabelSetMeta, validate_label_set
+
+from .backends import Backend, Sampling, make_backend
+from .backends.base import BackendError, StructuredOutputUnsupported
+from .cache import AnswerCache, request_key
+from .parse import answer_schema, parse_answer
+from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
+
+
+class GenerationError(RuntimeError):
+    """Some classes never got a usable answer; `failed` maps each to the reason. The rest is in the cache."""
+
+    def __init__(self, failed: dict[str, str], *, total: int, cache_path: Path | None, aborted: str | None = None):
+        self.failed = failed
+        self.total = total
+        self.cache_path = cache_path
+        self.aborted = aborted
+        lines = [f"stage one failed for {len(failed)} of {total} classes:"]
+        if aborted:
+            lines.append(f"  run stopped: {aborted}")
+        lines += [f"  - '{name}': {reason}" for name, reason in failed.items()]
+        if cache_path is not None:
+            lines.append(f"the {total - len(failed)} usable answers are saved in {cache_path}; rerun the same command to resume")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits between d/2 and d, d = min(cap, base * 2**n).
+
+    A server's Retry-After wins (capped at `retry_after_cap`). Tests use a tiny base.
+    """
+
+    base: float = 1.0
+    cap: float = 30.0
+    retry_after_cap: float = 300.0
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.retry_after_cap)
+        ceiling = min(self.cap, self.base * (2.0**attempt))
+        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+class RateLimiter:
+    """At most `rpm` request starts per minute, evenly spaced, shared by all worker threads."""
+
+    def __init__(self, rpm: float | None):
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+@dataclass
+class RunStats:
+    """Counters for the progress bar, the summary line and the sidecar."""
+
+    classes: int = 0
+    requests: int = 0  # sent to the backend
+    cached: int = 0  # answers replayed from the cache
+    retries: int = 0  # transport retries (429, 5xx, timeouts, connection errors)
+    reasks: int = 0  # unusable answers asked again
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def summary(self) -> str:
+        tokens = self.prompt_tokens + self.completion_tokens
+        return (
+            f"{self.classes} classes, {self.requests} requests ({self.cached} answers from cache), "
+            f"{self.retries} retries, {self.reasks} re-asks, {self.failed} failed, "
+            f"{tokens} tokens ({self.prompt_tokens} prompt + {self.completion_tokens} completion), {self.wall_s:.1f} s"
+        )
+
+
+@dataclass
+class _Outcome:
+    subclasses: list[str] | None
+    answers: int
+    reason: str | None = None
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Run:
+    """One generation run's shared state: backend, cache, limiter, structured-output mode, counters."""
+
+    def __init__(
+        self,
+        *,
+        classes: list[str],
+        backend: Backend,
+        template: PromptTemplate,
+        k: int,
+        sampling: Sampling,
+        cache: AnswerCache,
+        refresh: bool,
+        max_retries: int,
+        backoff: Backoff,
+        limiter: RateLimiter,
+        domain: str,
+        other_classes: bool,
+        structured: bool,
+    ):
+        self.classes = classes
+        self.backend = backend
+        self.template = template
+        self.k = k
+        self.sampling = sampling
+        self.cache = cache
+        self.refresh = refresh
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.limiter = limiter
+        self.domain = domain
+        self.other_classes = other_classes
+        self.schema = answer_schema() if backend.supports_schema else None
+        self.describe = backend.describe()
+        self.base_url = self.describe.get("base_url")
+        rejected = cache.notes(event="json_schema_rejected", backend=backend.name, model=backend.model, base_url=self.base_url)
+        self.structured = bool(structured and self.schema is not None and not rejected)
+        self.stats = RunStats(classes=len(classes))
+        self.fingerprints: set[str] = set()
+        self.abort = threading.Event()
+        self.abort_reason: str | None = None
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------ requests
+
+    def _key(self, messages: list[dict[str, str]], structured: bool) -> str:
+        return request_key(
+            backend=self.backend.name,
+            model=self.backend.model,
+            prompt_sha256=self.template.sha256,
+            messages=messages,
+            schema=self.schema if structured else None,
+            sampling=self.sampling.as_dict(),
+        )
+
+    def _redact(self, text: str) -> str:
+        redact = getattr(self.backend, "redact", None)
+        return redact(text) if redact else text
+
+    def ask(self, class_name: str, messages: list[dict[str, str]], answer_index: int) -> dict[str, Any]:
+        """One answer (a cache record) for these messages: replayed from the log, else requested and logged."""
+        if not self.refresh:
+            modes = [self.structured, not self.structured] if self.schema is not None else [False]
+            for structured in modes:
+                record = self.cache.get(self._key(messages, structured))
+                if record is not None:
+                    self.stats.add(cached=1)
+                    return record
+        transport_failures = 0
+        while True:
+            if self.abort.is_set():
+                raise _Aborted(self.abort_reason)
+            structured = self.structured
+            self.limiter.acquire()
+            self.stats.add(requests=1)
+            try:
+                completion = self.backend.complete(messages, schema=self.schema if structured else None, sampling=self.sampling)
+            except StructuredOutputUnsupported as exc:
+                self._schema_rejected(str(exc))
+                continue
+            except BackendError as exc:
+                message = self._redact(str(exc))
+                self.cache.append(
+                    {"kind": "error", "class": class_name, "answer": answer_index, "status": exc.status, "error": message}
+                )
+                if exc.fatal:
+                    self._abort(message)
+                    raise _Aborted(message) from exc
+                if not exc.retryable:
+                    raise _ClassFailed(f"the server rejected the request: {message}") from exc
+                if transport_failures >= self.max_retries:
+                    raise _ClassFailed(f"gave up after {transport_failures + 1} failed requests, last: {message}") from exc
+                self.stats.add(retries=1)
+                time.sleep(self.backoff.delay(transport_failures, exc.retry_after, self._rng))
+                transport_failures += 1
+                continue
+            usage = completion.usage
+            self.stats.add(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0))
+            if completion.system_fingerprint:
+                with self._lock:
+                    self.fingerprints.add(completion.system_fingerprint)
+            record = {
+                "kind": "answer",
+                "key": self._key(messages, structured),
+                "class": class_name,
+                "answer": answer_index,
+                "backend": self.backend.name,
+                "model": self.backend.model,
+                "prompt_id": self.template.id,
+                "prompt_sha256": self.template.sha256,
+                "structured": structured,
+                "sampling": self.sampling.as_dict(),
+                "messages": messages,
+                "text": completion.text,
+                "meta": completion.meta(),
+            }
+            self.cache.append(record)
+            return record
+
+    def _schema_rejected(self, message: str) -> None:
+        with self._lock:
+            if not self.structured:
+                return
+            self.structured = False
+        self.cache.append(
+            {
+                "kind": "note",
+                "event": "json_schema_rejected",
+                "backend": self.backend.name,
+                "model": self.backend.model,
+                "base_url": self.base_url,
+                "message": self._redact(message),
+            }
+        )
+
+    def _abort(self, reason: str) -> None:
+        with self._lock:
+            if self.abort_reason is None:
+                self.abort_reason = reason
+        self.abort.set()
+
+    # ------------------------------------------------------------------ one class
+
+    def solve(self, class_name: str) -> _Outcome:
+        others = [c for c in self.classes if c != class_name] if self.other_classes else []
+        messages = self.template.render(class_name, self.k, self.domain, others)
+        problem = ""
+        for answer_index in range(self.max_retries + 1):
+            try:
+                record = self.ask(class_name, messages, answer_index)
+            except _ClassFailed as exc:
+                return _Outcome(None, answer_index, str(exc))
+            except _Aborted as exc:
+                return _Outcome(None, answer_index, f"not finished: the run stopped ({exc})")
+            meta = record.get("meta") or {}
+            parsed = parse_answer(
+                record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")
+            )
+            if parsed.ok:
+                return _Outcome(parsed.subclasses, answer_index + 1)
+            problem = parsed.describe()
+            if answer_index < self.max_retries:
+                self.stats.add(reasks=1)
+                repair = self.template.render_repair(class_name, self.k, problem, self.domain, others)
+                messages = [*messages, {"role": "assistant", "content": record["text"]}, {"role": "user", "content": repair}]
+        return _Outcome(None, self.max_retries + 1, f"no usable answer in {self.max_retries + 1} tries, last: {problem}")
+
+
+class _ClassFailed(Exception):
+    pass
+
+
+def model_slug(model: str) -> str:
+    """A short file-name-safe form of a model name: `Qwen/Qwen2.5-7B-Instruct` -> `qwen2.5-7b-instruct`."""
+    import re
+
+    tail = model.rstrip("/\\").replace("\\", "/").split("/")[-1] or model
+    slug = re.sub(r"[^a-z0-9._-]+", "-", tail.lower()).strip("-.")
+    return slug or "model"
+
+
+def generate_label_set(
+    classes: Sequence[str],
+    *,
+    backend: str,
+    model: str,
+    k: int = 5,
+    prompt: str | Path | PromptTemplate = DEFAULT_PROMPT,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    rpm: float | None = None,
+    max_retries: int = 5,
+    timeout: float = 60.0,
+    temperature: float = 0.0,
+    seed: int | None = 0,
+    max_tokens: int = 512,
+    include_class_name: bool = False,
+    other_classes: bool = True,
+    structured: bool = True,
+    cache_path: Path | None = None,
+    refresh: bool = False,
+    dataset_name: str | None = None,
+    domain: str | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    backoff: Backoff | None = None,
+    progress: bool = True,
+    backend_instance: Backend | None = None,
+) -> tuple[LabelSet, LabelSetMeta]:
+    """Ask the LLM for exactly `k` subclasses of every class; return the label set and its provenance.
+
+    backend/model: `"openai"` (any OpenAI-compatible server: `base_url`, `api_key` or the env var
+    named by `api_key_env`; a placeholder key for local servers) or `"hf"` (a hub id or local
+    folder; `device`, `dtype`). `backend_instance` reuses an already built backend.
+    prompt: a bundled template id or a `.md` file (see `stage1_llm.prompts`).
+    max_retries: per request for transport errors, and per class for unusable answers.
+    cache_path: the jsonlines log that makes reruns resume; None keeps answers in memory only.
+    refresh: ignore cached answers (new ones are still logged).
+    other_classes: put the dataset's other class names into the prompt ({other_classes}).
+    structured: ask for json_schema structured output where the backend supports it.
+
+    Raises GenerationError naming every class without a usable answer (the others stay cached),
+    FatalBackendError when the backend cannot work at all (bad key, unknown model), ValueError
+    for bad arguments.
+    """
+    names = [str(c) for c in classes]
+    if not names:
+        raise ValueError("no classes to generate subclasses for")
+    duplicates = sorted({c for c in names if names.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if concurrency < 1 or max_retries < 0:
+        raise ValueError("concurrency must be >= 1 and max_retries >= 0")
+    template = prompt if isinstance(prompt, PromptTemplate) else load_prompt(prompt)
+    sampling = Sampling(temperature=temperature, seed=seed, max_tokens=max_tokens)
+    own_backend = backend_instance is None
+    engine = backend_instance or make_backend(
+        backend, model, base_url=base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, device=device, dtype=dtype
+    )
+    if engine.max_concurrency:
+        concurrency = min(concurrency, engine.max_concurrency)
+    cache = AnswerCache(cache_path)
+    run = _Run(
+        classes=names,
+        backend=engine,
+        template=template,
+        k=k,
+        sampling=sampling,
+        cache=cache,
+        refresh=refresh,
+        max_retries=max_retries,
+        backoff=backoff or Backoff(),
+        limiter=RateLimiter(rpm),
+        domain=domain or "natural photographs",
+        other_classes=other_classes,
+        structured=structured,
+    )
+    started = time.monotonic()
+    try:
+        outcomes = _run_all(run, names, concurrency, progress)
+    finally:
+        run.stats.wall_s = time.monotonic() - started
+        if own_backend:
+            engine.close()
+    failed = {name: outcomes[name].reason or "no answer" for name in names if outcomes[name].subclasses is None}
+    if failed:
+        raise GenerationError(failed, total=len(names), cache_path=cache_path, aborted=run.abort_reason)
+
+    label_set = LabelSet({name: outcomes[name].subclasses for name in names})
+    if include_class_name:
+        label_set = label_set.with_class_names()
+    report = validate_label_set(label_set.root, names, source="generated label set")
+    if report.errors:  # cannot happen with a correct parser; fail loudly rather than write a bad file
+        raise RuntimeError("generated label set is invalid:\n" + "\n".join(str(e) for e in report.errors))
+    meta = LabelSetMeta(
+        generator=engine.name,
+        model=engine.model,
+        dataset=dataset_name,
+        prompt_id=template.id,
+        prompt_sha256=template.sha256,
+        k=k,
+        sampling=sampling.as_dict(),
+        per_class_attempts={name: outcomes[name].answers for name in names},
+        backend=run.describe,
+        prompt_version=template.version,
+        prompt_path=str(template.path) if template.path else None,
+        include_class_name=include_class_name,
+        other_classes_in_prompt=other_classes,
+        domain=run.domain,
+        structured_output="json_schema" if run.structured else "text",
+        system_fingerprints=sorted(run.fingerprints),
+        max_retries=max_retries,
+        stats=run.stats.as_dict(),
+        cache=str(cache_path) if cache_path else None,
+        warnings=[str(issue) for issue in report.warnings],
+    )
+    return label_set, meta
+
+
+def _run_all(run: _Run, names: list[str], concurrency: int, progress: bool) -> dict[str, _Outcome]:
+    from tqdm.auto import tqdm
+
+    outcomes: dict[str, _Outcome] = {}
+    bar = tqdm(total=len(names), desc="subclasses", unit="class", disable=not progress, dynamic_ncols=True)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stage1")
+    try:
+        futures = {pool.submit(run.solve, name): name for name in names}
+        for future in as_completed(futures):
+            name = futures[future]
+            outcome = future.result()
+            outcomes[name] = outcome
+            if outcome.subclasses is None:
+                run.stats.add(failed=1)
+            bar.update(1)
+            bar.set_postfix(retries=run.stats.retries, reasks=run.stats.reasks, failed=run.stats.failed, cached=run.stats.cached)
+    except BaseException:
+        run._abort("interrupted")
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    return outcomes

@@ -1,0 +1,342 @@
+"""A scripted OpenAI-compatible chat-completions server, for tests, benchmarks and the offline demo.
+
+    from stage1_llm.testing.server import ScriptedLLMServer, valid, prose, raw, http_error, rate_limited
+
+    with ScriptedLLMServer(scripts={"cat": [rate_limited(0.05), raw("not json"), valid([...])]}) as server:
+        generate_label_set(classes, backend="openai", model="scripted", base_url=server.base_url)
+        assert server.count("cat") == 3
+
+It listens on 127.0.0.1 on a free port (standard library only) and speaks enough of the API
+for the real `openai` SDK: `POST /v1/chat/completions` and `GET /v1/models`.
+
+How a request is matched to a class: the server searches the request's user messages, first
+to last, for `class_pattern` (default: a line `Class: <name>`, which the bundled prompt
+templates end with) and takes K from `k_pattern` (default: a line `Number of subtypes: <k>`,
+else 5). Scripts are keyed by that exact class name. Each class's script is a list of steps
+used one per request, in order; once a class's script is used up (or it has none) the
+server answers with `default(class_name, k)`: by default `["<class> variant 1", ...]`.
+A request whose class cannot be found gets a 400.
+
+`latency` delays every answer; `reject_json_schema=True` answers 400 to any request with
+`response_format` of type json_schema, the way servers without structured output do. Every
+request is logged (`server.log`, `server.count(...)`); nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+AnswerGenerator = Callable[[str, int], list[str]]
+DEFAULT_CLASS_PATTERN = r"^Class: (?P<name>.+?)[ \t]*$"
+DEFAULT_K_PATTERN = r"^Number of subtypes: (?P<k>\d+)[ \t]*$"
+FINGERPRINT = "fp_llmseg_scripted"
+
+
+def generic_answer(class_name: str, k: int) -> list[str]:
+    """The default answer: `k` distinct made-up names (fine for tests, not for segmentation)."""
+    return [f"{class_name} variant {i + 1}" for i in range(k)]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted reply: an answer text (status 200) or an HTTP error, optionally delayed."""
+
+    kind: str
+    content: str | None = None
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    delay: float = 0.0
+    finish_reason: str = "stop"
+    error_body: dict[str, Any] | None = None
+    items: tuple[str, ...] | None = None  # for "json"/"prose": the list to serialise; None = the default answer
+
+
+def valid(items: Iterable[str] | None = None, delay: float = 0.0) -> Step:
+    """A clean JSON answer `{"subclasses": items}` (None: the default generator's answer)."""
+    return Step("json", items=None if items is None else tuple(items), delay=delay)
+
+
+def prose(items: Iterable[str] | None = None, delay: float = 0.0) -> Step:
+    """The JSON wrapped in chatter and a ```json fence, as chat models like to answer."""
+    return Step("prose", items=None if items is None else tuple(items), delay=delay)
+
+
+def raw(text: str, *, finish_reason: str = "stop", delay: float = 0.0) -> Step:
+    """Exactly this answer text: invalid JSON, a truncated answer (finish_reason='length'), prose..."""
+    return Step("raw", content=text, finish_reason=finish_reason, delay=delay)
+
+
+def wrong_count(n: int, delay: float = 0.0) -> Step:
+    """A well-formed answer with `n` entries (the test decides whether that is wrong)."""
+    return Step("json", items=tuple(f"item {i + 1}" for i in range(n)), delay=delay)
+
+
+def duplicates(items: Iterable[str], delay: float = 0.0) -> Step:
+    """A JSON answer listing every item twice (varying case and spacing the second time)."""
+    items = list(items)
+    doubled = items + [f"  {i.upper()} " for i in items]
+    return Step("json", items=tuple(doubled), delay=delay)
+
+
+def http_error(status: int, message: str | None = None, *, retry_after: float | None = None, delay: float = 0.0) -> Step:
+    """An HTTP error with an OpenAI-style error body (and a Retry-After header if given)."""
+    headers = (("Retry-After", f"{retry_after:g}"),) if retry_after is not None else ()
+    body = {"error": {"message": message or f"scripted error {status}", "type": "server_error", "param": None, "code": None}}
+    return Step("http", status=status, headers=headers, delay=delay, error_body=body)
+
+
+def rate_limited(retry_after: float = 1.0) -> Step:
+    """429 Too Many Requests with a Retry-After header (seconds)."""
+    return http_error(429, "Rate limit reached (scripted)", retry_after=retry_after)
+
+
+def server_error(status: int = 500) -> Step:
+    return http_error(status, "The server had an error while processing your request (scripted)")
+
+
+def slow(seconds: float, then: Step | None = None) -> Step:
+    """`then` (default: a valid answer) after `seconds`: with a short client timeout, a timeout."""
+    step = then or valid()
+    return Step(step.kind, step.content, step.status, step.headers, seconds, step.finish_reason, step.error_body, step.items)
+
+
+@dataclass
+class LoggedRequest:
+    """What the server saw and did for one request."""
+
+    n: int
+    path: str
+    class_name: str | None
+    k: int | None
+    step: str
+    status: int
+    body: dict[str, Any]
+    authorization: str | None
+    time: float = field(default_factory=time.monotonic)
+
+    @property
+    def response_format(self) -> str | None:
+        fmt = self.body.get("response_format")
+        return fmt.get("type") if isinstance(fmt, dict) else None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.body.get("messages") or []
+
+
+class ScriptedLLMServer:
+    """The server; a context manager that starts it on enter and stops it on exit."""
+
+    def __init__(
+        self,
+        scripts: dict[str, Iterable[Step]] | None = None,
+        *,
+        default: AnswerGenerator | None = None,
+        latency: float = 0.0,
+        reject_json_schema: bool = False,
+        class_pattern: str = DEFAULT_CLASS_PATTERN,
+        k_pattern: str = DEFAULT_K_PATTERN,
+        model: str = "scripted",
+    ):
+        self.scripts: dict[str, list[Step]] = {name: list(steps) for name, steps in (scripts or {}).items()}
+        self.default = default or generic_answer
+        self.latency = latency
+        self.reject_json_schema = reject_json_schema
+        self.class_pattern = re.compile(class_pattern, re.MULTILINE)
+        self.k_pattern = re.compile(k_pattern, re.MULTILINE)
+        self.model = model
+        self.log: list[LoggedRequest] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running: use it as a context manager or call start()")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> ScriptedLLMServer:
+        handler = type("Handler", (_Handler,), {"owner": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> ScriptedLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.log)
+
+    def count(self, class_name: str | None = None, *, status: int | None = None) -> int:
+        """Requests seen (for one class and/or with one response status)."""
+        with self._lock:
+            return sum(
+                1
+                for r in self.log
+                if (class_name is None or r.class_name == class_name) and (status is None or r.status == status)
+            )
+
+    def requests_for(self, class_name: str) -> list[LoggedRequest]:
+        with self._lock:
+            return [r for r in self.log if r.class_name == class_name]
+
+    def classes_requested(self) -> list[str]:
+        with self._lock:
+            return [r.class_name for r in self.log if r.class_name is not None]
+
+    def add_script(self, class_name: str, *steps: Step) -> None:
+        with self._lock:
+            self.scripts.setdefault(class_name, []).extend(steps)
+
+    # ------------------------------------------------------------------ behaviour
+
+    def find_class(self, messages: list[dict[str, Any]]) -> tuple[str | None, int]:
+        for message in messages:
+            if message.get("role") != "user" or not isinstance(message.get("content"), str):
+                continue
+            found = self.class_pattern.search(message["content"])
+            if found:
+                k_match = self.k_pattern.search(message["content"])
+                return found.group("name"), int(k_match.group("k")) if k_match else 5
+        return None, 5
+
+    def next_step(self, class_name: str) -> Step:
+        with self._lock:
+            script = self.scripts.get(class_name)
+            if script:
+                return script.pop(0)
+        return valid()
+
+    def record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            entry.n = len(self.log) + 1
+            self.log.append(entry)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: ScriptedLLMServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, payload: dict[str, Any], headers: Iterable[tuple[str, str]] = ()) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
+            pass
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": self.owner.model, "object": "model", "owned_by": "llmseg"}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:
+        owner = self.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+            return
+        auth = self.headers.get("Authorization")
+        entry = LoggedRequest(0, self.path, None, None, "", 0, body, auth)
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            entry.step, entry.status = "no-route", 404
+            owner.record(entry)
+            self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+            return
+        class_name, k = owner.find_class(body.get("messages") or [])
+        entry.class_name, entry.k = class_name, k
+        fmt = body.get("response_format")
+        if owner.reject_json_schema and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            entry.step, entry.status = "reject-json-schema", 400
+            owner.record(entry)
+            message = "response_format type 'json_schema' is not supported by this server"
+            self._send(400, {"error": {"message": message, "type": "invalid_request_error", "param": "response_format", "code": None}})
+            return
+        if class_name is None:
+            entry.step, entry.status = "unknown-class", 400
+            owner.record(entry)
+            message = f"scripted server: no line matching {owner.class_pattern.pattern!r} in the user messages"
+            self._send(400, {"error": {"message": message, "type": "invalid_request_error"}})
+            return
+        step = owner.next_step(class_name)
+        entry.step, entry.status = step.kind, step.status
+        owner.record(entry)
+        delay = owner.latency + step.delay
+        if delay:
+            time.sleep(delay)
+        if step.kind == "http":
+            self._send(step.status, step.error_body or {}, step.headers)
+            return
+        self._send(200, _completion(entry, step, owner, class_name, k), [("x-request-id", f"req_scripted_{entry.n}")])
+
+
+def _answer_text(step: Step, owner: ScriptedLLMServer, class_name: str, k: int) -> str:
+    if step.kind == "raw":
+        return step.content or ""
+    items = list(step.items) if step.items is not None else list(owner.default(class_name, k))
+    payload = json.dumps({"subclasses": items}, ensure_ascii=False)
+    if step.kind == "prose":
+        return f"Sure! Here are the subtypes of {class_name}:\n\n```json\n{payload}\n```\n\nLet me know if you need more."
+    return payload
+
+
+def _completion(entry: LoggedRequest, step: Step, owner: ScriptedLLMServer, class_name: str, k: int) -> dict[str, Any]:
+    text = _answer_text(step, owner, class_name, k)
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in entry.messages)
+    completion_tokens = len(text.split())
+    return {
+        "id": f"chatcmpl-scripted-{entry.n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": entry.body.get("model") or owner.model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": step.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    }
