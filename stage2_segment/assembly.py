@@ -1,0 +1,141 @@
+"""Subclass assembly: per-name similarities -> per-class scores, keeping which name won (protocols.md section 4).
+
+`sims` is [N, ...] (one row per flat label-set name, any trailing pixel dims), `owners[n]` the class
+of name n (contiguous, ascending: LabelSet.flat_names order). Every function returns
+(class values [C, ...], winner [C, ...] int64 flat name index of the winning name per class).
+
+Two levels: `combine_similarities` mixes cosines (the llm-supervision maps, the seed's softmax
+query), `assemble` gives probabilities for the dense protocol (softmax with a logit scale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+RULES = ("none", "max", "mean", "softmax", "chils")
+
+
+def class_slices(owners: Sequence[int], num_classes: int) -> list[slice]:
+    """The contiguous block of names of each class; every class needs at least one name."""
+    owners = [int(o) for o in owners]
+    if any(b < a for a, b in zip(owners, owners[1:], strict=False)):
+        raise ValueError("assembly: names must be grouped by class in class order (LabelSet.flat_names)")
+    slices = []
+    start = 0
+    for c in range(num_classes):
+        end = start
+        while end < len(owners) and owners[end] == c:
+            end += 1
+        if end == start:
+            raise ValueError(f"assembly: class {c} has no names")
+        slices.append(slice(start, end))
+        start = end
+    if start != len(owners):
+        raise ValueError(f"assembly: owners name classes beyond {num_classes - 1}")
+    return slices
+
+
+def group_softmax(values: torch.Tensor, owners: Sequence[int], num_classes: int) -> torch.Tensor:
+    """[N] -> [N]: softmax within each class's names (no temperature): the seed's subclass weights."""
+    out = torch.empty_like(values)
+    for sl in class_slices(owners, num_classes):
+        out[sl] = torch.softmax(values[sl], dim=0)
+    return out
+
+
+def group_argmax_onehot(values: torch.Tensor, owners: Sequence[int], num_classes: int) -> torch.Tensor:
+    """[N] -> [N]: 1 for the highest-valued name of each class, 0 elsewhere (image-level CHiLS choice)."""
+    out = torch.zeros_like(values)
+    for sl in class_slices(owners, num_classes):
+        out[sl.start + int(values[sl].argmax())] = 1
+    return out
+
+
+def _reduce(values: torch.Tensor, slices: list[slice], how: str, score: torch.Tensor | None = None):
+    """Per-class max/mean/sum of `values`; winner = argmax of `score` (default `values`) in the class."""
+    score = values if score is None else score
+    outs, wins = [], []
+    for sl in slices:
+        block = values[sl]
+        if how == "max":
+            best, arg = block.max(dim=0)
+            outs.append(best)
+            wins.append(arg + sl.start)
+            continue
+        outs.append(block.mean(dim=0) if how == "mean" else block.sum(dim=0))
+        wins.append(score[sl].argmax(dim=0) + sl.start)
+    return torch.stack(outs), torch.stack(wins)
+
+
+def _check(rule: str, sims: torch.Tensor, owners: Sequence[int], num_classes: int) -> list[slice]:
+    if rule not in RULES:
+        raise ValueError(f"unknown assembly '{rule}': use one of {', '.join(RULES)}")
+    if sims.shape[0] != len(owners):
+        raise ValueError(f"assembly: {sims.shape[0]} similarity rows for {len(owners)} names")
+    slices = class_slices(owners, num_classes)
+    if rule == "none" and len(owners) != num_classes:
+        raise ValueError(f"assembly 'none' needs one name per class, got {len(owners)} names for {num_classes} classes")
+    return slices
+
+
+def combine_similarities(
+    rule: str,
+    sims: torch.Tensor,
+    owners: Sequence[int],
+    num_classes: int,
+    *,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine-level: none = the class row; max / mean over names; softmax / chils = sum_n w_n sims_n.
+
+    `weights` [N] (softmax, chils): image-level weights, e.g. `group_softmax` of the global cosines
+    (the seed) or `group_argmax_onehot` (CHiLS picks one subclass per class).
+    """
+    slices = _check(rule, sims, owners, num_classes)
+    if rule == "none":
+        idx = torch.arange(num_classes, device=sims.device).reshape(-1, *([1] * (sims.ndim - 1)))
+        return sims, idx.expand_as(sims)
+    if rule in ("max", "mean"):
+        return _reduce(sims, slices, rule)
+    if weights is None:
+        raise ValueError(f"assembly '{rule}' needs image-level weights")
+    w = weights.to(sims.dtype).reshape(-1, *([1] * (sims.ndim - 1)))
+    weighted = sims * w
+    return _reduce(weighted, slices, "sum")
+
+
+def assemble(
+    rule: str,
+    sims: torch.Tensor,
+    owners: Sequence[int],
+    num_classes: int,
+    *,
+    logit_scale: float,
+    class_sims: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability-level rules of the dense protocol.
+
+    none: softmax(scale x sims) over classes. max / mean: softmax over ALL names, then max / mean over
+    each class's names (max: the SCLIP family). softmax: the seed's weighted query per class, then
+    softmax(scale x .) over classes. chils: p_sub = softmax over all names, p_super = softmax of
+    `class_sims` (class-name cosines) over classes; class score = max_n p_sub(n) x p_super(class).
+    """
+    slices = _check(rule, sims, owners, num_classes)
+    if rule == "none":
+        probs = torch.softmax(sims * logit_scale, dim=0)
+        return combine_similarities("none", probs, owners, num_classes)
+    if rule in ("max", "mean"):
+        probs = torch.softmax(sims * logit_scale, dim=0)
+        return _reduce(probs, slices, rule)
+    if rule == "softmax":
+        combined, winner = combine_similarities("softmax", sims, owners, num_classes, weights=weights)
+        return torch.softmax(combined * logit_scale, dim=0), winner
+    if class_sims is None or class_sims.shape[0] != num_classes:
+        raise ValueError("assembly 'chils' needs the class-name similarities [C, ...]")
+    p_sub = torch.softmax(sims * logit_scale, dim=0)
+    p_super = torch.softmax(class_sims * logit_scale, dim=0)
+    best, winner = _reduce(p_sub, slices, "max")
+    return best * p_super, winner

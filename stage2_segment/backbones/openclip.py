@@ -1,0 +1,251 @@
+"""`openclip:<arch>`: any open_clip ViT, with the dense modes applied to its last block.
+
+The pooled image embedding is the model's own `encode_image` output; the dense features are the
+patch tokens after the (wrapped) last block, ln_post and proj. The patch positional embedding is
+resized bicubically at run time (class position kept) so any input that is a multiple of the
+patch size works. Text uses open_clip's tokenizer and modules; for causal CLIP text towers the
+token context is cut to the longest prompt of the batch (exact: pooling is at the EOT token).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from shared.io import sha256_file
+
+from .base import Backbone, BackboneError
+from .dense_block import DenseLastBlock
+
+log = logging.getLogger(__name__)
+
+_QUICKGELU_HINTS = ("openai", "dfn", "metaclip")
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """[1+G, C] (or [1, 1+G, C]) positional embedding -> new grid, bicubic on the patch part, cls kept."""
+    squeeze = pos.ndim == 2
+    p = pos.unsqueeze(0) if squeeze else pos
+    if tuple(old_grid) == tuple(new_grid):
+        return pos
+    cls, patch = p[:, :1], p[:, 1:]
+    if patch.shape[1] != old_grid[0] * old_grid[1]:
+        raise BackboneError(f"positional embedding has {patch.shape[1]} patch positions, expected grid {old_grid}")
+    c = patch.shape[-1]
+    grid = patch.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
+    patch = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c).to(p.dtype)
+    out = torch.cat([cls, patch], dim=1)
+    return out[0] if squeeze else out
+
+
+def _quickgelu_needed(arch: str, pretrained: str | None) -> bool:
+    """True when the weights are known to use QuickGELU but the architecture name does not say so."""
+    if pretrained is None or arch.endswith("-quickgelu"):
+        return False
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch) or {}
+    if cfg.get("quick_gelu", False):
+        return False
+    if Path(pretrained).is_file():
+        return any(hint in Path(pretrained).name.lower() for hint in _QUICKGELU_HINTS)
+    try:
+        tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
+    except Exception:  # unknown tag: open_clip itself reports it when loading
+        return False
+    return bool(tag_cfg.get("quick_gelu", False))
+
+
+class OpenClipBackbone(Backbone):
+    """An open_clip CLIP model in eval mode with a dense-mode last block."""
+
+    def __init__(
+        self,
+        arch: str,
+        pretrained: str | None = None,
+        *,
+        dense_mode: str = "vanilla",
+        device: str = "cpu",
+        precision: str = "fp32",
+        naclip_std: float = 5.0,
+    ) -> None:
+        super().__init__()
+        import open_clip
+
+        if open_clip.get_model_config(arch) is None:
+            raise BackboneError(f"openclip: unknown architecture '{arch}' (see open_clip.list_models())")
+        force_quick = _quickgelu_needed(arch, pretrained)
+        if force_quick:
+            warnings.warn(
+                f"openclip:{arch} with weights '{pretrained}': these weights use QuickGELU; "
+                f"building with force_quick_gelu=True (use '{arch}-quickgelu' to silence this)",
+                stacklevel=2,
+            )
+        local = pretrained is not None and Path(pretrained).is_file()
+        if local and not arch.endswith("-quickgelu") and not force_quick:
+            log.warning("openclip: loading %s into %s; OpenAI/DFN/MetaCLIP weights need the -quickgelu config", pretrained, arch)
+        try:
+            model = open_clip.create_model(arch, pretrained=pretrained, device=device, force_quick_gelu=force_quick)
+        except RuntimeError as exc:
+            if local and ("weights_only" in str(exc) or "TorchScript" in str(exc)):
+                raise BackboneError(
+                    f"openclip: {pretrained} looks like an OpenAI TorchScript archive; convert it once with "
+                    "stage2_segment.backbones.openclip.convert_torchscript_checkpoint(src, dst.safetensors)"
+                ) from exc
+            raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}") from exc
+        except Exception as exc:
+            raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}") from exc
+        model.eval()
+        visual = model.visual
+        needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+        missing = [name for name in needed if not hasattr(visual, name)]
+        if missing or getattr(visual, "attn_pool", None) is not None:
+            raise BackboneError(f"openclip:{arch}: dense features need a plain ViT image tower (missing {missing or 'attn_pool'})")
+        if getattr(visual, "pool_type", "tok") != "tok":
+            log.warning("openclip:%s pools by '%s': the global vector will include the dense-mode tokens", arch, visual.pool_type)
+
+        self.model = model
+        self.arch = arch
+        self.pretrained = pretrained
+        self.dense_mode = dense_mode
+        self.device = device
+        self.precision = precision
+        self.name = f"openclip:{arch}"
+        self.quick_gelu_forced = force_quick
+        self.weights_sha256 = sha256_file(pretrained) if local else None
+        self.patch_size = int(visual.patch_size[0])
+        self.native_size = int(visual.image_size[0])
+        self.native_grid = tuple(int(g) for g in visual.grid_size)
+        self.embed_dim = int(visual.proj.shape[1]) if visual.proj is not None else int(visual.ln_post.normalized_shape[0])
+        pp = getattr(visual, "preprocess_cfg", {}) or {}
+        self.mean = tuple(pp.get("mean", _CLIP_MEAN))
+        self.std = tuple(pp.get("std", _CLIP_STD))
+        blocks = visual.transformer.resblocks
+        self.last_block = DenseLastBlock(blocks[-1], dense_mode, naclip_std=naclip_std)
+        blocks[-1] = self.last_block
+        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.tokenizer = open_clip.get_tokenizer(arch)
+
+    # ------------------------------------------------------------------ image
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid not in self._pos_cache:
+            self._pos_cache[grid] = resize_pos_embed(self.model.visual.positional_embedding.detach(), self.native_grid, grid)
+        return self._pos_cache[grid]
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return torch.autocast(device_type=torch.device(self.device).type, enabled=False)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        visual = self.model.visual
+        b, _, height, width = images.shape
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"{self.name}: input {height}x{width} is not a multiple of the patch size {p}")
+        grid = (height // p, width // p)
+        self.last_block.grid = grid
+        with self._autocast():
+            x = visual.conv1(images.to(self.device))
+            x = x.reshape(b, x.shape[1], -1).permute(0, 2, 1)
+            cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(b, 1, -1)
+            x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
+            x = visual.ln_pre(x)
+            x = visual.transformer(x)
+            pooled, tokens = visual._pool(x)
+            if visual.proj is not None:
+                pooled = pooled @ visual.proj
+                tokens = tokens @ visual.proj
+        pooled = F.normalize(pooled.float(), dim=-1)
+        dense = F.normalize(tokens.float(), dim=-1).reshape(b, grid[0], grid[1], -1)
+        return pooled, dense
+
+    # ------------------------------------------------------------------ text
+
+    def _can_truncate(self) -> bool:
+        m = self.model
+        return (
+            all(hasattr(m, name) for name in ("token_embedding", "positional_embedding", "transformer", "ln_final"))
+            and getattr(m, "text_pool_type", None) == "argmax"
+            and getattr(m, "attn_mask", None) is not None
+        )
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str], batch_size: int = 256, truncate: bool = True) -> torch.Tensor:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+            with self._autocast():
+                if truncate and self._can_truncate():
+                    feats = self._encode_truncated(tokens)
+                else:
+                    feats = self.model.encode_text(tokens)
+            out.append(F.normalize(feats.float(), dim=-1))
+        if not out:
+            return torch.zeros(0, self.embed_dim, device=self.device)
+        return torch.cat(out)
+
+    def _encode_truncated(self, tokens: torch.Tensor) -> torch.Tensor:
+        """open_clip's CLIP.encode_text steps on tokens[:, :L], L = last EOT position + 1 (causal: exact)."""
+        m = self.model
+        eot = tokens.argmax(dim=-1)
+        length = int(eot.max().item()) + 1
+        tokens = tokens[:, :length]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        proj = m.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+    def text_parameters(self) -> Iterable[torch.Tensor]:
+        for name, tensor in self.model.state_dict().items():
+            if not name.startswith("visual."):
+                yield tensor
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backbone": self.name,
+            "arch": self.arch,
+            "pretrained": self.pretrained,
+            "weights_sha256": self.weights_sha256,
+            "quick_gelu_forced": self.quick_gelu_forced,
+            "dense_mode": self.dense_mode,
+            "patch_size": self.patch_size,
+            "native_size": self.native_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "precision": self.precision,
+        }
+
+
+def convert_torchscript_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """One-time conversion of an OpenAI TorchScript CLIP archive to a safetensors state dict.
+
+    torch.jit.load reads the TorchScript archive without unpickling arbitrary Python objects; the
+    result loads offline with `--pretrained dst.safetensors` (use the `-quickgelu` architecture).
+    """
+    from safetensors.torch import save_file
+
+    from shared.io import atomic_path
+
+    archive = torch.jit.load(str(src), map_location="cpu")
+    state = {k: v.contiguous() for k, v in archive.state_dict().items()}
+    with atomic_path(dst) as tmp:
+        save_file(state, str(tmp))
+    return Path(dst)

@@ -1,0 +1,55 @@
+"""Pieces both methods share: the flat name list, image tensors, index-based resizes (numpy, torch-free)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.labelset import LabelSet
+
+
+@dataclass(frozen=True)
+class NameTable:
+    """The names that get a text embedding, in LabelSet.flat_names order, and each one's class."""
+
+    names: list[str]
+    owners: list[int]
+    from_label_set: bool
+
+    @classmethod
+    def build(cls, classes: Sequence[str], label_set: LabelSet | None, include_class_name: bool) -> NameTable:
+        if label_set is None:
+            return cls(list(classes), list(range(len(classes))), False)
+        if label_set.classes != list(classes):
+            raise ValueError("label set keys differ from the class list (load it with load_label_set(path, classes))")
+        ls = label_set.with_class_names() if include_class_name else label_set
+        names, owners = ls.flat_names()
+        return cls(names, owners, True)
+
+    def slice_of(self, cls_index: int) -> slice:
+        start = self.owners.index(cls_index)
+        end = start
+        while end < len(self.owners) and self.owners[end] == cls_index:
+            end += 1
+        return slice(start, end)
+
+
+def has_background(classes: Sequence[str], dataset_background: bool | None) -> bool:
+    """Class 0 is background: the dataset registry says so, or (no dataset) class 0 is named 'background'."""
+    if dataset_background is not None:
+        return dataset_background
+    return bool(classes) and classes[0].strip().lower() == "background"
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source index of each output position for nearest resizing: floor(i * in / out) (torch 'nearest', OpenCV)."""
+    return np.minimum((np.arange(out_size) * (in_size / out_size)).astype(np.int64), in_size - 1)
+
+
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of the last two axes."""
+    rows = nearest_indices(array.shape[-2], height)
+    cols = nearest_indices(array.shape[-1], width)
+    return array[..., rows[:, None], cols[None, :]]

@@ -1,0 +1,273 @@
+"""`dense`: the SCLIP-family protocol (protocols.md section 2) over any backbone.
+
+Per image: resize so the short side is S (aspect kept, long side capped at 2048 as mmseg's
+Resize(scale=(2048, S)) does), normalise, slide a crop x crop window with the given stride (crops
+padded to a multiple of the patch, batched through the backbone across images), per-name cosine
+logits upsampled bilinearly to each crop and averaged where crops overlap, bilinear resize to the
+original size, optional PAMR there (on the input resized likewise, as NACLIP does), then the assembly rule with the logit scale. finish() (CPU, numpy)
+does the optional multi-label CRF, area threshold, argmax and probability threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..assembly import assemble, group_softmax
+from ..interface import SegResult
+from .common import NameTable
+
+LONG_SIDE_CAP = 2048
+BAND_ELEMENTS = 1 << 26  # names x rows x width per assembly band (256 MB of float32)
+
+
+def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """mmseg's keep-ratio rescale to (LONG_SIDE_CAP, short_side): int(x * scale + 0.5)."""
+    if not short_side:
+        return height, width
+    scale = min(LONG_SIDE_CAP / max(height, width), short_side / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(y1, y2, x1, x2) of mmseg's slide inference; crop <= 0 = one window over the whole image."""
+    if crop <= 0:
+        return [(0, height, 0, width)]
+    if stride <= 0:
+        raise ValueError(f"dense: stride must be positive, got {stride}")
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    windows = []
+    for r in range(rows):
+        for c in range(cols):
+            y2 = min(r * stride + crop, height)
+            x2 = min(c * stride + crop, width)
+            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return windows
+
+
+def linear_rows(in_size: int, out_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weights of torch's bilinear resize (align_corners=False, size given) along one axis."""
+    scale = in_size / out_size
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=in_size - 1)
+    hi = torch.where(lo < in_size - 1, lo + 1, lo)
+    frac = (src - lo).to(torch.float32)
+    return lo.to(device), hi.to(device), frac.to(device)
+
+
+@dataclass
+class DensePending:
+    """Class scores and per-class winning names at the original size; CPU post-processing left."""
+
+    scores: np.ndarray  # [C, H, W] float32
+    winners: np.ndarray  # [C, H, W] int32 flat name index
+    background: bool
+    prob_thd: float | None
+    area_thd: float | None
+    crf: bool = False
+    crf_iterations: int = 10
+    image: np.ndarray | None = None  # original uint8 image, only when crf
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_cpu(self) -> bool:
+        return self.crf
+
+    def finish(self) -> SegResult:
+        scores = self.scores
+        if self.crf:
+            from ..refine import dense_crf_multilabel
+
+            total = scores.sum(axis=0, keepdims=True)
+            probs = scores / np.maximum(total, 1e-12)
+            scores = dense_crf_multilabel(self.image, probs.astype(np.float32), iterations=self.crf_iterations)
+        scores = np.array(scores, dtype=np.float32, copy=True)
+        num_classes = scores.shape[0]
+        if self.background and self.area_thd:
+            pred = scores.argmax(axis=0)
+            area = np.bincount(pred.ravel(), minlength=num_classes)[1:]
+            keep = area > self.area_thd * area.sum()
+            scores[1:] *= keep[:, None, None].astype(np.float32)
+        labels = scores.argmax(axis=0).astype(np.int64)
+        if self.background and self.prob_thd is not None:
+            labels[scores.max(axis=0) < self.prob_thd] = 0
+        subclass = np.take_along_axis(self.winners, labels[None].astype(np.int64), axis=0)[0].astype(np.int32)
+        return SegResult(labels=labels, scores=scores, subclass=subclass, extras=dict(self.extras))
+
+
+class DenseMethod:
+    """Sliding-window dense CLIP segmentation with subclass assembly."""
+
+    def __init__(
+        self,
+        backbone,
+        names: NameTable,
+        text: torch.Tensor,
+        class_text: torch.Tensor,
+        *,
+        num_classes: int,
+        assembly: str,
+        settings: dict[str, Any],
+        background: bool,
+        crf: bool = False,
+        crf_iterations: int = 10,
+        describe_extra: dict[str, Any] | None = None,
+        crop_batch_size: int = 8,
+    ) -> None:
+        self.backbone = backbone
+        self.names = names
+        self.num_classes = num_classes
+        self.assembly = assembly
+        self.settings = dict(settings)
+        self.background = background
+        self.crf = crf
+        self.crf_iterations = crf_iterations
+        self.crop_batch_size = crop_batch_size
+        self._describe_extra = describe_extra or {}
+        device = backbone.device
+        queries = text if assembly != "chils" else torch.cat([text, class_text])
+        self.queries = queries.to(device)
+        self.num_names = text.shape[0]
+        self.text = text.to(device)
+        self.mean = torch.tensor(backbone.mean, device=device).reshape(3, 1, 1)
+        self.std = torch.tensor(backbone.std, device=device).reshape(3, 1, 1)
+
+    # ---------------------------------------------------------------- preprocessing
+
+    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side (bilinear, no antialias)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"dense: images must be uint8 HxWx3, got {image.dtype} {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.backbone.device).permute(2, 0, 1).float()
+        size = resized_shape(image.shape[0], image.shape[1], self.settings.get("short_side"))
+        if size != tuple(image.shape[:2]):
+            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+        return (x / 255.0 - self.mean) / self.std
+
+    # ---------------------------------------------------------------- device work
+
+    @torch.no_grad()
+    def logits_at_resized(self, images: Sequence[np.ndarray]):
+        """Per image: averaged per-query cosine logits [Q, h, w] at the resized size, global vector, input tensor."""
+        patch = self.backbone.patch_size
+        crop = int(self.settings.get("crop") or 0)
+        stride = int(self.settings.get("stride") or crop or 1)
+        prepared = [self._prepare(img) for img in images]
+        canvases, counts, globals_ = [], [], []
+        jobs = []
+        for i, x in enumerate(prepared):
+            h, w = x.shape[-2:]
+            canvases.append(torch.zeros(self.queries.shape[0], h, w, device=x.device))
+            counts.append(torch.zeros(1, h, w, device=x.device))
+            globals_.append([])
+            for y1, y2, x1, x2 in slide_windows(h, w, crop, stride):
+                ch, cw = y2 - y1, x2 - x1
+                ph, pw = (-ch) % patch, (-cw) % patch
+                jobs.append((i, (y1, y2, x1, x2), (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)))
+        # batch crops of one padded shape together, in order
+        groups: dict[tuple[int, int], list] = {}
+        for job in jobs:
+            i, (y1, y2, x1, x2), (pt, pb, pl, pr) = job
+            groups.setdefault((y2 - y1 + pt + pb, x2 - x1 + pl + pr), []).append(job)
+        for shape, group in groups.items():
+            for start in range(0, len(group), self.crop_batch_size):
+                chunk = group[start : start + self.crop_batch_size]
+                batch = torch.stack(
+                    [
+                        F.pad(prepared[i][:, y1:y2, x1:x2], (pl, pr, pt, pb))
+                        for i, (y1, y2, x1, x2), (pt, pb, pl, pr) in chunk
+                    ]
+                )
+                pooled, dense = self.backbone.encode_image(batch)
+                logits = torch.einsum("bhwd,qd->bqhw", dense, self.queries)
+                logits = F.interpolate(logits, size=shape, mode="bilinear", align_corners=False)
+                for k, (i, (y1, y2, x1, x2), (pt, _pb, pl, _pr)) in enumerate(chunk):
+                    canvases[i][:, y1:y2, x1:x2] += logits[k, :, pt : pt + y2 - y1, pl : pl + x2 - x1]
+                    counts[i][:, y1:y2, x1:x2] += 1
+                    globals_[i].append(pooled[k])
+        out = []
+        for canvas, count, g, x in zip(canvases, counts, globals_, prepared, strict=True):
+            canvas /= count
+            out.append((canvas, F.normalize(torch.stack(g).mean(dim=0), dim=-1), x))
+        return out
+
+    @torch.no_grad()
+    def class_scores(self, canvas: torch.Tensor, global_vec: torch.Tensor, image: torch.Tensor, height: int, width: int):
+        """Bilinear resize to (height, width) (+ PAMR there, as NACLIP does), assembly in row bands.
+
+        Returns scores, winners [C, H, W]. Without PAMR the row resize is done band by band (same
+        weights as torch's bilinear) so that names x H x W never has to fit in memory at once.
+        """
+        n = self.num_names
+        weights = None
+        if self.assembly == "softmax":
+            weights = group_softmax(self.text @ global_vec, self.names.owners, self.num_classes)
+        if self.settings.get("pamr"):
+            from ..refine import pamr
+
+            full = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)
+            img = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)
+            wide = pamr(img, full)[0]
+            lo = hi = torch.arange(height, device=canvas.device)
+            frac = torch.zeros(height, device=canvas.device)
+        else:
+            wide = F.interpolate(canvas[None], size=(canvas.shape[1], width), mode="bilinear", align_corners=False)[0]
+            lo, hi, frac = linear_rows(canvas.shape[1], height, device=canvas.device)
+        band = max(1, BAND_ELEMENTS // max(1, wide.shape[0] * width))
+        scores = torch.empty(self.num_classes, height, width, device=canvas.device)
+        winners = torch.empty(self.num_classes, height, width, dtype=torch.int32, device=canvas.device)
+        for start in range(0, height, band):
+            rows = slice(start, min(start + band, height))
+            f = frac[rows].reshape(1, -1, 1)
+            sims = wide[:, lo[rows]] * (1 - f) + wide[:, hi[rows]] * f
+            s, win = assemble(
+                self.assembly,
+                sims[:n],
+                self.names.owners,
+                self.num_classes,
+                logit_scale=float(self.settings["logit_scale"]),
+                class_sims=sims[n:] if self.assembly == "chils" else None,
+                weights=weights,
+            )
+            scores[:, rows] = s
+            winners[:, rows] = win.to(torch.int32)
+        return scores, winners
+
+    def forward(self, images: Sequence[np.ndarray]) -> list[DensePending]:
+        results = []
+        for image, (canvas, g, x) in zip(images, self.logits_at_resized(images), strict=True):
+            scores, winners = self.class_scores(canvas, g, x, image.shape[0], image.shape[1])
+            results.append(
+                DensePending(
+                    scores=scores.float().cpu().numpy(),
+                    winners=winners.cpu().numpy(),
+                    background=self.background,
+                    prob_thd=self.settings.get("prob_thd"),
+                    area_thd=self.settings.get("area_thd"),
+                    crf=self.crf,
+                    crf_iterations=self.crf_iterations,
+                    image=np.ascontiguousarray(image) if self.crf else None,
+                )
+            )
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": "dense",
+            "assembly": self.assembly,
+            **{k: self.settings.get(k) for k in self.settings},
+            "background": self.background,
+            "crf": self.crf,
+            "crf_iterations": self.crf_iterations if self.crf else None,
+            "num_classes": self.num_classes,
+            "num_names": self.num_names,
+            "crop_batch_size": self.crop_batch_size,
+            "backbone": self.backbone.describe(),
+            **self._describe_extra,
+        }
