@@ -1,7 +1,10 @@
 """Streaming segmentation metrics exactly as MMSegmentation computes them (protocols.md section 5).
 
 A confusion matrix conf[t, p] (int64, on the model's device) is accumulated with one
-`bincount` per image over the pixels whose label is not the ignore index. From it:
+`bincount` per image over the pixels whose label is not the ignore index; it has one extra
+column for predictions outside 0..C-1 (only possible with strict=False, used when scoring other
+programs' PNGs: such pixels count in the label area and in no class's prediction area, as
+MMSeg's histogram does). From it:
 intersection = diag, label area = row sums, prediction area = column sums,
 union = label + prediction - intersection; IoU = I / U (NaN where U = 0),
 Acc = I / label area (NaN where the class never occurs in the labels),
@@ -17,9 +20,12 @@ import numpy as np
 
 
 class SegMetric:
-    """Accumulates a [C, C] confusion matrix (rows = ground truth, columns = prediction)."""
+    """Accumulates a [C, C + 1] confusion matrix (rows = ground truth, columns = prediction, last = none).
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: Any = "cpu") -> None:
+    strict (default): a predicted id outside 0..C-1 raises; otherwise it lands in the last column.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: Any = "cpu", strict: bool = True) -> None:
         import torch
 
         if num_classes < 1:
@@ -27,7 +33,8 @@ class SegMetric:
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.device = torch.device(device)
-        self.confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=self.device)
+        self.strict = strict
+        self.confusion = torch.zeros((num_classes, num_classes + 1), dtype=torch.int64, device=self.device)
         self.num_images = 0
 
     def reset(self) -> None:
@@ -57,8 +64,10 @@ class SegMetric:
                 raise ValueError(f"label values must be in 0..{c - 1} or {self.ignore_index}; found {int(lo)}..{int(hi)}")
             lo, hi = torch.aminmax(p)
             if int(lo) < 0 or int(hi) >= c:
-                raise ValueError(f"predicted class ids must be in 0..{c - 1}; found {int(lo)}..{int(hi)}")
-            self.confusion += torch.bincount(t * c + p, minlength=c * c).reshape(c, c)
+                if self.strict:
+                    raise ValueError(f"predicted class ids must be in 0..{c - 1}; found {int(lo)}..{int(hi)}")
+                p = torch.where((p < 0) | (p >= c), c, p)
+            self.confusion += torch.bincount(t * (c + 1) + p, minlength=c * (c + 1)).reshape(c, c + 1)
         self.num_images += 1
 
     def merge(self, other: SegMetric) -> SegMetric:
@@ -95,7 +104,7 @@ class SegMetric:
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError(f"checkpoint has {state['num_classes']} classes, the metric {self.num_classes}")
         conf = torch.tensor(state["confusion"], dtype=torch.int64)
-        if tuple(conf.shape) != (self.num_classes, self.num_classes):
+        if tuple(conf.shape) != (self.num_classes, self.num_classes + 1):
             raise ValueError(f"checkpoint confusion matrix has shape {tuple(conf.shape)}")
         self.confusion = conf.to(self.device)
         self.num_images = int(state["num_images"])
@@ -106,11 +115,12 @@ class SegMetric:
 
 
 def summarize_confusion(confusion: np.ndarray, num_images: int = 0) -> dict[str, Any]:
-    """The MMSegmentation metrics from a [C, C] confusion matrix (rows = ground truth)."""
+    """The MMSegmentation metrics from a [C, C] or [C, C + 1] confusion matrix (rows = ground truth)."""
     conf = np.asarray(confusion, dtype=np.float64)
-    inter = np.diag(conf)
+    c = conf.shape[0]
+    inter = np.diag(conf[:, :c])
     area_label = conf.sum(axis=1)
-    area_pred = conf.sum(axis=0)
+    area_pred = conf[:, :c].sum(axis=0)
     union = area_label + area_pred - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, np.nan)

@@ -130,3 +130,17 @@ def test_merge_state_dict_and_errors():
     empty = SegMetric(c)
     empty.update(np.zeros((2, 2), int), np.full((2, 2), 255))
     assert math.isnan(empty.compute()["mIoU"]) and math.isnan(summarize_confusion(np.zeros((2, 2)))["aAcc"])
+
+
+def test_non_strict_out_of_range_predictions_count_as_label_area_only():
+    """Scoring foreign PNGs: a predicted 255 hits no class (MMSeg's histc drops it) but the label counts."""
+    c = 4
+    rng = np.random.default_rng(11)
+    t = rng.integers(0, c, size=(10, 10))
+    p = rng.integers(0, c, size=(10, 10))
+    p[:3] = 255
+    metric = SegMetric(c, strict=False)
+    metric.update(p, t)
+    got = metric.compute()
+    _compare(got, _direct([p], [t], c))
+    assert got["num_pixels"] == 100

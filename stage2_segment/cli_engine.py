@@ -1,0 +1,237 @@
+"""Engine commands: `llmseg data convert|check`, `llmseg score`, `llmseg evaluate`.
+
+Heavy imports (torch, the methods) happen inside the commands so `llmseg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+_R = "Run"
+_M = "Method"
+_P = "Dense protocol and refinement"
+
+# MethodConfig fields that `evaluate` exposes as options; a test checks this covers every field.
+METHOD_FIELDS = (
+    "method", "backbone", "pretrained", "checkpoint", "text_tokenizer", "dense_mode", "preset", "label_set",
+    "assembly", "include_class_name", "templates", "top_cls_num", "candidates", "short_side", "crop", "stride",
+    "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations", "device", "precision", "text_cache_dir",
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _spec(dataset: str, classes_file: Path | None):
+    from shared.datasets import DatasetError, get_dataset
+
+    try:
+        return get_dataset(dataset, classes_file=classes_file)
+    except DatasetError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def default_run_name(config: Any) -> str:
+    """e.g. dense-openclip-ViT-B-16-sclip-top5: readable and distinct for the usual comparisons."""
+    parts = [config.method, config.backbone.replace(":", "-").replace("/", "-")]
+    if config.preset:
+        parts.append(config.preset)
+    if config.dense_mode:
+        parts.append(config.dense_mode)
+    if config.label_set:
+        parts.append(Path(config.label_set).stem)
+        if config.assembly:
+            parts.append(config.assembly)
+    if config.pamr:
+        parts.append("pamr")
+    if config.crf:
+        parts.append("crf")
+    return "-".join(parts)
+
+
+def _import_build_method():
+    """`stage2_segment.methods.build_method`, or a clear exit if the methods are not built yet."""
+    try:
+        from .methods import build_method
+    except ImportError as exc:
+        missing_module = isinstance(exc, ModuleNotFoundError) and exc.name == f"{__package__}.methods"
+        missing_name = not isinstance(exc, ModuleNotFoundError) and getattr(exc, "name", None) == "build_method"
+        if missing_module or missing_name:
+            raise _fail("the segmentation methods (stage2_segment.methods.build_method) are not built yet") from exc
+        raise
+    return build_method
+
+
+def _summary_line(report: dict, out: Path) -> str:
+    def fmt(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    return (
+        f"{report['dataset']}: mIoU {fmt(report['mIoU'])}  mAcc {fmt(report['mAcc'])}  aAcc {fmt(report['aAcc'])}  "
+        f"({report['num_images']} images, {report['num_skipped']} skipped) -> {out / 'metrics.json'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `data`, `score` and `evaluate` to the root app."""
+    data_app = typer.Typer(help="Prepare and check benchmark datasets (MMSegmentation layout under --data-root).",
+                           no_args_is_help=True)
+    app.add_typer(data_app, name="data")
+
+    @data_app.command("convert")
+    def convert_command(
+        kind: Annotated[str, typer.Argument(help="coco_stuff (raw stuffthingmaps -> *_labelTrainIds.png) or coco_object "
+                                                 "(*_labelTrainIds.png -> *_instanceTrainIds.png).")],
+        root: Annotated[Path, typer.Argument(help="The dataset folder, e.g. data/coco_stuff164k.")],
+        workers: Annotated[int | None, typer.Option(help="Worker processes (0 = inline; default: CPU count, max 8).")] = None,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Derive benchmark label files; idempotent (identical outputs are left alone), atomic per file."""
+        from .data.convert import convert
+        from .data.readers import DataError
+
+        try:
+            report = convert(kind, root, workers=workers, progress=progress)
+        except DataError as exc:
+            raise _fail(str(exc)) from exc
+        for message in report.errors:
+            typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        typer.echo(f"{kind}: {len(report.written)} written, {len(report.skipped)} already up to date, "
+                   f"{len(report.errors)} errors")
+        raise typer.Exit(1 if report.errors else 0)
+
+    @data_app.command("check")
+    def check_command(
+        dataset: Annotated[str, typer.Argument(help="Benchmark name, e.g. pascal_voc.")],
+        data_root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("data"),
+        classes_file: Annotated[Path | None, typer.Option(help="Override the class list.")] = None,
+        limit: Annotated[int | None, typer.Option(help="Check the first N samples only.")] = None,
+        workers: Annotated[int | None, typer.Option(help="Worker processes (0 = inline).")] = None,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Every listed image has a readable label of the same size with values in the classes or 255."""
+        from .data.check import check_dataset
+
+        spec = _spec(dataset, classes_file)
+        report = check_dataset(spec, data_root, limit=limit, workers=workers, progress=progress)
+        for path, message in report.problems:
+            typer.secho(f"{path}: {message}", err=True, fg=typer.colors.RED)
+        status = "OK" if report.ok else f"{len(report.problems)} problems"
+        typer.echo(f"{spec.name}: {report.num_samples} samples checked under {spec.data_dir(data_root)}: {status}")
+        raise typer.Exit(0 if report.ok else 1)
+
+    @app.command("score")
+    def score_command(
+        dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark whose labels to score against.")],
+        pred_dir: Annotated[Path, typer.Option(help="Folder of prediction PNGs (pixel value = class id, named like "
+                                                    "the label file or the image stem).")],
+        data_root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("data"),
+        out: Annotated[Path | None, typer.Option(help="Result folder (default: PRED_DIR/../score).")] = None,
+        classes_file: Annotated[Path | None, typer.Option(help="Override the class list.")] = None,
+        limit: Annotated[int | None, typer.Option(help="Score the first N images only.")] = None,
+        skip_bad: Annotated[bool, typer.Option(help="Skip (and list) images whose prediction or label is missing/bad.")] = False,
+        num_workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+        device: Annotated[str, typer.Option(help="Where the confusion matrix lives.")] = "cpu",
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Score saved prediction PNGs with the same metric as `evaluate`; writes metrics.json / metrics.md."""
+        from .data.readers import DataError
+        from .runner import RunConfig, score
+
+        spec = _spec(dataset, classes_file)
+        cfg = RunConfig(out=str(out) if out else None, limit=limit, skip_bad=skip_bad, num_workers=num_workers,
+                        device=device, progress=progress, run_name="score")
+        try:
+            report = score(spec, data_root, pred_dir, cfg)
+        except DataError as exc:
+            raise _fail(str(exc), 1) from exc
+        typer.echo(_summary_line(report, Path(report["settings"]["out"])))
+
+    @app.command("evaluate")
+    def evaluate_command(
+        dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name.", rich_help_panel=_R)],
+        data_root: Annotated[Path, typer.Option(help="Folder holding the datasets (MMSeg layout).", rich_help_panel=_R)] = Path("data"),
+        classes_file: Annotated[Path | None, typer.Option(help="Override the class list.", rich_help_panel=_R)] = None,
+        out: Annotated[Path | None, typer.Option(help="Result folder (default results/<dataset>/<run-name>/).", rich_help_panel=_R)] = None,
+        run_name: Annotated[str | None, typer.Option(help="Name of the run (default: from the method settings).", rich_help_panel=_R)] = None,
+        limit: Annotated[int | None, typer.Option(help="Evaluate the first N images.", rich_help_panel=_R)] = None,
+        batch_size: Annotated[int, typer.Option(help="Images per forward call.", rich_help_panel=_R)] = 1,
+        num_workers: Annotated[int, typer.Option(help="DataLoader decoding processes.", rich_help_panel=_R)] = 2,
+        post_workers: Annotated[int, typer.Option(help="Processes for CPU post-processing (CRF); 0 = inline.", rich_help_panel=_R)] = 0,
+        save_pred: Annotated[bool, typer.Option(help="Write prediction PNGs (re-scorable with `llmseg score`).", rich_help_panel=_R)] = False,
+        save_vis: Annotated[int, typer.Option(help="Write colour overlays of the first N images.", rich_help_panel=_R)] = 0,
+        skip_bad: Annotated[bool, typer.Option(help="Skip (and list) corrupt/missing images or labels.", rich_help_panel=_R)] = False,
+        checkpoint_every: Annotated[int, typer.Option(help="Checkpoint the metric every N images.", rich_help_panel=_R)] = 100,
+        resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.", rich_help_panel=_R)] = True,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.", rich_help_panel=_R)] = True,
+        method: Annotated[str | None, typer.Option(help="dense | llm-supervision.", rich_help_panel=_M)] = None,
+        backbone: Annotated[str | None, typer.Option(help="openclip:<arch> or simseg.", rich_help_panel=_M)] = None,
+        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or local weights file.", rich_help_panel=_M)] = None,
+        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint (.pth).", rich_help_panel=_M)] = None,
+        text_tokenizer: Annotated[str | None, typer.Option(help="SimSeg text tokenizer (HF id or folder).", rich_help_panel=_M)] = None,
+        dense_mode: Annotated[str | None, typer.Option(help="vanilla | maskclip | sclip | clearclip | naclip.", rich_help_panel=_M)] = None,
+        preset: Annotated[str | None, typer.Option(help="sclip | clearclip | naclip.", rich_help_panel=_M)] = None,
+        label_set: Annotated[str | None, typer.Option(help="Label-set JSON {class: [subclasses]}; none = class names only.", rich_help_panel=_M)] = None,
+        assembly: Annotated[str | None, typer.Option(help="none | max | mean | softmax | chils.", rich_help_panel=_M)] = None,
+        include_class_name: Annotated[bool | None, typer.Option("--include-class-name/--no-include-class-name", help="Add each class name to its subclasses.", rich_help_panel=_M)] = None,
+        templates: Annotated[str | None, typer.Option(help="openai80 | seed13 | single | a file.", rich_help_panel=_M)] = None,
+        top_cls_num: Annotated[int | None, typer.Option(help="llm-supervision: classes in the threshold statistics.", rich_help_panel=_M)] = None,
+        candidates: Annotated[int | None, typer.Option(help="llm-supervision: candidate classes per image.", rich_help_panel=_M)] = None,
+        short_side: Annotated[int | None, typer.Option(help="Resize so the short side is this.", rich_help_panel=_P)] = None,
+        crop: Annotated[int | None, typer.Option(help="Sliding-window crop (0 = whole image).", rich_help_panel=_P)] = None,
+        stride: Annotated[int | None, typer.Option(help="Sliding-window stride.", rich_help_panel=_P)] = None,
+        logit_scale: Annotated[float | None, typer.Option(help="Temperature of the softmax over names.", rich_help_panel=_P)] = None,
+        prob_thd: Annotated[float | None, typer.Option(help="Background threshold on the top probability.", rich_help_panel=_P)] = None,
+        area_thd: Annotated[float | None, typer.Option(help="Drop classes under this share of the foreground.", rich_help_panel=_P)] = None,
+        pamr: Annotated[bool | None, typer.Option("--pamr/--no-pamr", help="PAMR refinement (default: the preset's).", rich_help_panel=_P)] = None,
+        crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="Dense CRF refinement.", rich_help_panel=_P)] = None,
+        crf_iterations: Annotated[int | None, typer.Option(help="Dense CRF iterations.", rich_help_panel=_P)] = None,
+        device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (under torchrun 'cuda' = this rank's GPU).")] = "cpu",
+        precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 (autocast on GPU).")] = None,
+        text_cache_dir: Annotated[str | None, typer.Option(help="Folder for cached text embeddings.")] = None,
+    ) -> None:
+        """Evaluate a method on a benchmark: mIoU / mAcc / aAcc as MMSegmentation computes them."""
+        from pydantic import ValidationError
+
+        from shared.datasets import DatasetError
+        from shared.labelset import LabelSetError
+
+        from .interface import MethodConfig
+
+        spec = _spec(dataset, classes_file)
+        given = dict(
+            method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, text_tokenizer=text_tokenizer,
+            dense_mode=dense_mode, preset=preset, label_set=label_set, assembly=assembly,
+            include_class_name=include_class_name, templates=templates, top_cls_num=top_cls_num, candidates=candidates,
+            short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
+            area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, device=device,
+            precision=precision, text_cache_dir=text_cache_dir,
+        )
+        try:
+            config = MethodConfig(**{k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:
+            raise _fail(f"invalid method settings: {exc}") from exc
+        build_method = _import_build_method()
+        from .data.readers import DataError
+        from .runner import RunConfig, RunError, evaluate
+
+        run_cfg = RunConfig(
+            out=str(out) if out else None, run_name=run_name or default_run_name(config), limit=limit,
+            batch_size=batch_size, num_workers=num_workers, post_workers=post_workers, save_pred=save_pred,
+            save_vis=save_vis, skip_bad=skip_bad, checkpoint_every=checkpoint_every, resume=resume, device=device,
+            progress=progress,
+        )
+        try:
+            built = build_method(config, classes=spec.classes, dataset=spec.name)
+        except (DatasetError, LabelSetError, FileNotFoundError, ValueError) as exc:
+            raise _fail(str(exc)) from exc
+        try:
+            report = evaluate(built, spec, data_root, run_cfg, extra_info={"method_config": config.model_dump(mode="json")})
+        except (DataError, RunError) as exc:
+            raise _fail(str(exc), 1) from exc
+        typer.echo(_summary_line(report, run_cfg.out_dir(spec.name)))

@@ -1,0 +1,428 @@
+"""The evaluation runner: stream a benchmark through a method, score it, write the results.
+
+    DataLoader (worker processes decode images + labels)
+      -> method.forward(batch)          device work, batched
+      -> PendingResult.finish()         CPU post-processing, in a spawn process pool
+      -> SegMetric.update               confusion matrix on the device
+      -> checkpoint every N images      confusion matrix + finished stems, atomically
+      -> metrics.json / metrics.md      rank 0, atomically
+
+A run killed at any point and started again with the same settings continues from its last
+checkpoint and ends with exactly the metrics of an uninterrupted run: the confusion matrix and
+the list of images it contains are written together in one atomic file, and integer counts do
+not depend on the order in which images are added.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.datasets import DatasetSpec
+from shared.io import atomic_write_json, stable_hash
+
+from . import distributed
+from .data.readers import BenchmarkDataset, DataError, SampleRef, list_samples, load_label
+from .interface import SegmentationMethod, SegResult
+from .metrics import SegMetric
+from .results import build_report, save_overlay, save_prediction, write_results
+
+CHECKPOINT_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue (bad checkpoint, method output of the wrong shape, ...)."""
+
+
+class RunConfig(BaseModel):
+    """Engine settings of one evaluation (the method's own settings live in MethodConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: str | None = Field(default=None, description="Result folder; default results/<dataset>/<run_name>/")
+    run_name: str = "run"
+    limit: int | None = Field(default=None, ge=0, description="Evaluate the first N images only")
+    batch_size: int = Field(default=1, ge=1)
+    num_workers: int = Field(default=2, ge=0, description="DataLoader decoding processes (spawn)")
+    post_workers: int = Field(default=0, ge=0, description="Processes for PendingResult.finish; 0 = inline")
+    save_pred: bool = False
+    save_vis: int = Field(default=0, ge=0, description="Write colour overlays of the first N images")
+    skip_bad: bool = False
+    checkpoint_every: int = Field(default=100, ge=1)
+    resume: bool = True
+    device: str = "cpu"
+    progress: bool = True
+    max_in_flight: int | None = Field(default=None, ge=1, description="Images waiting for post-processing")
+
+    def out_dir(self, dataset: str) -> Path:
+        return Path(self.out) if self.out else Path("results") / dataset / self.run_name
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Images differ in size: a batch is just the list of items."""
+    return items
+
+
+def _finish(pending: Any) -> SegResult:
+    """Runs in a pool worker: the CPU half of a method's work."""
+    return pending.finish()
+
+
+def _checkpoint_path(out: Path, info: distributed.DistInfo) -> Path:
+    return out / ("checkpoint.json" if not info.enabled else f"checkpoint.rank{info.rank}.json")
+
+
+def _fingerprint(spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig, description: dict, info) -> str:
+    """What must not change between a run and its resumption."""
+    return stable_hash(
+        json.loads(
+            json.dumps(
+                {
+                    "dataset": spec.name,
+                    "classes": list(spec.classes),
+                    "reduce_zero_label": spec.reduce_zero_label,
+                    "data_root": str(Path(data_root).resolve()),
+                    "limit": cfg.limit,
+                    "rank": info.rank,
+                    "world_size": info.world_size,
+                    "method": description,
+                },
+                default=str,
+            )
+        )
+    )
+
+
+class _Checkpoint:
+    """Confusion matrix + finished stems + skipped files, written together atomically."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunError(f"cannot read checkpoint {self.path}: {exc}; delete it or pass --no-resume") from exc
+        if state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != self.fingerprint:
+            raise RunError(
+                f"checkpoint {self.path} was written by a run with other settings (dataset, data root, limit, "
+                "method or number of ranks); pass --no-resume to start over or choose another --out"
+            )
+        return state
+
+    def save(self, metric: SegMetric, finished: list[str], skipped: list[dict], wall: float, complete: bool) -> None:
+        atomic_write_json(
+            self.path,
+            {
+                "version": CHECKPOINT_VERSION,
+                "fingerprint": self.fingerprint,
+                "metric": metric.state_dict(),
+                "finished": finished,
+                "skipped": skipped,
+                "wall_time_s": wall,
+                "complete": complete,
+            },
+            indent=None,
+        )
+
+
+def _describe(method: Any) -> dict[str, Any]:
+    try:
+        description = method.describe()
+    except AttributeError:
+        description = {"name": type(method).__name__}
+    return json.loads(json.dumps(description, default=str))
+
+
+def evaluate(
+    method: SegmentationMethod,
+    spec: DatasetSpec,
+    data_root: str | os.PathLike,
+    cfg: RunConfig,
+    extra_info: dict | None = None,
+) -> dict[str, Any]:
+    """Evaluate `method` on benchmark `spec` under `data_root`; returns the metrics.json document."""
+    import torch
+    from tqdm import tqdm
+
+    info = distributed.init_distributed(cfg.device)
+    try:
+        device = distributed.rank_device(cfg.device, info)
+        out = cfg.out_dir(spec.name)
+        out.mkdir(parents=True, exist_ok=True)
+        description = _describe(method)
+        if int(getattr(method, "num_classes", spec.num_classes)) != spec.num_classes:
+            raise RunError(f"method predicts {method.num_classes} classes but {spec.name} has {spec.num_classes}")
+
+        all_samples = list_samples(spec, data_root, cfg.limit)
+        global_index = {ref.stem: i for i, ref in enumerate(all_samples)}
+        mine = distributed.shard(all_samples, info)
+
+        metric = SegMetric(spec.num_classes, spec.ignore_index, device=device)
+        checkpoint = _Checkpoint(_checkpoint_path(out, info), _fingerprint(spec, data_root, cfg, description, info))
+        finished: list[str] = []
+        skipped: list[dict[str, str]] = []
+        wall_before = 0.0
+        state = checkpoint.load() if cfg.resume else None
+        if state is not None:
+            metric.load_state_dict(state["metric"])
+            finished, skipped, wall_before = list(state["finished"]), list(state["skipped"]), float(state["wall_time_s"])
+        done = set(finished)
+        todo = [ref for ref in mine if ref.stem not in done]
+
+        dataset = BenchmarkDataset(spec, data_root, errors="report", samples=todo)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.num_workers if todo else 0,
+            collate_fn=_collate,
+            multiprocessing_context=mp.get_context("spawn") if cfg.num_workers > 0 and todo else None,
+        )
+        pool = None
+        if cfg.post_workers > 0 and todo:
+            pool = ProcessPoolExecutor(max_workers=cfg.post_workers, mp_context=mp.get_context("spawn"))
+        max_in_flight = cfg.max_in_flight or (2 * cfg.post_workers + cfg.batch_size)
+        inflight: deque[tuple[dict[str, Any], Future | SegResult]] = deque()
+        pred_dir, vis_dir = out / "pred", out / "vis"
+        suffix = spec.layout.seg_map_suffix if spec.layout else ".png"
+        session = {"images": 0, "since_ckpt": 0}
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(mine),
+            initial=len(mine) - len(todo),
+            desc=f"{spec.name}" + (f" [rank {info.rank}]" if info.enabled else ""),
+            unit="img",
+            disable=not cfg.progress,
+            position=info.rank if info.enabled else None,
+            dynamic_ncols=True,
+        )
+
+        def wall() -> float:
+            return wall_before + time.perf_counter() - start
+
+        def consume(item: dict[str, Any], result: SegResult) -> None:
+            labels = np.asarray(result.labels)
+            target = item["label"]
+            if labels.shape != target.shape:
+                raise RunError(
+                    f"prediction for {item['image_path']} is {labels.shape[1]}x{labels.shape[0]} but its label "
+                    f"{item['label_path']} is {target.shape[1]}x{target.shape[0]} (WxH)"
+                )
+            try:
+                metric.update(torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(target))
+            except ValueError as exc:
+                raise RunError(f"{item['image_path']} / {item['label_path']}: {exc}") from exc
+            if cfg.save_pred:
+                save_prediction(pred_dir, item["stem"], labels, suffix)
+            if global_index[item["stem"]] < cfg.save_vis:
+                save_overlay(vis_dir / f"{item['stem']}.png", item["image"], labels, spec.classes, spec.name)
+            mark_done(item["stem"])
+            session["images"] += 1
+
+        def mark_done(stem: str) -> None:
+            finished.append(stem)
+            bar.update(1)
+            session["since_ckpt"] += 1
+            if session["since_ckpt"] >= cfg.checkpoint_every:
+                checkpoint.save(metric, finished, skipped, wall(), complete=False)
+                session["since_ckpt"] = 0
+
+        def drain(everything: bool = False) -> None:
+            while inflight and (everything or len(inflight) > max_in_flight or _ready(inflight[0][1])):
+                item, job = inflight.popleft()
+                consume(item, job.result() if isinstance(job, Future) else job)
+
+        try:
+            for batch in loader:
+                good = []
+                for item in batch:
+                    if "error" in item:
+                        if not cfg.skip_bad:
+                            raise DataError(f"{item['error']} (pass --skip-bad to skip such files)")
+                        skipped.append({"stem": item["stem"], "error": item["error"]})
+                        mark_done(item["stem"])
+                    else:
+                        good.append(item)
+                if not good:
+                    continue
+                with torch.inference_mode():
+                    pendings = method.forward([item["image"] for item in good])
+                if len(pendings) != len(good):
+                    raise RunError(f"method returned {len(pendings)} results for a batch of {len(good)} images")
+                for item, pending in zip(good, pendings, strict=True):
+                    if pool is not None and getattr(pending, "needs_cpu", True):
+                        inflight.append((item, pool.submit(_finish, pending)))
+                    else:
+                        inflight.append((item, pending.finish()))
+                drain()
+                bar.set_postfix_str(_postfix(metric, session["images"], time.perf_counter() - start), refresh=False)
+            drain(everything=True)
+        except BaseException:
+            # keep what is consistent: the confusion matrix holds exactly the images in `finished`
+            checkpoint.save(metric, finished, skipped, wall(), complete=False)
+            raise
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        session_time = time.perf_counter() - start
+        checkpoint.save(metric, finished, skipped, wall(), complete=True)
+
+        # all ranks: sum the counts; rank 0 writes
+        metric.all_reduce()
+        gathered = distributed.gather_objects(
+            {"skipped": skipped, "images": session["images"], "wall": wall(), "session": session_time}, info
+        )
+        all_skipped = sorted((s for g in gathered for s in g["skipped"]), key=lambda s: global_index.get(s["stem"], 0))
+        summary = metric.compute()
+        report = build_report(
+            spec=spec,
+            summary=summary,
+            method_description=description,
+            settings={
+                "run": cfg.model_dump(mode="json"),
+                "data_root": str(data_root),
+                "world_size": info.world_size,
+                "out": str(out),
+            },
+            extra_info=extra_info,
+            skipped=all_skipped,
+            wall_time_s=max(g["wall"] for g in gathered),
+            images_this_session=sum(g["images"] for g in gathered),
+            device=device,
+            resumed=state is not None,
+        )
+        if max(g["session"] for g in gathered) > 0:
+            report["images_per_s"] = round(report["images_this_session"] / max(g["session"] for g in gathered), 4)
+        if info.is_main:
+            write_results(out, report, metric.confusion.cpu().numpy())
+        distributed.barrier(info)
+        return report
+    finally:
+        distributed.shutdown(info)
+
+
+def _ready(job: Future | SegResult) -> bool:
+    return not isinstance(job, Future) or job.done()
+
+
+def _postfix(metric: SegMetric, images: int, seconds: float) -> str:
+    miou = metric.compute()["mIoU"]
+    rate = images / seconds if seconds > 0 else 0.0
+    return f"mIoU {100 * miou:.2f} | {rate:.2f} img/s" if miou == miou else f"{rate:.2f} img/s"
+
+
+# --- scoring saved predictions ------------------------------------------------------------------
+
+
+def prediction_candidates(pred_dir: Path, ref: SampleRef, seg_map_suffix: str) -> list[Path]:
+    """Names under which a prediction PNG of `ref` is accepted, in order of preference."""
+    stem = ref.stem
+    base = stem.rsplit("/", 1)[-1]
+    names = [f"{stem}{seg_map_suffix}", f"{stem}.png", f"{base}{seg_map_suffix}", f"{base}.png"]
+    seen: list[Path] = []
+    for name in names:
+        path = pred_dir / name
+        if path not in seen:
+            seen.append(path)
+    return seen
+
+
+class _ScoreDataset:
+    """Items: label (as evaluated) and prediction (class ids as saved), or an error message."""
+
+    def __init__(self, spec: DatasetSpec, samples: list[SampleRef], pred_dir: Path) -> None:
+        self.spec, self.samples, self.pred_dir = spec, samples, pred_dir
+        self.suffix = spec.layout.seg_map_suffix if spec.layout else ".png"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ref = self.samples[index]
+        item: dict[str, Any] = {"stem": ref.stem, "label_path": str(ref.label_path)}
+        try:
+            label = load_label(ref.label_path, self.spec.reduce_zero_label, self.spec.ignore_index)
+            candidates = prediction_candidates(self.pred_dir, ref, self.suffix)
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                raise DataError(f"no prediction for {ref.stem}: looked for {', '.join(map(str, candidates))}")
+            pred = load_label(path)
+            if pred.shape != label.shape:
+                raise DataError(
+                    f"size mismatch: prediction {path} is {pred.shape[1]}x{pred.shape[0]} but label "
+                    f"{ref.label_path} is {label.shape[1]}x{label.shape[0]} (WxH)"
+                )
+            item.update(label=label, pred=pred, pred_path=str(path))
+        except DataError as exc:
+            item["error"] = str(exc)
+        return item
+
+
+def score(
+    spec: DatasetSpec,
+    data_root: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    cfg: RunConfig,
+) -> dict[str, Any]:
+    """Score saved prediction PNGs (pixel value = class id) with the same metric; writes the same files.
+
+    Predicted values outside 0..C-1 (e.g. 255) count for no class, as in MMSegmentation.
+    """
+    import torch
+    from tqdm import tqdm
+
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder not found: {pred_dir}")
+    samples = list_samples(spec, data_root, cfg.limit)
+    metric = SegMetric(spec.num_classes, spec.ignore_index, device=cfg.device, strict=False)
+    loader = torch.utils.data.DataLoader(
+        _ScoreDataset(spec, samples, pred_dir),
+        batch_size=max(1, cfg.batch_size),
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+        multiprocessing_context=mp.get_context("spawn") if cfg.num_workers > 0 else None,
+    )
+    skipped: list[dict[str, str]] = []
+    start = time.perf_counter()
+    with tqdm(total=len(samples), desc=f"score {spec.name}", unit="img", disable=not cfg.progress) as bar:
+        for batch in loader:
+            for item in batch:
+                if "error" in item:
+                    if not cfg.skip_bad:
+                        raise DataError(f"{item['error']} (pass --skip-bad to skip such files)")
+                    skipped.append({"stem": item["stem"], "error": item["error"]})
+                else:
+                    metric.update(torch.from_numpy(item["pred"]), torch.from_numpy(item["label"]))
+                bar.update(1)
+    seconds = time.perf_counter() - start
+    out = cfg.out_dir(spec.name) if cfg.out else pred_dir.parent / "score"
+    report = build_report(
+        spec=spec,
+        summary=metric.compute(),
+        method_description={"name": "score", "pred_dir": str(pred_dir.resolve())},
+        settings={"run": cfg.model_dump(mode="json"), "data_root": str(data_root), "world_size": 1, "out": str(out)},
+        extra_info=None,
+        skipped=skipped,
+        wall_time_s=seconds,
+        images_this_session=metric.num_images,
+        device=cfg.device,
+        resumed=False,
+    )
+    write_results(out, report, metric.confusion.cpu().numpy())
+    return report

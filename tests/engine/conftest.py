@@ -1,0 +1,29 @@
+"""Engine test fixtures: the reference-method helper module is importable by child processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# spawned children inherit PYTHONPATH; sys.path edits alone are also passed on by multiprocessing's spawn
+os.environ["PYTHONPATH"] = os.pathsep.join([HERE, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """Factory: write a synthetic benchmark under tmp_path/data and return the data root."""
+    from stage2_segment.synthetic import write_synthetic_benchmark
+
+    def make(name: str, n: int = 5, size=(24, 32), seed: int = 0) -> Path:
+        root = tmp_path / "data"
+        write_synthetic_benchmark(name, root, n, size, seed)
+        return root
+
+    return make
