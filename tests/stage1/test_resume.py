@@ -12,7 +12,7 @@ from shared.io import read_jsonl
 from shared.labelset import load_label_set, load_meta
 from stage1_llm.cache import AnswerCache
 from stage1_llm.generate import generate_label_set
-from stage1_llm.testing.server import ScriptedLLMServer, raw, valid
+from stage1_llm.testing.server import ScriptedLLMServer, raw
 
 
 def run(server, classes, fast, cache, **kwargs):
