@@ -281,7 +281,9 @@ class Segmenter:
         method = self._methods.get(key)
         if method is None:
             config = self.config.model_copy(update={"label_set": None})
-            method = build_method(config, names, dataset=spec, backbone=self.backbone, label_set=resolved)
+            method = build_method(
+                config, names, dataset=spec.name if spec is not None else None, backbone=self.backbone, label_set=resolved
+            )
             self._methods[key] = method
             while len(self._methods) > METHOD_CACHE_SIZE:
                 self._methods.popitem(last=False)
@@ -306,17 +308,21 @@ class Segmenter:
         method, names, resolved, spec = self.method_for(classes, label_set, spec)
         pending = method.forward([rgb])
         result = pending[0].finish()
-        return self._output(rgb, result, names, resolved, spec)
+        return self._output(method, rgb, result, names, resolved, spec)
 
-    def _output(self, rgb, result, names, resolved, spec) -> SegmentationOutput:
+    def _output(self, method, rgb, result, names, resolved, spec) -> SegmentationOutput:
         subclass_names: list[str] = []
         owners: list[int] = []
         if resolved is not None:
-            used = resolved.with_class_names() if self.config.include_class_name else resolved
-            subclass_names, owners = used.flat_names()
+            from .methods.common import NameTable
+
+            table = getattr(method, "names", None)  # the exact list the method's subclass indices point into
+            if not isinstance(table, NameTable):
+                table = NameTable.build(names, resolved, self.config.include_class_name)
+            subclass_names, owners = list(table.names), list(table.owners)
         height, width = rgb.shape[:2]
         subclass = result.subclass
-        if subclass is None:
+        if subclass is None or resolved is None:  # without a label set the "names" are the classes: no subclass
             subclass = np.full((height, width), -1, dtype=np.int32)
         return SegmentationOutput(
             image=rgb,
@@ -326,7 +332,7 @@ class Segmenter:
             classes=names,
             subclass_names=subclass_names,
             subclass_owners=owners,
-            palette=palette_for(names, spec.name if spec else None),
+            palette=palette_for(names, spec.name if spec is not None and list(spec.classes) == names else None),
             extras=dict(result.extras),
         )
 

@@ -20,7 +20,7 @@ TINY_CONFIG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 # small, fast protocol for tests: whole image at short side 64
-FAST = {"short_side": 64, "crop": 0}
+FAST = {"short_side": 64, "crop": 0, "templates": "single"}
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +38,11 @@ def tiny_weights(tmp_path_factory) -> str:
     path = folder / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_arch(tiny_weights) -> str:
+    return TINY_ARCH
 
 
 @pytest.fixture(scope="session")
