@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         classes: Annotated[str | None, typer.Option(help="Comma-separated class names, e.g. 'cat, dog, sofa'.")] = None,
         dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Use a registered dataset's classes, palette and defaults.")] = None,
         classes_file: Annotated[Path | None, typer.Option(help="A classes.txt (one name per line) instead of --classes.")] = None,
-        label_set: Annotated[str | None, typer.Option(help="Label-set JSON {class: [subclasses]} whose keys are the classes.", rich_help_panel=_L)] = None,
+        label_set: Annotated[str | None, typer.Option(help="Label-set JSON (class -> list of subclasses) whose keys are the classes.", rich_help_panel=_L)] = None,
         subclasses: Annotated[str | None, typer.Option(help="'auto': ask an LLM for the subclasses now (stage one), cached.", rich_help_panel=_L)] = None,
         backend: Annotated[str, typer.Option(help="Stage-one backend for --subclasses auto.", rich_help_panel=_L)] = "openai",
         model: Annotated[str, typer.Option(help="LLM for --subclasses auto.", rich_help_panel=_L)] = "gpt-4o-mini",

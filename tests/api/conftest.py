@@ -78,3 +78,31 @@ def photo_files(tmp_path):
         Image.fromarray(_photo(h, w, seed=i)).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def simseg_files(tmp_path_factory) -> tuple[str, str]:
+    """(checkpoint, tokenizer folder) of a tiny SimSeg, built by the models tests' own builder.
+
+    The builder lives in tests/models/conftest.py (not importable as a module under
+    --import-mode=importlib), so it is loaded from its file rather than written a second time.
+    """
+    import importlib.util
+    import string
+    from pathlib import Path
+
+    import torch
+
+    source = Path(__file__).resolve().parents[1] / "models" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("llmseg_models_conftest", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tmp_path_factory.mktemp("simseg_api")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase] + list(".,()-'")
+    vocab = specials + list(module.WORDS) + pieces
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    state, _, _ = module.build_simseg_state(len(vocab))
+    path = folder / "simseg.tiny.pth"
+    torch.save({"state_dict": state, "meta": {"epoch": 1}}, path)
+    return str(path), str(folder)

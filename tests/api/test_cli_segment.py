@@ -185,3 +185,31 @@ def test_bad_method_option_names_the_option(run, photo_files, tmp_path):
     result = run(str(photo_files[0]), "--classes", "a, b", "--assembly", "median", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
     assert "--assembly" in result.output
+
+
+def test_simseg_llm_supervision_form(app, simseg_files, photo_files, tmp_path):
+    """The issue's second form: --dataset pascal_voc --label-set ... --method llm-supervision --backbone simseg."""
+    checkpoint, tokenizer = simseg_files
+    out = tmp_path / "simseg"
+    result = CliRunner().invoke(
+        app,
+        ["segment", str(photo_files[0]), str(photo_files[1]), "--dataset", "pascal_voc", "--label-set",
+         "label_sets/pascal_voc/top5.json", "--method", "llm-supervision", "--backbone", "simseg", "--checkpoint",
+         checkpoint, "--text-tokenizer", tokenizer, "--templates", "single", "--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert _outputs(out) == sorted(f"img{i}{s}" for i in (0, 1) for s in (".json", ".png", "_overlay.png", "_subclass.png"))
+    for i, path in enumerate(photo_files[:2]):
+        with Image.open(path) as src, Image.open(out / f"img{i}.png") as img:
+            assert img.size == src.size and img.mode == "P"
+            assert np.asarray(img).max() < 21
+
+
+def test_segment_exposes_every_method_option(app):
+    from stage2_segment.interface import MethodConfig
+
+    result = CliRunner().invoke(app, ["segment", "--help"], terminal_width=200, env={"COLUMNS": "200"})
+    flat = " ".join(result.output.split())
+    for name in MethodConfig.model_fields:
+        assert f"--{name.replace('_', '-')}" in flat, name
