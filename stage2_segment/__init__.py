@@ -1,1 +1,14 @@
 """Stage two: dense CLIP features, subclass assembly, refinement and benchmark-exact mIoU."""
+
+from __future__ import annotations
+
+__all__ = ["Segmenter", "SegmentationOutput"]
+
+
+def __getattr__(name: str):
+    """`from stage2_segment import Segmenter` without importing the API (and its dependencies) eagerly."""
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'stage2_segment' has no attribute '{name}'")

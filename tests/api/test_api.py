@@ -216,3 +216,13 @@ def test_dataset_palette_and_classes(segmenter, make_photo):
 def test_create_rejects_bad_config():
     with pytest.raises(ValueError, match="dense_mode"):
         Segmenter.create("openclip:whatever", dense_mode="nope")
+
+
+def test_package_exports_the_api():
+    import stage2_segment
+    from stage2_segment import SegmentationOutput
+    from stage2_segment import Segmenter as Exported
+
+    assert Exported is Segmenter and SegmentationOutput.__module__ == "stage2_segment.api"
+    with pytest.raises(AttributeError, match="nope"):
+        stage2_segment.nope  # noqa: B018
