@@ -82,6 +82,11 @@ def build_simseg_state(vocab_size: int, *, width: int = 64, depth: int = 2, text
 
 
 @pytest.fixture(scope="session")
+def simseg_state_builder():
+    return build_simseg_state
+
+
+@pytest.fixture(scope="session")
 def simseg_checkpoint(tmp_path_factory, tokenizer_dir):
     """(path, state dict, timm ViT, BERT) of a saved tiny SimSeg checkpoint with optimizer/meta extras."""
     vocab = len((tokenizer_dir / "vocab.txt").read_text().split())

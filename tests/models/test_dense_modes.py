@@ -1,0 +1,174 @@
+"""Each dense mode of the open_clip wrapper vs an independent float64 computation of its formula."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stage2_segment.backbones.dense_block import DENSE_MODES
+
+
+def _ln(x, mod):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + mod.eps) * mod.weight + mod.bias
+
+
+def _softmax(a):
+    a = a - a.max(-1, keepdim=True).values
+    e = torch.exp(a)
+    return e / e.sum(-1, keepdim=True)
+
+
+def _reference_tokens(model, images, mode, grid):
+    """float64: embed + first blocks through open_clip, last block written out from its weights."""
+    v = model.visual
+    b = images.shape[0]
+    x = F.conv2d(images, v.conv1.weight, stride=v.conv1.stride).flatten(2).transpose(1, 2)
+    pos = v.positional_embedding
+    g0 = int(math.isqrt(pos.shape[0] - 1))
+    patch_pos = pos[1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
+    if grid != (g0, g0):
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
+    pos = torch.cat([pos[:1], patch_pos.permute(0, 2, 3, 1).reshape(-1, pos.shape[1])])
+    x = torch.cat([v.class_embedding.reshape(1, 1, -1).expand(b, 1, -1), x], 1) + pos
+    x = _ln(x, v.ln_pre)
+    blocks = list(v.transformer.resblocks)
+    for blk in blocks[:-1]:
+        x = blk(x)
+    last = blocks[-1].block if hasattr(blocks[-1], "block") else blocks[-1]
+    attn = last.attn
+    heads = attn.num_heads
+    y = _ln(x, last.ln_1)
+    qkv = y @ attn.in_proj_weight.T + attn.in_proj_bias
+    q, k, val = qkv.chunk(3, -1)
+    n, c = x.shape[1], x.shape[2]
+    hd = c // heads
+
+    def split(t):
+        return t.reshape(b, n, heads, hd).permute(0, 2, 1, 3)
+
+    q, k, val = split(q), split(k), split(val)
+    s = 1.0 / math.sqrt(hd)
+
+    def merge(t):
+        return t.permute(0, 2, 1, 3).reshape(b, n, c)
+
+    def out_proj(t):
+        return t @ attn.out_proj.weight.T + attn.out_proj.bias
+
+    def mlp(t):
+        h = _ln(t, last.ln_2) @ last.mlp.c_fc.weight.T + last.mlp.c_fc.bias
+        h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))  # exact GELU (the tiny config has no QuickGELU)
+        return h @ last.mlp.c_proj.weight.T + last.mlp.c_proj.bias
+
+    plain = x + out_proj(merge(_softmax(q @ k.transpose(-1, -2) * s) @ val))
+    plain = plain + mlp(plain)
+    if mode == "vanilla":
+        out = plain
+    elif mode == "maskclip":
+        out = out_proj(merge(val))
+    elif mode == "sclip":
+        a = _softmax(q @ q.transpose(-1, -2) * s) + _softmax(k @ k.transpose(-1, -2) * s)
+        out = x + out_proj(merge(a @ val))
+        out = out + mlp(out)
+    elif mode == "clearclip":
+        out = out_proj(merge(_softmax(q @ q.transpose(-1, -2) * s) @ val))
+    else:
+        h, w = grid
+        coords = [(i, j) for i in range(h) for j in range(w)]
+        bias = torch.zeros(n, n, dtype=torch.float64)
+        for p, (yi, xi) in enumerate(coords):
+            for r, (yj, xj) in enumerate(coords):
+                bias[p + 1, r + 1] = math.exp(-((yi - yj) ** 2 + (xi - xj) ** 2) / (2 * 5.0**2))
+        out = out_proj(merge(_softmax(k @ k.transpose(-1, -2) * s + bias) @ val))
+    pooled = _ln(plain[:, 0], v.ln_post) @ v.proj
+    tokens = _ln(out[:, 1:], v.ln_post) @ v.proj
+    return F.normalize(pooled, dim=-1), F.normalize(tokens, dim=-1).reshape(b, grid[0], grid[1], -1)
+
+
+@pytest.mark.parametrize("mode", DENSE_MODES)
+@pytest.mark.parametrize("size", [(64, 64), (96, 64)])
+def test_dense_mode_matches_float64_formula(tiny_openclip, mode, size):
+    backbone = tiny_openclip(mode)
+    backbone.model.double()
+    backbone._pos_cache.clear()
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, *size, dtype=torch.float64)
+    grid = (size[0] // 16, size[1] // 16)
+    pooled, dense = backbone.encode_image(images)
+    with torch.no_grad():
+        ref_pooled, ref_dense = _reference_tokens(backbone.model, images, mode, grid)
+    assert dense.shape == (2, *grid, 32)
+    torch.testing.assert_close(dense.double(), ref_dense, atol=2e-6, rtol=0)
+    torch.testing.assert_close(pooled.double(), ref_pooled, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", DENSE_MODES)
+def test_global_vector_is_open_clip_encode_image(tiny_openclip, mode):
+    backbone = tiny_openclip(mode)
+    images = torch.randn(3, 3, 64, 64)
+    pooled, _ = backbone.encode_image(images)
+    with torch.no_grad():
+        backbone.last_block.mode = "vanilla"
+        expected = backbone.model.encode_image(images, normalize=True)
+    torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=0)
+
+
+def test_vanilla_dense_equals_open_clip_tokens(tiny_openclip):
+    backbone = tiny_openclip("vanilla")
+    images = torch.randn(2, 3, 64, 64)
+    _, dense = backbone.encode_image(images)
+    visual = backbone.model.visual
+    visual.output_tokens = True
+    try:
+        with torch.no_grad():
+            _, tokens = visual(images)
+    finally:
+        visual.output_tokens = False
+    expected = F.normalize(tokens @ visual.proj, dim=-1).reshape(2, 4, 4, -1)
+    torch.testing.assert_close(dense, expected, atol=1e-5, rtol=0)
+
+
+def test_modes_differ_and_non_multiple_input_is_rejected(tiny_openclip):
+    images = torch.randn(1, 3, 64, 64)
+    outs = {m: tiny_openclip(m).encode_image(images)[1] for m in DENSE_MODES}
+    for a in DENSE_MODES:
+        for b in DENSE_MODES:
+            if a < b:
+                assert (outs[a] - outs[b]).abs().max() > 1e-3, (a, b)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        tiny_openclip("sclip").encode_image(torch.randn(1, 3, 70, 64))
+
+
+def test_quickgelu_rule(tiny_arch, tmp_path):
+    from stage2_segment.backbones.openclip import _quickgelu_needed
+
+    assert _quickgelu_needed("ViT-B-16", "openai")
+    assert not _quickgelu_needed("ViT-B-16-quickgelu", "openai")
+    assert not _quickgelu_needed("ViT-B-16", None)
+    weights = tmp_path / "dfn2b_vit_b16.safetensors"
+    weights.write_bytes(b"x")
+    assert _quickgelu_needed("ViT-B-16", str(weights))
+    plain = tmp_path / "mine.safetensors"
+    plain.write_bytes(b"x")
+    assert not _quickgelu_needed("ViT-B-16", str(plain))
+
+
+def test_local_weights_file_loads_offline(tiny_openclip, tiny_arch, tmp_path):
+    from safetensors.torch import save_file
+
+    from stage2_segment.backbones.openclip import OpenClipBackbone
+
+    source = tiny_openclip("vanilla", seed=3)
+    path = tmp_path / "tiny.safetensors"
+    state = {k: v.contiguous() for k, v in source.model.state_dict().items()}
+    state = {k.replace("resblocks.1.block.", "resblocks.1."): v for k, v in state.items()}
+    save_file(state, str(path))
+    loaded = OpenClipBackbone(tiny_arch, str(path), dense_mode="clearclip")
+    assert loaded.describe()["weights_sha256"] and len(loaded.describe()["weights_sha256"]) == 64
+    images = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded.encode_image(images)[0], source.encode_image(images)[0])
