@@ -216,8 +216,10 @@ class _Run:
             try:
                 completion = self.backend.complete(messages, schema=self.schema if structured else None, sampling=self.sampling)
             except StructuredOutputUnsupported as exc:
-                self._schema_rejected(str(exc))
-                continue
+                if structured:  # sent with a schema: retry at once without it, for the rest of the run
+                    self._schema_rejected(str(exc))
+                    continue
+                raise _ClassFailed(f"the server rejected the request: {self._redact(str(exc))}") from exc
             except BackendError as exc:
                 message = self._redact(str(exc))
                 self.cache.append(
@@ -425,7 +427,7 @@ def generate_label_set(
         k=k,
         sampling=sampling.as_dict(),
         per_class_attempts={name: outcomes[name].answers for name in names},
-        backend=run.describe,
+        backend=engine.describe(),  # after the run: includes what was learnt (adaptations)
         prompt_version=template.version,
         prompt_path=str(template.path) if template.path else None,
         include_class_name=include_class_name,

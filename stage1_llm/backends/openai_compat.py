@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,13 @@ from .base import (
 
 PLACEHOLDER_KEY = "sk-no-key-required"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
 _SCHEMA_WORDS = ("response_format", "json_schema", "structured output", "guided_json")
+
+
+# A 400 whose message holds all these words means: change this parameter and send again.
+_ADAPTATIONS = {
+    "max_completion_tokens": ("max_tokens", "max_completion_tokens"),  # "use 'max_completion_tokens' instead"
+    "default-temperature": ("temperature", "unsupported"),  # "temperature does not support 0 ... only the default (1)"
+}
 
 
 def resolve_api_key(api_key: str | None, base_url: str | None, env_var: str = "OPENAI_API_KEY") -> str:
@@ -101,42 +109,46 @@ class OpenAIBackend:
         self._key = resolve_api_key(api_key, self.base_url, api_key_env)
         self.timeout = timeout
         self.client = OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0, timeout=timeout)
+        # Request adaptations learnt from the server's 400s (e.g. reasoning models), kept for the run.
+        self.adaptations: list[str] = []
+        self._lock = threading.Lock()
 
     def redact(self, text: str) -> str:
         """`text` with the API key (should a server echo it) replaced by ***."""
         return text.replace(self._key, "***") if self._key and self._key != PLACEHOLDER_KEY else text
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "base_url": public_url(str(self.client.base_url)), "timeout": self.timeout}
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "base_url": public_url(str(self.client.base_url)),
+            "timeout": self.timeout,
+            "adaptations": list(self.adaptations),
+        }
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, sampling: Sampling) -> Completion:
         import openai
 
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": sampling.temperature}
-        if sampling.seed is not None:
-            kwargs["seed"] = sampling.seed
-        if sampling.top_p is not None:
-            kwargs["top_p"] = sampling.top_p
-        if sampling.max_tokens:
-            kwargs["max_tokens"] = sampling.max_tokens
-        if schema is not None:
-            kwargs["response_format"] = schema
-        try:
-            response = self.client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError as exc:
-            raise TransientError(f"timed out after {self.timeout:g} s") from exc
-        except openai.APIConnectionError as exc:
-            raise TransientError(self.redact(f"connection error: {exc}")) from exc
-        except openai.APIStatusError as exc:
-            raise self._map_status(exc) from exc
+        for _ in range(len(_ADAPTATIONS) + 1):
+            kwargs = self._request(messages, schema, sampling)
+            try:
+                response = self.client.chat.completions.create(**kwargs)
+                break
+            except openai.APITimeoutError as exc:
+                raise TransientError(f"timed out after {self.timeout:g} s") from exc
+            except openai.APIConnectionError as exc:
+                raise TransientError(self.redact(f"connection error: {exc}")) from exc
+            except openai.APIStatusError as exc:
+                if not self._adapt(exc):
+                    raise self._map_status(exc) from exc
+        else:
+            raise RequestRejected(f"the server keeps rejecting the request parameters ({', '.join(self.adaptations)})")
         if not response.choices:
             raise TransientError("the server answered with no choices")
         choice = response.choices[0]
         usage = response.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) if response.usage else {}
         message = choice.message
-        text = message.content or ""
-        if not text and getattr(message, "refusal", None):
-            text = ""
+        text = message.content or ""  # a refusal leaves no content: unusable, asked again
         return Completion(
             text=text,
             finish_reason=choice.finish_reason,
@@ -146,6 +158,34 @@ class OpenAIBackend:
             usage={k: int(v) for k, v in usage.items() if v is not None},
             extra={"response_id": response.id, "refusal": getattr(message, "refusal", None)},
         )
+
+    def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, sampling: Sampling) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if "default-temperature" not in self.adaptations:
+            kwargs["temperature"] = sampling.temperature
+        if sampling.seed is not None:
+            kwargs["seed"] = sampling.seed
+        if sampling.top_p is not None:
+            kwargs["top_p"] = sampling.top_p
+        if sampling.max_tokens:
+            name = "max_completion_tokens" if "max_completion_tokens" in self.adaptations else "max_tokens"
+            kwargs[name] = sampling.max_tokens
+        if schema is not None:
+            kwargs["response_format"] = schema
+        return kwargs
+
+    def _adapt(self, exc: Any) -> bool:
+        """Learn from a 400 that a parameter must change (OpenAI reasoning models); True: send again."""
+        if exc.status_code != 400:
+            return False
+        text = f"{exc.message} {getattr(exc, 'body', '')}".lower()
+        for name, needles in _ADAPTATIONS.items():
+            if all(n in text for n in needles):
+                with self._lock:  # already learnt by another thread: this request went out before
+                    if name not in self.adaptations:
+                        self.adaptations.append(name)
+                return True
+        return False
 
     def _map_status(self, exc: Any) -> Exception:
         status = exc.status_code

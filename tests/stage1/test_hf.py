@@ -91,15 +91,19 @@ def test_random_model_run_is_reasked_and_fails_naming_every_class(random_model, 
     assert all(r["backend"] == "hf" and r["structured"] is False for r in answers)
 
 
-def _train_to_answer(folder, steps: int = 150):
+SHORT_PROMPT = "---\nid: short.v1\nversion: 1\n---\n## system\nJSON only.\n## user\nGive {k} types of {class_name} as JSON.\n"
+
+
+def _train_to_answer(folder, prompt_file, steps: int = 120):
     """Teach the tiny model one answer: after `<|assistant|>` it writes ANSWER then </s>."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from stage1_llm.prompts import load_prompt
 
+    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    template = load_prompt("subclasses.chils.v1")
+    template = load_prompt(prompt_file)
     batch = []
     for name in ("cat", "dog", "car"):
         prompt = tokenizer.apply_chat_template(template.render(name, 2), tokenize=False, add_generation_prompt=True)
@@ -130,7 +134,9 @@ def test_a_model_that_knows_the_answer_gives_a_label_set_through_the_cli(random_
 
     folder = tmp_path / "trained"
     shutil.copytree(random_model, folder)
-    loss = _train_to_answer(folder)
+    prompt_file = tmp_path / "short.md"
+    prompt_file.write_text(SHORT_PROMPT, encoding="utf-8")
+    loss = _train_to_answer(folder, prompt_file)
     assert loss < 0.05
     classes_file = tmp_path / "toy" / "classes.txt"
     classes_file.parent.mkdir()
@@ -139,7 +145,7 @@ def test_a_model_that_knows_the_answer_gives_a_label_set_through_the_cli(random_
     result = CliRunner().invoke(
         app,
         ["subclasses", "toy", "--classes-file", str(classes_file), "--backend", "hf", "--model", str(folder), "--k", "2",
-         "--prompt", "subclasses.chils.v1", "--device", "cpu", "--dtype", "float32", "--max-tokens", "16", "--out", str(out),
+         "--prompt", str(prompt_file), "--device", "cpu", "--dtype", "float32", "--max-tokens", "16", "--out", str(out),
          "--quiet"],
         catch_exceptions=False,
     )  # fmt: skip

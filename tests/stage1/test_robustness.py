@@ -234,3 +234,19 @@ def test_api_key_never_reaches_a_file(classes, fast, tmp_path):
     text = cache.read_text(encoding="utf-8")
     assert sentinel not in text and "***" in text
     assert json.loads(text.splitlines()[0])  # the log is real JSON lines
+
+
+def test_reasoning_model_parameter_errors_are_adapted_to(classes, fast):
+    steps = [
+        http_error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."),
+        http_error(400, "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported."),
+        valid(FIVE),
+    ]
+    with ScriptedLLMServer({"background": steps}) as server:
+        label_set, meta = run(server, classes, fast, concurrency=1)
+        bodies = [r.body for r in server.log]
+    assert label_set.root["background"] == FIVE
+    assert "max_tokens" in bodies[0] and "max_completion_tokens" in bodies[1] and "temperature" in bodies[1]
+    assert all("max_tokens" not in b and "temperature" not in b for b in bodies[2:])
+    assert meta.model_extra["backend"]["adaptations"] == ["max_completion_tokens", "default-temperature"]
+    assert meta.model_extra["stats"]["retries"] == 0
