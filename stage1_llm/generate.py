@@ -39,6 +39,8 @@ from .cache import AnswerCache, request_key
 from .parse import answer_schema, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 
+_STOPPED = "not finished: the run stopped"
+
 
 class GenerationError(RuntimeError):
     """Some classes never got a usable answer; `failed` maps each to the reason. The rest is in the cache."""
@@ -49,9 +51,12 @@ class GenerationError(RuntimeError):
         self.cache_path = cache_path
         self.aborted = aborted
         lines = [f"stage one failed for {len(failed)} of {total} classes:"]
+        stopped = [name for name, reason in failed.items() if reason.startswith(_STOPPED)]
+        lines += [f"  - '{name}': {reason}" for name, reason in failed.items() if name not in stopped]
         if aborted:
-            lines.append(f"  run stopped: {aborted}")
-        lines += [f"  - '{name}': {reason}" for name, reason in failed.items()]
+            lines.append(f"  the run stopped: {aborted}")
+        if stopped:
+            lines.append(f"  {len(stopped)} classes not finished because the run stopped: " + ", ".join(f"'{n}'" for n in stopped))
         if cache_path is not None:
             lines.append(f"the {total - len(failed)} usable answers are saved in {cache_path}; rerun the same command to resume")
         super().__init__("\n".join(lines))
@@ -233,7 +238,8 @@ class _Run:
                 if transport_failures >= self.max_retries:
                     raise _ClassFailed(f"gave up after {transport_failures + 1} failed requests, last: {message}") from exc
                 self.stats.add(retries=1)
-                time.sleep(self.backoff.delay(transport_failures, exc.retry_after, self._rng))
+                if self.abort.wait(self.backoff.delay(transport_failures, exc.retry_after, self._rng)):
+                    raise _Aborted(self.abort_reason) from exc
                 transport_failures += 1
                 continue
             usage = completion.usage
@@ -293,7 +299,7 @@ class _Run:
             except _ClassFailed as exc:
                 return _Outcome(None, answer_index, str(exc))
             except _Aborted as exc:
-                return _Outcome(None, answer_index, f"not finished: the run stopped ({exc})")
+                return _Outcome(None, answer_index, f"{_STOPPED} ({exc})")
             meta = record.get("meta") or {}
             parsed = parse_answer(
                 record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")

@@ -156,20 +156,23 @@ class ScriptedLLMServer:
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._url: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running: use it as a context manager or call start()")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        """`http://127.0.0.1:<port>/v1`, the URL to give the client (still known after stop())."""
+        if self._url is None:
+            raise RuntimeError("the server was never started: use it as a context manager or call start()")
+        return self._url
 
     def start(self) -> ScriptedLLMServer:
         handler = type("Handler", (_Handler,), {"owner": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        host, port = self._httpd.server_address[:2]
+        self._url = f"http://{host}:{port}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
         self._thread.start()
         return self

@@ -144,3 +144,23 @@ def test_diff_shows_per_class_differences(tmp_path):
     assert data["unchanged"] == ["dog"] and data["classes_only_in_a"] == ["car"] and data["mean_jaccard"] == 0.75
     assert invoke("diff", a, a).exit_code == 0
     assert invoke("diff", a, tmp_path / "missing.json").exit_code == 2
+
+
+def test_the_makefile_command_with_the_server_from_the_environment(toy, classes):
+    """`make subclasses` runs `llmseg subclasses $(DATASET) --k $(K) --backend $(BACKEND) --model $(LLM)`."""
+    import os
+    import subprocess
+    import sys
+
+    with ScriptedLLMServer() as server:
+        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "LLMSEG_LABEL_SETS": str(toy)}
+        command = [sys.executable, "-c", "from shared.cli import main; main()",
+                   "subclasses", "toy", "--k", "5", "--backend", "openai", "--model", "scripted"]  # fmt: skip
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert server.request_count == len(classes)
+    out = toy / "toy" / "top5.scripted.json"
+    assert load_label_set(out, classes).classes == classes
+    assert load_meta(out).model_extra["backend"]["base_url"].startswith(server.base_url)
+    assert "100%" in result.stderr and "subclasses" in result.stderr  # the progress bar
+    assert "5 classes, 5 requests (0 answers from cache), 0 retries, 0 re-asks, 0 failed" in result.stdout
