@@ -193,8 +193,8 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         try:
             output = segmenter(path, names, resolved, spec)
             output.save(out, stem)
-        except (SegmentInputError, DataError, ValueError, OSError) as exc:
-            failures.append((path, str(exc)))
+        except (SegmentInputError, DataError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory
+            failures.append((path, str(exc) or type(exc).__name__))
             continue
         owners[stem] = path
         done += 1
