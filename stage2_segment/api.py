@@ -89,7 +89,7 @@ def resolve_label_set(
         source = str(path)
     report = validate_label_set(raw, list(classes), source=source)
     if report.errors:
-        problems = "; ".join(str(issue) for issue in report.errors)
+        problems = "; ".join(f"class '{i.cls}': {i.message}" if i.cls is not None else i.message for i in report.errors)
         raise SegmentInputError(f"{source} does not match the classes ({', '.join(classes)}): {problems}")
     try:
         return LabelSet.model_validate(raw)
