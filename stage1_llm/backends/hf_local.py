@@ -86,7 +86,10 @@ class HFBackend:
         with self._lock, torch.inference_mode():
             if sample and sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            output = self.lm.generate(**inputs, pad_token_id=pad, **options)
+            try:
+                output = self.lm.generate(**inputs, pad_token_id=pad, **options)
+            except (RuntimeError, ValueError) as exc:  # out of memory, a bad device or dtype: no request can work
+                raise FatalBackendError(f"model '{self.model}' failed to generate on {self.device}: {exc}") from exc
         new = output[0, prompt_tokens:]
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}

@@ -141,6 +141,8 @@ class OpenAIBackend:
             except openai.APIStatusError as exc:
                 if not self._adapt(exc):
                     raise self._map_status(exc) from exc
+            except openai.APIError as exc:  # e.g. a response the SDK could not read: may be transient
+                raise TransientError(self.redact(f"bad response: {exc}")) from exc
         else:
             raise RequestRejected(f"the server keeps rejecting the request parameters ({', '.join(self.adaptations)})")
         if not response.choices:
