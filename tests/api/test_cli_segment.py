@@ -213,3 +213,18 @@ def test_segment_exposes_every_method_option(app):
     flat = " ".join(result.output.split())
     for name in MethodConfig.model_fields:
         assert f"--{name.replace('_', '-')}" in flat, name
+
+
+def test_a_folder_stands_for_its_images(run, photo_files, tmp_path):
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result = run(str(tmp_path / "in"), "--classes-file", str(_classes_file(tmp_path)), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert _outputs(out) == sorted(f"img{i}{s}" for i in range(3) for s in (".json", ".png", "_overlay.png"))
+    assert json.loads((out / "img0.json").read_text())["classes"] == ["sky", "ground"]
+
+
+def _classes_file(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("sky\nground\n")
+    return path
