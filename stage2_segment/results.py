@@ -75,13 +75,28 @@ def file_fingerprint(path: str | os.PathLike | None) -> dict[str, Any] | None:
     return {"path": str(path), "sha256": None}
 
 
-def _find_key(sources: list[dict[str, Any]], *keys: str) -> Any:
+def _find_path(sources: list[dict[str, Any]], *keys: str) -> str | None:
+    """The first path-like value under one of `keys` (a string, or a dict with a "path")."""
     for source in sources:
         for key in keys:
             value = source.get(key)
-            if value:
-                return value
+            if isinstance(value, dict):
+                value = value.get("path")
+            if isinstance(value, str | os.PathLike) and str(value):
+                return str(value)
     return None
+
+
+def _label_set_fingerprint(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        from shared.resources import resolve_label_set_path
+
+        path = str(resolve_label_set_path(path))
+    except Exception:  # noqa: BLE001 - an unresolvable path is still recorded as given
+        pass
+    return file_fingerprint(path)
 
 
 def build_report(
@@ -101,9 +116,9 @@ def build_report(
     description = dict(method_description or {})
     extra = dict(extra_info or {})
     sources = [description, extra, extra.get("method_config") or {}]
-    label_set = _find_key(sources, "label_set_path", "label_set")
-    checkpoint = _find_key(sources, "checkpoint_path", "checkpoint")
-    pretrained = _find_key(sources, "pretrained_path", "pretrained")
+    label_set = _find_path(sources, "label_set_path", "label_set")
+    checkpoint = _find_path(sources, "checkpoint_path", "checkpoint")
+    pretrained = _find_path(sources, "pretrained_path", "pretrained")
     per_class = [
         {"class": name, "IoU": _pct(iou), "Acc": _pct(acc), "label_pixels": int(lab), "pred_pixels": int(pred)}
         for name, iou, acc, lab, pred in zip(
@@ -125,9 +140,9 @@ def build_report(
         "method": description,
         "settings": settings,
         "extra": extra,
-        "label_set": file_fingerprint(label_set if isinstance(label_set, str | os.PathLike) else None),
-        "checkpoint": file_fingerprint(checkpoint if isinstance(checkpoint, str | os.PathLike) else None),
-        "pretrained": file_fingerprint(pretrained if isinstance(pretrained, str | os.PathLike) else None),
+        "label_set": _label_set_fingerprint(label_set),
+        "checkpoint": file_fingerprint(checkpoint),
+        "pretrained": file_fingerprint(pretrained),
         "versions": package_versions(),
         "device": device_info(device),
         "wall_time_s": round(wall_time_s, 3),

@@ -232,6 +232,9 @@ def evaluate(
                 save_overlay(vis_dir / f"{item['stem']}.png", item["image"], labels, spec.classes, spec.name)
             mark_done(item["stem"])
             session["images"] += 1
+            now = time.perf_counter()
+            session.setdefault("first_done", now)
+            session["last_done"] = now
 
         def mark_done(stem: str) -> None:
             finished.append(stem)
@@ -284,8 +287,12 @@ def evaluate(
 
         # all ranks: sum the counts; rank 0 writes
         metric.all_reduce()
+        steady = None
+        if session["images"] >= 3 and session["last_done"] > session["first_done"]:
+            steady = (session["images"] - 1) / (session["last_done"] - session["first_done"])
         gathered = distributed.gather_objects(
-            {"skipped": skipped, "images": session["images"], "wall": wall(), "session": session_time}, info
+            {"skipped": skipped, "images": session["images"], "wall": wall(), "session": session_time, "steady": steady},
+            info,
         )
         all_skipped = sorted((s for g in gathered for s in g["skipped"]), key=lambda s: global_index.get(s["stem"], 0))
         summary = metric.compute()
@@ -308,6 +315,9 @@ def evaluate(
         )
         if max(g["session"] for g in gathered) > 0:
             report["images_per_s"] = round(report["images_this_session"] / max(g["session"] for g in gathered), 4)
+        rates = [g["steady"] for g in gathered]
+        # throughput after the first image (start-up of worker processes excluded), summed over ranks
+        report["images_per_s_steady"] = round(sum(rates), 4) if all(r is not None for r in rates) else None
         if info.is_main:
             write_results(out, report, metric.confusion.cpu().numpy())
         distributed.barrier(info)

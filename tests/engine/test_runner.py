@@ -194,3 +194,20 @@ def test_score_reports_missing_predictions(synthetic, tmp_path):
     report = score(spec, root, tmp_path / "run" / "pred", _cfg(tmp_path / "s", skip_bad=True))
     assert report["num_skipped"] == 1 and report["num_images"] == 2
     _assert_matches(report, expected_metrics("ade20k", root, exclude=(victim.stem,)))
+
+
+def test_metrics_json_records_label_set_and_checkpoint_hashes(synthetic, tmp_path):
+    import hashlib
+
+    root = synthetic("pascal_voc", n=2)
+    spec, method = build_oracle("pascal_voc", root)
+    label_set = tmp_path / "top5.json"
+    label_set.write_text('{"background": ["sky"]}')
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"weights")
+    extra = {"method_config": {"label_set": str(label_set), "checkpoint": str(ckpt), "pretrained": "openai"}}
+    report = evaluate(method, spec, root, _cfg(tmp_path / "o"), extra_info=extra)
+    assert report["label_set"] == {"path": str(label_set.resolve()), "sha256": hashlib.sha256(label_set.read_bytes()).hexdigest()}
+    assert report["checkpoint"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert report["pretrained"] == {"path": "openai", "sha256": None}  # a tag, not a file
+    assert report["device"]["device"] == "cpu" and report["device"]["cpu_count"]
