@@ -150,8 +150,9 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
 
     from .api import Segmenter, SegmentInputError, resolve_label_set
     from .data import DataError
+    from .interface import MethodConfig
 
-    # 1. everything that concerns the whole run, before any model is loaded or file written
+    # 1. everything that concerns the whole run, before any LLM is asked, model loaded or file written
     try:
         names, spec = _read_classes(classes, dataset, classes_file)
         if label_set is not None and subclasses is not None:
@@ -162,6 +163,11 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         paths = _expand_images(images)
         if not paths:
             raise ValueError("no images given (the folders hold no images)")
+        config = MethodConfig(backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, method=method,
+                              preset=preset, device=device, **config_fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise fail(f"bad method options: {problems}") from exc
     except (SegmentInputError, DatasetError, LabelSetError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     if subclasses == "auto":
@@ -172,12 +178,8 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         except Exception as exc:  # stage one's errors (network, parse, validation) all stop the run here
             raise fail(f"--subclasses auto: stage one failed: {exc}") from exc
     try:
-        segmenter = Segmenter.create(backbone, pretrained=pretrained, checkpoint=checkpoint, method=method,
-                                     preset=preset, device=device, **config_fields)
+        segmenter = Segmenter(config)
         segmenter.method_for(names, resolved, spec)  # builds the method (text embeddings) once, up front
-    except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
-        raise fail(f"bad method options: {problems}") from exc
     except (SegmentInputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
 

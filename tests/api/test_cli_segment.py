@@ -228,3 +228,14 @@ def _classes_file(tmp_path):
     path = tmp_path / "classes.txt"
     path.write_text("sky\nground\n")
     return path
+
+
+def test_bad_method_option_is_caught_before_stage_one(run, photo_files, tmp_path):
+    from stage1_llm.testing.server import ScriptedLLMServer
+
+    with ScriptedLLMServer() as server:
+        result = run(str(photo_files[0]), "--classes", "cat, dog", "--subclasses", "auto", "--model", "scripted",
+                     "--base-url", server.base_url, "--precision", "fp8", "--out", str(tmp_path / "o"))
+        assert result.exit_code == 2 and "--precision" in result.output
+        assert server.count() == 0
+    assert _outputs(tmp_path / "o") == []
