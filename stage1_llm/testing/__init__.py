@@ -1,1 +1,35 @@
-"""Test doubles shipped with the package (the scripted LLM server), reused by tests, benchmarks and the demo."""
+"""Test doubles shipped with the package, reused by tests, benchmarks and the offline demo.
+
+`ScriptedLLMServer` is an OpenAI-compatible chat-completions server on 127.0.0.1 whose answers
+are scripted per class (see `stage1_llm.testing.server` for how requests are matched to classes).
+"""
+
+from .server import (
+    ScriptedLLMServer,
+    Step,
+    duplicates,
+    generic_answer,
+    http_error,
+    prose,
+    rate_limited,
+    raw,
+    server_error,
+    slow,
+    valid,
+    wrong_count,
+)
+
+__all__ = [
+    "ScriptedLLMServer",
+    "Step",
+    "duplicates",
+    "generic_answer",
+    "http_error",
+    "prose",
+    "rate_limited",
+    "raw",
+    "server_error",
+    "slow",
+    "valid",
+    "wrong_count",
+]
