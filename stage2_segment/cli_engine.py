@@ -5,6 +5,7 @@ Heavy imports (torch, the methods) happen inside the commands so `llmseg --help`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -234,4 +235,5 @@ def register(app: typer.Typer) -> None:
             report = evaluate(built, spec, data_root, run_cfg, extra_info={"method_config": config.model_dump(mode="json")})
         except (DataError, RunError) as exc:
             raise _fail(str(exc), 1) from exc
-        typer.echo(_summary_line(report, run_cfg.out_dir(spec.name)))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (and writes)
+            typer.echo(_summary_line(report, run_cfg.out_dir(spec.name)))
