@@ -49,6 +49,7 @@ def test_evaluate_every_benchmark_layout(name, synthetic, tmp_path):
     assert spec.classes[-1] in md and "mIoU" in md
 
 
+@pytest.mark.slow
 def test_pool_and_loader_workers_give_identical_results(synthetic, tmp_path):
     root = synthetic("pascal_voc", n=6)
     spec, method = build_oracle("pascal_voc", root)
