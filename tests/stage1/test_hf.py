@@ -113,12 +113,17 @@ def _train_to_answer(folder, prompt_file, steps: int = 120):
         batch.append((torch.tensor([ids]), torch.tensor([labels])))
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(steps):
-        ids, labels = batch[step % len(batch)]
-        loss = model(input_ids=ids, labels=labels).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster than fighting over shared cores
+    try:
+        for step in range(steps):
+            ids, labels = batch[step % len(batch)]
+            loss = model(input_ids=ids, labels=labels).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(folder)
     return float(loss.detach())
 
