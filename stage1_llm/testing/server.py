@@ -311,7 +311,14 @@ class _Handler(BaseHTTPRequestHandler):
         if step.kind == "http":
             self._send(step.status, step.error_body or {}, step.headers)
             return
-        self._send(200, _completion(entry, step, owner, class_name, k), [("x-request-id", f"req_scripted_{entry.n}")])
+        try:
+            payload = _completion(entry, step, owner, class_name, k)
+        except Exception as exc:  # a failing answer generator: say so instead of dropping the connection
+            message = f"scripted server: the answer generator failed for class '{class_name}': {exc!r}"
+            entry.step, entry.status = "generator-error", 500
+            self._send(500, {"error": {"message": message, "type": "server_error"}})
+            return
+        self._send(200, payload, [("x-request-id", f"req_scripted_{entry.n}")])
 
 
 def _answer_text(step: Step, owner: ScriptedLLMServer, class_name: str, k: int) -> str:

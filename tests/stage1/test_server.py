@@ -63,3 +63,17 @@ def test_json_schema_rejection_mode_accepts_plain_requests():
         with pytest.raises(openai.BadRequestError, match="response_format"):
             _ask(client, "Class: cat", response_format=schema)
         assert _ask(client, "Class: cat", response_format={"type": "json_object"}).choices[0].finish_reason == "stop"
+
+
+def test_a_failing_generator_is_a_500_naming_the_class(fast):
+    from stage1_llm.generate import GenerationError
+
+    def answer(name, k):
+        raise KeyError(name)
+
+    with ScriptedLLMServer(default=answer) as server:
+        with pytest.raises(GenerationError) as info:
+            generate_label_set(["cat"], backend="openai", model="m", base_url=server.base_url, backoff=fast,
+                               max_retries=1, progress=False)  # fmt: skip
+        assert [(r.status, r.step) for r in server.log] == [(500, "generator-error")] * 2
+    assert "HTTP 500" in info.value.failed["cat"] and "generator failed for class 'cat'" in info.value.failed["cat"]
