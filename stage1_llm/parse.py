@@ -125,6 +125,8 @@ def parse_answer(
     seen: set[str] = set()
     empty = duplicates = 0
     for item in items:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            item = item["name"]  # [{"name": "tabby cat", "description": ...}, ...]
         if not isinstance(item, str):
             result.notes.append(f"entry {json.dumps(item, ensure_ascii=False)} is not a string")
             continue

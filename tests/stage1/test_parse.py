@@ -69,3 +69,8 @@ def test_schema_is_strict_openai_json_schema():
     schema = fmt["json_schema"]["schema"]
     assert schema["required"] == ["subclasses"] and schema["additionalProperties"] is False
     assert schema["properties"]["subclasses"]["items"] == {"type": "string"}
+
+
+def test_objects_with_a_name_are_accepted():
+    parsed = parse_answer('{"subclasses": [{"name": "tabby", "why": "stripes"}, {"name": "calico"}]}', 2, class_name="cat")
+    assert parsed.ok and parsed.subclasses == ["tabby", "calico"]
