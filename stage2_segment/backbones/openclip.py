@@ -95,15 +95,14 @@ class OpenClipBackbone(Backbone):
             log.warning("openclip: loading %s into %s; OpenAI/DFN/MetaCLIP weights need the -quickgelu config", pretrained, arch)
         try:
             model = open_clip.create_model(arch, pretrained=pretrained, device=device, force_quick_gelu=force_quick)
-        except RuntimeError as exc:
-            if local and ("weights_only" in str(exc) or "TorchScript" in str(exc)):
-                raise BackboneError(
-                    f"openclip: {pretrained} looks like an OpenAI TorchScript archive; convert it once with "
-                    "stage2_segment.backbones.openclip.convert_torchscript_checkpoint(src, dst.safetensors)"
-                ) from exc
-            raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}") from exc
         except Exception as exc:
-            raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}") from exc
+            hint = ""
+            if local and (str(pretrained).endswith(".pt") or "weights_only" in str(exc) or "TorchScript" in str(exc)):
+                hint = (
+                    "; if this is an OpenAI TorchScript archive, convert it once with "
+                    "stage2_segment.backbones.openclip.convert_torchscript_checkpoint(src, 'dst.safetensors')"
+                )
+            raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}{hint}") from exc
         model.eval()
         visual = model.visual
         needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
@@ -245,7 +244,9 @@ def convert_torchscript_checkpoint(src: str | Path, dst: str | Path) -> Path:
     from shared.io import atomic_path
 
     archive = torch.jit.load(str(src), map_location="cpu")
-    state = {k: v.contiguous() for k, v in archive.state_dict().items()}
+    # OpenAI's archives carry these as tensors; scripted open_clip models also save the causal mask
+    skip = {"input_resolution", "context_length", "vocab_size", "attn_mask"}
+    state = {k: v.contiguous() for k, v in archive.state_dict().items() if k.rsplit(".", 1)[-1] not in skip}
     with atomic_path(dst) as tmp:
         save_file(state, str(tmp))
     return Path(dst)

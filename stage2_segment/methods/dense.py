@@ -180,7 +180,7 @@ class DenseMethod:
                 chunk = group[start : start + self.crop_batch_size]
                 batch = torch.stack(
                     [
-                        F.pad(prepared[i][:, y1:y2, x1:x2], (pl, pr, pt, pb))
+                        F.pad(prepared[i][:, y1:y2, x1:x2], (pl, pr, pt, pb)) if pl + pr + pt + pb else prepared[i][:, y1:y2, x1:x2]
                         for i, (y1, y2, x1, x2), (pt, pb, pl, pr) in chunk
                     ]
                 )

@@ -172,3 +172,28 @@ def test_local_weights_file_loads_offline(tiny_openclip, tiny_arch, tmp_path):
     assert loaded.describe()["weights_sha256"] and len(loaded.describe()["weights_sha256"]) == 64
     images = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(loaded.encode_image(images)[0], source.encode_image(images)[0])
+
+
+def test_torchscript_archive_is_refused_then_converted(tiny_arch, tmp_path):
+    import warnings
+
+    import open_clip
+
+    from stage2_segment.backbones.base import BackboneError
+    from stage2_segment.backbones.openclip import OpenClipBackbone, convert_torchscript_checkpoint
+
+    torch.manual_seed(5)
+    model = open_clip.create_model(tiny_arch).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        archive = torch.jit.script(model)
+    src = tmp_path / "ViT-tiny.pt"
+    archive.save(str(src))
+    with pytest.raises(BackboneError, match="convert_torchscript_checkpoint"):
+        OpenClipBackbone(tiny_arch, str(src))
+    dst = convert_torchscript_checkpoint(src, tmp_path / "tiny.safetensors")
+    backbone = OpenClipBackbone(tiny_arch, str(dst), dense_mode="maskclip")
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = F.normalize(model.encode_image(images), dim=-1)
+    torch.testing.assert_close(backbone.encode_image(images)[0], expected, atol=1e-6, rtol=0)
