@@ -61,7 +61,7 @@ evaluate: install
 	$(call require,evaluate,stage two)
 	$(LLMSEG) evaluate --dataset $(DATASET) --data-root $(DATA_ROOT) --method $(METHOD) \
 	  --backbone $(BACKBONE) --pretrained $(PRETRAINED) --preset $(PRESET) \
-	  --label-set $(LABEL_SET) --assembly $(ASSEMBLY) --device $(DEVICE) $(if $(OUT),--out $(OUT),)
+	  $(if $(LABEL_SET),--label-set $(LABEL_SET) --assembly $(ASSEMBLY),) --device $(DEVICE) $(if $(OUT),--out $(OUT),)
 
 segment: install
 	$(call require,segment,stage two)
