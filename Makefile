@@ -10,6 +10,7 @@ DATASET  ?= pascal_voc
 K        ?= 5
 BACKEND  ?= openai
 LLM      ?= gpt-4o-mini
+BASE_URL ?=
 LABEL_SET ?= label_sets/$(DATASET)/top$(K).json
 METHOD   ?= dense
 BACKBONE ?= openclip:ViT-B-16
@@ -55,7 +56,7 @@ lint: install
 
 subclasses: install
 	$(call require,subclasses,stage one)
-	$(LLMSEG) subclasses $(DATASET) --k $(K) --backend $(BACKEND) --model $(LLM)
+	$(LLMSEG) subclasses $(DATASET) --k $(K) --backend $(BACKEND) --model $(LLM) $(if $(BASE_URL),--base-url $(BASE_URL),)
 
 evaluate: install
 	$(call require,evaluate,stage two)
