@@ -147,7 +147,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (the machine is shared: other jobs slow these numbers down)\n"
         f"- command: `{command}`\n"
         f"- what: `build_method(MethodConfig(preset='sclip'), VOC classes)`; 375x500 synthetic images -> short side 336 "
-        f"(336x448) -> 6 crops 224/112, per-name logits, bilinear resize, `max` assembly, thresholds in finish(); "
+        f"(336x448) -> 6 crops 224/112, per-class logits (class names only, 21 names, assembly `none`), bilinear resize, thresholds in finish(); "
         f"{args.images_per_call} images per forward() call, crops batched across them; one warm-up image; torch threads "
         f"{rows[0]['threads']}; peak RSS = the worker process's ru_maxrss, increase = over the state after model + text were ready\n\n"
         f"{table}\n"

@@ -144,6 +144,8 @@ def build_method(
         from .dense import DenseMethod
 
         settings = resolve_dense_settings(config, dataset)
+        if not hasattr(backbone, "last_block"):
+            settings["dense_mode"] = None  # dense modes rewrite an open_clip block; other backbones are used as they are
         return DenseMethod(
             backbone,
             names,

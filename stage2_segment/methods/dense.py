@@ -141,13 +141,14 @@ class DenseMethod:
     # ---------------------------------------------------------------- preprocessing
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side (bilinear, no antialias)."""
+        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side (bilinear, no antialias, uint8 rounding)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"dense: images must be uint8 HxWx3, got {image.dtype} {image.shape}")
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.backbone.device).permute(2, 0, 1).float()
         size = resized_shape(image.shape[0], image.shape[1], self.settings.get("short_side"))
         if size != tuple(image.shape[:2]):
-            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+            # mmseg resizes the uint8 image (OpenCV bilinear, no antialiasing): keep the uint8 rounding
+            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0].round().clamp(0, 255)
         return (x / 255.0 - self.mean) / self.std
 
     # ---------------------------------------------------------------- device work

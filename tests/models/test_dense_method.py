@@ -110,7 +110,7 @@ def _direct_scores(backbone, text, image, short, logit_scale, pad_to=16):
     """Whole-image protocol written out: resize, normalise, pad, encode, logits, upsample, softmax."""
     x = torch.from_numpy(image).permute(2, 0, 1).float()[None]
     size = resized_shape(image.shape[0], image.shape[1], short)
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round().clamp(0, 255)
     mean = torch.tensor(backbone.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(backbone.std).reshape(1, 3, 1, 1)
     x = (x / 255.0 - mean) / std
@@ -198,3 +198,16 @@ def test_multilabel_crf_in_finish(tiny_openclip):
     expected = dense_crf_multilabel(image, probs.astype(np.float32), iterations=2)
     result = pending.finish()
     np.testing.assert_allclose(result.scores, expected, atol=1e-6)
+
+
+def test_dense_protocol_on_the_simseg_backbone(simseg_checkpoint, tokenizer_dir):
+    config = MethodConfig(backbone="simseg", checkpoint=str(simseg_checkpoint[0]), text_tokenizer=str(tokenizer_dir),
+                          preset="sclip", short_side=48, crop=32, stride=16, templates="single")
+    method = build_method(config, CLASSES, dataset="pascal_voc", label_set=LABELS)
+    image = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    result = method.forward([image])[0].finish()
+    assert result.labels.shape == (48, 64)
+    info = method.describe()
+    assert info["dense_mode"] is None and info["backbone"]["backbone"] == "simseg"
+    with pytest.raises(ValueError, match="openclip backbones only"):
+        build_method(config.model_copy(update={"dense_mode": "sclip"}), CLASSES, backbone=method.backbone)
