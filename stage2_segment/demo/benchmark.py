@@ -1,0 +1,109 @@
+"""The demo benchmark: generated scenes in the PASCAL VOC on-disk layout with coarse classes.
+
+Classes (assets/classes.txt): background, "warm-coloured shape", "cool-coloured shape". The
+demo CLIP never read those words: its captions name colours, textures, shapes and
+backgrounds only. The curated label set (assets/label_set.json) maps each coarse class to the
+fine-grained names the model knows. Writing is idempotent: a manifest records what was written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from shared.datasets import BENCHMARKS, DatasetSpec
+from shared.io import atomic_path, atomic_write_json, atomic_write_text
+
+from .generator import BACKGROUNDS, COLOURS, FAMILIES, RENDER_SIZE, boundary, family_labels, render_scene
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+CLASSES_FILE = ASSETS / "classes.txt"
+CURATED_LABEL_SET = ASSETS / "label_set.json"
+DATASET_NAME = "demo"
+BENCHMARK_SEED = 2024  # training scenes use other seeds (TrainConfig.world_seed)
+MANIFEST = "demo_manifest.json"
+FORMAT_VERSION = 1
+
+
+def demo_spec() -> DatasetSpec:
+    """The demo as a dataset: its classes file plus the VOC layout."""
+    layout = BENCHMARKS["pascal_voc"]["layout"]
+    return DatasetSpec.from_classes_file(CLASSES_FILE, name=DATASET_NAME, layout=layout, domain="synthetic pictures of coloured shapes")
+
+
+def curated_subclasses() -> dict[str, list[str]]:
+    """Each coarse class -> the fine-grained words the demo CLIP was trained on: colours; backgrounds."""
+    spec = demo_spec()
+    out = {spec.classes[0]: list(BACKGROUNDS)}
+    for name, family in zip(spec.classes[1:], FAMILIES, strict=True):
+        out[name] = [colour for colour, (_, fam) in COLOURS.items() if fam == family]
+    return out
+
+
+def write_curated_label_set(path: str | Path = CURATED_LABEL_SET) -> Path:
+    """(Re)write the shipped curated label set and its sidecar (generator 'curated')."""
+    from shared.labelset import LabelSetMeta, save_label_set
+
+    subclasses = curated_subclasses()
+    meta = LabelSetMeta(
+        generator="curated",
+        dataset=DATASET_NAME,
+        k=len(next(iter(subclasses.values()))),
+        notes="hand-written for the demo world: each coarse class -> the colour (or background) words "
+        "the demo CLIP's captions use; stage2_segment/demo/benchmark.py:curated_subclasses",
+    )
+    return save_label_set(path, subclasses, meta)
+
+
+def label_map(scene, ignore_border: int = 1) -> np.ndarray:
+    """[H, W] uint8 coarse labels with a VOC-style 255 band on every object's outline."""
+    labels = family_labels(scene)
+    if ignore_border > 0:
+        for mask in scene.masks:
+            labels[boundary(mask, ignore_border)] = 255
+    return labels
+
+
+def _manifest(n_images: int, seed: int, size: int) -> dict:
+    return {"dataset": DATASET_NAME, "format": FORMAT_VERSION, "n_images": n_images, "seed": seed, "size": size}
+
+
+def write_benchmark(
+    data_root: str | Path,
+    n_images: int = 60,
+    seed: int = BENCHMARK_SEED,
+    size: int = RENDER_SIZE,
+    progress: bool = True,
+) -> DatasetSpec:
+    """Write (or keep, if the manifest matches) the demo benchmark under `data_root` in the VOC layout."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from stage2_segment.data.readers import save_index_png
+    from stage2_segment.palettes import voc_palette
+
+    spec = demo_spec()
+    layout = spec.layout
+    base = spec.data_dir(data_root)
+    manifest_path = base / MANIFEST
+    wanted = _manifest(n_images, seed, size)
+    split = base / layout.split_file
+    if manifest_path.is_file() and split.is_file():
+        try:
+            if json.loads(manifest_path.read_text(encoding="utf-8")) == wanted:
+                return spec
+        except json.JSONDecodeError:
+            pass
+    stems = [f"demo_{i:05d}" for i in range(n_images)]
+    palette = voc_palette(256)
+    for i, stem in enumerate(tqdm(stems, desc="writing demo benchmark", disable=not progress, leave=False)):
+        scene = render_scene(seed, i, size=size)
+        with atomic_path(base / layout.img_dir / f"{stem}{layout.img_suffix}") as tmp:
+            Image.fromarray(scene.image).save(tmp, format="JPEG", quality=95)
+        save_index_png(base / layout.ann_dir / f"{stem}{layout.seg_map_suffix}", label_map(scene), palette)
+    atomic_write_text(split, "".join(f"{stem}\n" for stem in stems))
+    atomic_write_json(manifest_path, wanted)
+    return replace(spec)

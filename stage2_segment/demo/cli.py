@@ -1,0 +1,93 @@
+"""`llmseg demo train` and `llmseg demo run` (what `make demo` calls)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+demo_app = typer.Typer(
+    name="demo",
+    help="The offline demo world: a small CLIP trained on generated shapes, names vs LLM subclasses.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@demo_app.command("train")
+def train_command(
+    out: Annotated[Path | None, typer.Option(help="Where to write the compact weights (default: the shipped asset).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 400).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2, help="Batch size (default 128).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 0,
+    pool_size: Annotated[int | None, typer.Option(min=8, help="Distinct generated training scenes (default 4096).")] = None,
+) -> None:
+    """Train the demo CLIP contrastively (open_clip.ClipLoss) on generated image/caption pairs."""
+    from .train import WEIGHTS_PATH, TrainConfig, save_compact, train
+
+    cfg = TrainConfig(seed=seed)
+    if steps is not None:
+        cfg.steps = steps
+    if batch_size is not None:
+        cfg.batch_size = batch_size
+    if pool_size is not None:
+        cfg.pool_size = pool_size
+    target = out or WEIGHTS_PATH
+    try:
+        result = train(cfg)
+        save_compact(result, target, cfg)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"trained {cfg.steps} steps in {result.seconds:.0f} s: contrastive loss {result.losses[0]:.3f} -> "
+        f"{result.losses[-1]:.3f}; weights: {target}"
+    )
+
+
+@demo_app.command("run")
+def run_command(
+    out: Annotated[Path, typer.Option(help="Result folder.")] = Path("results/demo"),
+    n_images: Annotated[int | None, typer.Option("--n-images", min=1, help="Benchmark images (default 60).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A few images, no CRF rows: a smoke run.")] = False,
+    weights: Annotated[Path | None, typer.Option(help="Compact demo weights (default: shipped, else trained now).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps if the weights must be trained.")] = None,
+    crf: Annotated[bool, typer.Option(help="Also run every setting with CRF refinement.")] = True,
+    save_vis: Annotated[int, typer.Option(min=0, help="Overlays per run.")] = 6,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+) -> None:
+    """Benchmark -> demo CLIP -> stage one (scripted server, offline) -> stage two -> mIoU table."""
+    from shared.datasets import DatasetError
+    from shared.labelset import LabelSetError
+
+    from .run import DEFAULT_IMAGES, QUICK_IMAGES, run_demo
+
+    count = n_images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)
+    try:
+        result = run_demo(
+            out,
+            count,
+            weights=weights,
+            steps=steps,
+            crf=crf and not quick,
+            save_vis=min(save_vis, count),
+            progress=progress,
+            echo=typer.echo,
+        )
+    except (OSError, RuntimeError, ValueError, DatasetError, LabelSetError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo("")
+    typer.echo(result.table)
+    typer.echo("")
+    typer.echo(f"done in {result.seconds:.0f} s. Results: {result.out}/ (table.txt, summary.json)")
+    typer.echo(f"per-run metrics and overlays: {result.out}/runs/<run>/metrics.json and {result.out}/runs/<run>/vis/*.png")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `demo` on the root `llmseg` app."""
+    app.add_typer(demo_app, name="demo")

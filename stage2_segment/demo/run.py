@@ -1,0 +1,235 @@
+"""`llmseg demo run`: the whole pipeline offline on the demo world, names-only vs LLM subclasses.
+
+Steps: write the benchmark (idempotent) -> load the shipped demo CLIP (or train and cache it) ->
+stage one through the scripted OpenAI-compatible server (answers = the curated fine-grained
+names) -> stage two with `dense` and `llm-supervision`, class names only and with subclasses,
+with and without CRF -> a table (last number of a row = mIoU %) and overlays under `out`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.io import atomic_write_json, atomic_write_text
+
+from .benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec, write_benchmark
+from .train import MODEL_NAME, WEIGHTS_PATH, TrainConfig, materialize, model_input_size, register_model_config
+
+DEFAULT_OUT = Path("results/demo")
+DEFAULT_IMAGES = 60
+QUICK_IMAGES = 8
+K = 3  # subclasses per class: the demo world has 3 colours per family and 3 backgrounds
+DENSE_MODE = "vanilla"  # the demo CLIP pools by averaging patch tokens: its own patch tokens localise best
+TEMPLATES = "single"
+LOGIT_SCALE = 50.0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One row of the demo table."""
+
+    method: str  # "dense" | "llm-supervision"
+    labels: str  # "names" | "subclasses"
+    crf: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.labels}" + ("-crf" if self.crf else "")
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    table: str = ""
+
+    def miou(self, method: str, labels: str, crf: bool = False) -> float:
+        for row in self.rows:
+            if (row["method"], row["labels"], row["crf"]) == (method, labels, crf):
+                return float(row["mIoU"])
+        raise KeyError(f"no demo run {method}/{labels}/crf={crf}")
+
+
+def all_runs(crf: bool = True) -> list[RunSpec]:
+    return [
+        RunSpec(method, labels, with_crf)
+        for method in ("dense", "llm-supervision")
+        for with_crf in ((False, True) if crf else (False,))
+        for labels in ("names", "subclasses")
+    ]
+
+
+def ensure_weights(out: Path, weights: str | Path | None = None, steps: int | None = None, echo=print) -> Path:
+    """The compact weights: given, else shipped, else trained now and cached under `out/model/`."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"demo weights not found: {path}")
+        return path
+    if WEIGHTS_PATH.is_file():
+        return WEIGHTS_PATH
+    cached = out / "model" / WEIGHTS_PATH.name
+    if cached.is_file():
+        return cached
+    from .train import save_compact, train
+
+    echo(f"no shipped demo weights ({WEIGHTS_PATH}): training them now (cached at {cached})")
+    cfg = TrainConfig() if steps is None else TrainConfig(steps=steps)
+    result = train(cfg)
+    return save_compact(result, cached, cfg)
+
+
+def scripted_label_set(out: Path, k: int = K, progress: bool = False) -> Path:
+    """Stage one, offline: `generate_label_set` against the scripted server answering the curated names."""
+    import json
+
+    from shared.labelset import save_label_set
+    from stage1_llm.generate import generate_label_set
+    from stage1_llm.testing.server import ScriptedLLMServer
+
+    spec = demo_spec()
+    curated = json.loads(CURATED_LABEL_SET.read_text(encoding="utf-8"))
+
+    def answer(class_name: str, wanted: int) -> list[str]:
+        if class_name not in curated:
+            raise KeyError(f"scripted demo server: no curated answer for class '{class_name}'")
+        return list(curated[class_name][:wanted])
+
+    target = out / "label_sets" / f"scripted_top{k}.json"
+    with ScriptedLLMServer(default=answer, model="demo-scripted") as server:
+        label_set, meta = generate_label_set(
+            spec.classes,
+            backend="openai",
+            model="demo-scripted",
+            k=k,
+            base_url=server.base_url,
+            api_key="scripted-demo-no-key",
+            cache_path=None,
+            dataset_name=spec.name,
+            domain=spec.domain,
+            concurrency=1,
+            progress=progress,
+        )
+    meta.notes = (
+        "offline demo: answers came from stage1_llm.testing.server.ScriptedLLMServer scripted with the "
+        f"curated demo label set ({CURATED_LABEL_SET.name}); no real LLM was asked"
+    )
+    extra = meta.model_extra if meta.model_extra is not None else {}
+    extra["source"] = "scripted-server"
+    save_label_set(target, label_set, meta)
+    return target
+
+
+def method_config(run: RunSpec, pretrained: Path, label_set: Path | None, device: str = "cpu"):
+    from stage2_segment.interface import MethodConfig
+
+    common = dict(
+        method=run.method,
+        backbone=f"openclip:{MODEL_NAME}",
+        pretrained=str(pretrained),
+        dense_mode=DENSE_MODE,
+        label_set=str(label_set) if (label_set is not None and run.labels == "subclasses") else None,
+        templates=TEMPLATES,
+        crf=run.crf,
+        device=device,
+    )
+    if run.method == "dense":
+        size = model_input_size(MODEL_NAME)
+        return MethodConfig(**common, short_side=size, crop=0, logit_scale=LOGIT_SCALE, prob_thd=0.0, area_thd=0.0)
+    return MethodConfig(**common, top_cls_num=len(demo_spec().classes))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'run':<34} {'method':<16} {'labels':<11} {'crf':<4} {'mIoU':>6}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        lines.append(
+            f"{row['run']:<34} {row['method']:<16} {row['labels']:<11} {'yes' if row['crf'] else 'no':<4} {row['mIoU']:>6.1f}"
+        )
+    return "\n".join(lines)
+
+
+def run_demo(
+    out: str | Path = DEFAULT_OUT,
+    n_images: int = DEFAULT_IMAGES,
+    *,
+    weights: str | Path | None = None,
+    steps: int | None = None,
+    crf: bool = True,
+    save_vis: int = 6,
+    device: str = "cpu",
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Everything `make demo` does; returns the rows and writes `out/summary.json` and `out/table.txt`."""
+    from stage2_segment.methods import build_method, load_backbone
+    from stage2_segment.runner import RunConfig, evaluate
+
+    started = time.perf_counter()
+    out = Path(out)
+    data_root = out / "data"
+    echo(f"[1/4] demo benchmark: {n_images} images (seed {BENCHMARK_SEED}) under {data_root}")
+    spec = write_benchmark(data_root, n_images=n_images, progress=progress)
+    echo("[2/4] demo CLIP (open_clip custom config '" + MODEL_NAME + "')")
+    compact = ensure_weights(out, weights, steps, echo=echo)
+    register_model_config()
+    pretrained = materialize(compact, out / "model")
+    echo("[3/4] stage one: subclasses from the scripted OpenAI-compatible server (offline)")
+    label_set = scripted_label_set(out)
+    echo(f"      label set: {label_set}")
+    echo("[4/4] stage two: " + ", ".join(r.name for r in all_runs(crf)))
+    backbone = None
+    rows: list[dict[str, Any]] = []
+    for run in all_runs(crf):
+        config = method_config(run, pretrained, label_set, device)
+        if backbone is None:
+            backbone = load_backbone(config)
+        method = build_method(config, spec.classes, dataset=spec.name, backbone=backbone)
+        if getattr(method, "crf", run.crf) != run.crf:  # llm-supervision defaults to the seed's CRF
+            method.crf = run.crf
+        report = evaluate(
+            method,
+            spec,
+            data_root,
+            RunConfig(
+                out=str(out / "runs" / run.name),
+                run_name=run.name,
+                save_vis=save_vis,
+                num_workers=0,
+                resume=False,
+                device=device,
+                progress=progress,
+            ),
+            extra_info={"demo": True, "labels": run.labels, "method_config": config.model_dump(mode="json")},
+        )
+        rows.append(
+            {
+                "run": run.name,
+                "method": run.method,
+                "labels": run.labels,
+                "crf": run.crf,
+                "mIoU": float(report["mIoU"]),
+                "out": str(out / "runs" / run.name),
+            }
+        )
+    seconds = time.perf_counter() - started
+    table = format_table(rows)
+    atomic_write_text(out / "table.txt", table + "\n")
+    atomic_write_json(
+        out / "summary.json",
+        {
+            "rows": rows,
+            "n_images": n_images,
+            "seconds": round(seconds, 1),
+            "weights": str(compact),
+            "label_set": str(label_set),
+            "dense_mode": DENSE_MODE,
+            "templates": TEMPLATES,
+        },
+    )
+    return DemoResult(out=out, rows=rows, seconds=seconds, table=table)

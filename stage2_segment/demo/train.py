@@ -1,0 +1,319 @@
+"""Train the demo's small CLIP contrastively on generated image/caption pairs (open_clip's own loss).
+
+The architecture is an open_clip custom config shipped in `assets/` (registered with
+`open_clip.add_model_config`), so every open_clip code path (and the engine's `openclip:`
+backbone) builds it by name. Training is deterministic under a seed: the data are a pure
+function of the seed, the weights are initialised after `torch.manual_seed`, and the token
+embedding is initialised from numpy's stable PCG64 stream so that the shipped weights can
+store only the rows training touched (see `save_compact` / `materialize`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.io import atomic_path, sha256_file
+
+from .generator import caption, region_captions, render_scene
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MODEL_NAME = "llmseg-demo-clip"
+CONFIG_PATH = ASSETS / f"{MODEL_NAME}.json"
+WEIGHTS_PATH = ASSETS / f"{MODEL_NAME}.safetensors"
+TOKEN_KEY = "token_embedding.weight"
+EMBED_INIT_STD = 0.02
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines the trained weights."""
+
+    steps: int = 400
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 50
+    seed: int = 0
+    world_seed: int = 1000  # training scenes; the benchmark uses a different seed
+    pool_size: int = 4096
+    region_weight: float = 1.0  # region-caption loss (mask-pooled patch tokens vs each object's own caption)
+    model: str = MODEL_NAME
+    config_path: str | None = None  # a custom open_clip config JSON (tests use a tinier one)
+
+
+@dataclass
+class TrainResult:
+    model: object  # open_clip CLIP
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    token_ids: list[int] = field(default_factory=list)  # rows of the token embedding training touched
+
+
+def register_model_config(path: str | Path = CONFIG_PATH) -> str:
+    """Make `open_clip` know the demo architecture by name (idempotent); returns the name."""
+    import open_clip
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"open_clip model config not found: {path}")
+    if path.stem not in open_clip.list_models():
+        open_clip.add_model_config(path)
+    return path.stem
+
+
+def model_input_size(name: str = MODEL_NAME) -> int:
+    import open_clip
+
+    size = open_clip.get_model_config(name)["vision_cfg"]["image_size"]
+    return int(size if isinstance(size, int) else size[0])
+
+
+def token_embedding_init(vocab: int, width: int, seed: int) -> np.ndarray:
+    """The token embedding's initial value: numpy PCG64 (stable across versions), std 0.02."""
+    rng = np.random.default_rng([int(seed), 7919])
+    return (rng.standard_normal((vocab, width)) * EMBED_INIT_STD).astype(np.float32)
+
+
+@dataclass
+class Pool:
+    """Training scenes at the model's input size, their captions, and per-region patch weights."""
+
+    images: np.ndarray  # [N, S, S, 3] uint8
+    captions: list[str]
+    region_weights: np.ndarray  # [N, R, G*G] float32: share of each patch covered by the region (0 = absent)
+    region_texts: list[list[str]]  # per scene: one caption per region (objects..., background)
+
+
+MAX_REGIONS = 5  # up to 4 objects + the background
+
+
+def build_pool(n: int, world_seed: int, image_size: int, patch_size: int, progress: bool = True) -> Pool:
+    """`n` training scenes (rendered at full size, resized bicubically to the input size)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    grid = image_size // patch_size
+    images = np.empty((n, image_size, image_size, 3), np.uint8)
+    weights = np.zeros((n, MAX_REGIONS, grid * grid), np.float32)
+    captions: list[str] = []
+    texts: list[list[str]] = []
+    for i in tqdm(range(n), desc="rendering training scenes", disable=not progress, leave=False):
+        scene = render_scene(world_seed, i)
+        picture = Image.fromarray(scene.image)
+        if picture.size != (image_size, image_size):
+            picture = picture.resize((image_size, image_size), Image.BICUBIC)
+        images[i] = np.asarray(picture)
+        captions.append(caption(scene, world_seed, i))
+        texts.append(region_captions(scene, world_seed, i))
+        full = scene.image.shape[0]
+        if full % grid:
+            raise ValueError(f"render size {full} is not a multiple of the patch grid {grid}")
+        cell = full // grid
+        union = np.zeros((grid, grid), np.float32)
+        for r, mask in enumerate(scene.masks):
+            share = mask.reshape(grid, cell, grid, cell).mean(axis=(1, 3)).astype(np.float32)
+            weights[i, r] = share.reshape(-1)
+            union += share
+        weights[i, len(scene.masks)] = np.clip(1.0 - union, 0.0, 1.0).reshape(-1)
+    return Pool(images, captions, weights, texts)
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """open_clip's convention: no decay on gains, biases, embeddings and logit_scale."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exclude = param.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(".bias")
+        (no_decay if exclude else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Contrastive training with `open_clip.ClipLoss`; deterministic for a given config and thread count."""
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    cfg = cfg or TrainConfig()
+    name = register_model_config(cfg.config_path) if cfg.config_path else register_model_config()
+    if name != cfg.model:
+        cfg.model = name
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = open_clip.create_model(cfg.model, pretrained=None)
+    embedding = model.token_embedding.weight
+    with torch.no_grad():
+        embedding.copy_(torch.from_numpy(token_embedding_init(*embedding.shape, seed=cfg.seed)))
+    tokenizer = open_clip.get_tokenizer(cfg.model)
+    size = model_input_size(cfg.model)
+    patch = int(model.visual.patch_size[0])
+    pool = build_pool(cfg.pool_size, cfg.world_seed, size, patch, progress=progress)
+    tokens = tokenizer(pool.captions)
+    region_vocab = sorted({t for texts in pool.region_texts for t in texts})
+    region_tokens = tokenizer(region_vocab)
+    region_index = {t: i for i, t in enumerate(region_vocab)}
+    region_ids = np.full((len(pool.captions), MAX_REGIONS), -1, np.int64)
+    for i, texts in enumerate(pool.region_texts):
+        region_ids[i, : len(texts)] = [region_index[t] for t in texts]
+    token_ids = sorted(int(t) for t in torch.unique(torch.cat([tokens.flatten(), region_tokens.flatten()])))
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    pixels = torch.from_numpy(pool.images).permute(0, 3, 1, 2).contiguous()
+    grid = size // patch
+    region_w = torch.from_numpy(pool.region_weights)
+
+    loss_fn = open_clip.ClipLoss()
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        progress_ = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress_))
+
+    rng = np.random.default_rng([cfg.seed, 31337])
+    model.train()
+    visual = model.visual
+    visual.output_tokens = True
+    losses: list[float] = []
+    bar = tqdm(range(cfg.steps), desc="training demo CLIP", disable=not progress)
+    try:
+        for step in bar:
+            picked = rng.choice(len(pool.captions), size=min(cfg.batch_size, len(pool.captions)), replace=False)
+            flip_np = rng.random(len(picked)) < 0.5
+            index = torch.from_numpy(picked)
+            flip = torch.from_numpy(flip_np)
+            batch = pixels[index].float().div_(255.0)
+            batch[flip] = batch[flip].flip(-1)
+            batch = (batch - mean) / std
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            pooled, patch_tokens = visual(batch)
+            image_features = F.normalize(pooled, dim=-1)
+            text_features = model.encode_text(tokens[index], normalize=True)
+            scale = model.logit_scale.exp()
+            loss = loss_fn(image_features, text_features, scale)
+            if cfg.region_weight > 0:
+                loss = loss + cfg.region_weight * _region_loss(
+                    patch_tokens @ visual.proj, region_w[index], flip, grid, region_ids[picked], region_tokens, model, scale
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if on_step is not None:
+                on_step(step, losses[-1])
+    finally:
+        visual.output_tokens = False
+    model.eval()
+    return TrainResult(model=model, losses=losses, seconds=time.perf_counter() - started, token_ids=token_ids)
+
+
+def _region_loss(patch_features, weights, flip, grid, ids, region_tokens, model, scale):
+    """Cross-entropy of mask-pooled patch features against the batch's distinct region captions.
+
+    Each region (an object or the background) is the coverage-weighted mean of its patch
+    features; it must pick its own caption among the distinct captions of the batch (a
+    contrastive loss over unique texts, since many regions share a caption).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, r, _ = weights.shape
+    w = weights.reshape(b, r, grid, grid)
+    w = torch.where(flip.view(b, 1, 1, 1), w.flip(-1), w).reshape(b, r, -1)
+    mass = w.sum(-1)
+    valid = torch.from_numpy(ids >= 0) & (mass >= 0.5)
+    regions = torch.einsum("brp,bpd->brd", w, patch_features) / mass.clamp_min(1e-6).unsqueeze(-1)
+    regions = F.normalize(regions[valid], dim=-1)
+    used, target = np.unique(ids[valid.numpy()], return_inverse=True)
+    texts = model.encode_text(region_tokens[torch.from_numpy(used)], normalize=True)
+    logits = scale * regions @ texts.T
+    return F.cross_entropy(logits, torch.from_numpy(target.reshape(-1)))
+
+
+def save_compact(result: TrainResult, path: str | Path, cfg: TrainConfig) -> Path:
+    """Safetensors with every tensor except the untouched token-embedding rows (regenerated on load).
+
+    Checks that those rows really are untouched (equal to their initial value) before leaving them out.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in result.model.state_dict().items()}
+    table = state.pop(TOKEN_KEY)
+    ids = torch.tensor(result.token_ids, dtype=torch.int64)
+    init = torch.from_numpy(token_embedding_init(*table.shape, seed=cfg.seed))
+    untouched = torch.ones(table.shape[0], dtype=torch.bool)
+    untouched[ids] = False
+    if not torch.equal(table[untouched], init[untouched]):
+        raise RuntimeError("token embedding rows outside the training vocabulary changed: cannot store compactly")
+    state["_demo.token_ids"] = ids
+    state["_demo.token_rows"] = table[ids].contiguous()
+    meta = {
+        "model": cfg.model,
+        "vocab_size": str(table.shape[0]),
+        "embed_seed": str(cfg.seed),
+        "train_config": json.dumps(asdict(cfg), sort_keys=True),
+        "final_loss": f"{result.losses[-1]:.6f}" if result.losses else "",
+        "train_seconds": f"{result.seconds:.1f}",
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def materialize(compact: str | Path, cache_dir: str | Path) -> Path:
+    """A full open_clip state dict (loadable as `pretrained=<file>`) from the compact weights; cached by hash."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    compact = Path(compact)
+    if not compact.is_file():
+        raise FileNotFoundError(f"demo weights not found: {compact}")
+    digest = sha256_file(compact)[:16]
+    target = Path(cache_dir) / f"{compact.stem}-full-{digest}.safetensors"
+    if target.is_file():
+        return target
+    with safe_open(str(compact), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        state = {key: fh.get_tensor(key) for key in fh.keys()}
+    try:
+        ids = state.pop("_demo.token_ids")
+        rows = state.pop("_demo.token_rows")
+        vocab, seed = int(meta["vocab_size"]), int(meta["embed_seed"])
+    except KeyError as exc:
+        raise ValueError(f"{compact}: not a compact demo weights file (missing {exc})") from exc
+    table = torch.from_numpy(token_embedding_init(vocab, rows.shape[1], seed=seed))
+    table[ids] = rows
+    state[TOKEN_KEY] = table
+    with atomic_path(target) as tmp:
+        save_file(state, str(tmp), metadata={"source": compact.name, "source_sha256_16": digest})
+    return target
+
+
+def load_model(weights: str | Path, cache_dir: str | Path):
+    """The trained demo CLIP through open_clip's own factory (as the engine loads it)."""
+    import open_clip
+
+    name = register_model_config()
+    model = open_clip.create_model(name, pretrained=str(materialize(weights, cache_dir)))
+    return model.eval()

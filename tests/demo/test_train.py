@@ -1,0 +1,87 @@
+"""Training the demo CLIP: the loss falls, a seed fixes the weights, the compact file round-trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stage2_segment.demo.train import (
+    TOKEN_KEY,
+    TrainConfig,
+    build_pool,
+    materialize,
+    register_model_config,
+    save_compact,
+    token_embedding_init,
+    train,
+)
+
+TINY = Path(__file__).with_name("llmseg-demo-tiny.json")
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=30, batch_size=16, pool_size=48, lr=3e-3, warmup=5, config_path=str(TINY))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: CPU kernels reduce in a fixed order
+    try:
+        yield train(_cfg(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_loss_falls(trained):
+    first, last = np.mean(trained.losses[:5]), np.mean(trained.losses[-5:])
+    assert last < first - 0.3, (first, last)
+
+
+def test_same_seed_same_weights_other_seed_differs(trained):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = train(_cfg(), progress=False)
+        other = train(_cfg(seed=1, steps=3), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    _ = again = train(_cfg(), progress=False)
+    assert again.losses == trained.losses
+    for (name, a), (_, b) in zip(trained.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert other.losses[0] != trained.losses[0]
+
+
+def test_compact_weights_round_trip_through_open_clip(trained, tmp_path):
+    import open_clip
+
+    cfg = _cfg()
+    compact = save_compact(trained, tmp_path / "tiny.safetensors", cfg)
+    full = materialize(compact, tmp_path / "cache")
+    assert materialize(compact, tmp_path / "cache") == full  # cached by content hash
+    assert compact.stat().st_size < full.stat().st_size / 5
+    name = register_model_config(TINY)
+    model = open_clip.create_model(name, pretrained=str(full)).eval()
+    expected = trained.model.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    # rows training never touched are exactly their initial values
+    init = token_embedding_init(*expected[TOKEN_KEY].shape, seed=cfg.seed)
+    untouched = np.setdiff1d(np.arange(init.shape[0]), trained.token_ids)
+    assert np.array_equal(model.state_dict()[TOKEN_KEY].numpy()[untouched], init[untouched])
+
+
+def test_pool_region_weights_cover_each_patch_once():
+    pool = build_pool(6, world_seed=3, image_size=32, patch_size=8, progress=False)
+    assert pool.images.shape == (6, 32, 32, 3)
+    totals = pool.region_weights.sum(axis=1)
+    assert np.allclose(totals, 1.0, atol=1e-5)
+    for texts, weights in zip(pool.region_texts, pool.region_weights, strict=True):
+        present = weights.sum(axis=1) > 0
+        assert present.sum() <= len(texts)
