@@ -95,9 +95,8 @@ def build_method(
     classes = list(classes)
     if not classes:
         raise ValueError("build_method: empty class list")
-    label_set_path = None
-    if label_set is None and config.label_set:
-        label_set_path = str(config.label_set)
+    label_set_path = str(config.label_set) if config.label_set else None
+    if label_set is None and label_set_path:
         label_set = load_label_set(label_set_path, classes)
     elif label_set is not None and label_set.classes != classes:
         raise ValueError(f"label set classes {label_set.classes[:3]}... differ from the class list {classes[:3]}...")

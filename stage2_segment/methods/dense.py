@@ -208,6 +208,7 @@ class DenseMethod:
         n = self.num_names
         weights = None
         if self.assembly == "softmax":
+            # the seed's image-level subclass weights; the image vector is the mean of the crops' global vectors
             weights = group_softmax(self.text @ global_vec, self.names.owners, self.num_classes)
         if self.settings.get("pamr"):
             from ..refine import pamr

@@ -197,3 +197,18 @@ def test_torchscript_archive_is_refused_then_converted(tiny_arch, tmp_path):
     with torch.no_grad():
         expected = F.normalize(model.encode_image(images), dim=-1)
     torch.testing.assert_close(backbone.encode_image(images)[0], expected, atol=1e-6, rtol=0)
+
+
+def test_bf16_autocast_stays_close_to_fp32(tiny_arch):
+    from stage2_segment.backbones.openclip import OpenClipBackbone
+
+    torch.manual_seed(0)
+    fp32 = OpenClipBackbone(tiny_arch, None, dense_mode="sclip")
+    torch.manual_seed(0)
+    bf16 = OpenClipBackbone(tiny_arch, None, dense_mode="sclip", precision="bf16")
+    images = torch.randn(1, 3, 64, 64)
+    a, b = fp32.encode_image(images), bf16.encode_image(images)
+    assert b[1].dtype == torch.float32
+    assert (a[1] * b[1]).sum(-1).min() > 0.97  # cosine between fp32 and bf16 patch vectors
+    ta, tb = fp32.encode_text(["a photo of a cat."]), bf16.encode_text(["a photo of a cat."])
+    assert float((ta * tb).sum()) > 0.97
