@@ -14,15 +14,18 @@ BASE_URL ?=
 LABEL_SET ?= label_sets/$(DATASET)/top$(K).json
 METHOD   ?= dense
 BACKBONE ?= openclip:ViT-B-16
-PRETRAINED ?= openai
-PRESET   ?= sclip
-ASSEMBLY ?= max
+# SimSeg takes CHECKPOINT, open_clip backbones take PRETRAINED; presets belong to METHOD=dense.
+PRETRAINED ?= $(if $(filter simseg,$(BACKBONE)),,openai)
+CHECKPOINT ?=
+PRESET   ?= $(if $(filter dense,$(METHOD)),sclip,)
+ASSEMBLY ?=
 DATA_ROOT ?= data
 DEVICE   ?= cpu
 IMAGES   ?=
 CLASSES  ?=
 OUT      ?=
 PYTEST_ARGS ?=
+ARGS     ?=
 
 .PHONY: install test lint subclasses evaluate segment bench demo clean help
 
@@ -43,6 +46,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# $(call opt,--flag,VALUE): the flag only when VALUE is set.
+opt = $(if $(2),$(1) $(2),)
+
 # Fails with a clear message when the sub-command's stage is not built yet.
 define require
 	@$(LLMSEG) $(1) --help >/dev/null 2>&1 || { echo "error: 'llmseg $(1)' is not available: $(2) is not built yet" >&2; exit 2; }
@@ -60,9 +66,9 @@ subclasses: install
 
 evaluate: install
 	$(call require,evaluate,stage two)
-	$(LLMSEG) evaluate --dataset $(DATASET) --data-root $(DATA_ROOT) --method $(METHOD) \
-	  --backbone $(BACKBONE) --pretrained $(PRETRAINED) --preset $(PRESET) \
-	  $(if $(LABEL_SET),--label-set $(LABEL_SET) --assembly $(ASSEMBLY),) --device $(DEVICE) $(if $(OUT),--out $(OUT),)
+	$(LLMSEG) evaluate --dataset $(DATASET) --data-root $(DATA_ROOT) --method $(METHOD) --backbone $(BACKBONE) \
+	  $(call opt,--pretrained,$(PRETRAINED)) $(call opt,--checkpoint,$(CHECKPOINT)) $(call opt,--preset,$(PRESET)) \
+	  $(call opt,--label-set,$(LABEL_SET)) $(call opt,--assembly,$(ASSEMBLY)) --device $(DEVICE) $(call opt,--out,$(OUT)) $(ARGS)
 
 segment: install
 	$(call require,segment,stage two)

@@ -93,7 +93,7 @@ class MethodConfig(BaseModel):
     prob_thd: float | None = None
     area_thd: float | None = None
     pamr: bool | None = None
-    crf: bool = False
+    crf: bool | None = None  # None = the method's default: off for dense, on for llm-supervision (the seed's binary CRF)
     crf_iterations: int = 10
     # execution
     device: str = "cpu"

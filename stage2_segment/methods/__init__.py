@@ -154,7 +154,7 @@ def build_method(
             assembly=assembly,
             settings=settings,
             background=background,
-            crf=config.crf,
+            crf=bool(config.crf),
             crf_iterations=config.crf_iterations,
             describe_extra=extra,
         )
@@ -172,6 +172,7 @@ def build_method(
             top_cls_num=top,
             candidates=config.candidates,
             background=background,
+            crf=config.crf is not False,
             describe_extra=extra,
         )
     raise ValueError(f"unknown method '{config.method}'")

@@ -210,3 +210,23 @@ def test_seed_setting_simseg_end_to_end(simseg_checkpoint, tokenizer_dir):
     info = method.describe()
     assert info["backbone"]["backbone"] == "simseg" and info["input_size"] == 288
     assert info["templates"] == "seed13" and info["assembly"] == "softmax"
+
+
+def test_crf_switch_reaches_the_seed_method(tiny_openclip):
+    """crf=None keeps the seed's binary CRF; crf=False (the CLI's --no-crf) thresholds p > 0.5 instead."""
+    from stage2_segment.methods.llm_supervision import nearest_indices
+    from stage2_segment.refine import closing
+
+    backbone = tiny_openclip(seed=7)
+    base = MethodConfig(method="llm-supervision", templates="single", top_cls_num=3)
+    seed = build_method(base, CLASSES, dataset="pascal_voc", backbone=backbone, label_set=LABELS)
+    plain = build_method(base.model_copy(update={"crf": False}), CLASSES, dataset="pascal_voc", backbone=backbone,
+                         label_set=LABELS)
+    assert seed.describe()["crf"] is True and plain.describe()["crf"] is False
+    (pending,) = plain.forward([_synthetic_image()])
+    assert pending.crf is False and pending.classes
+    result = pending.finish()
+    rows, cols = nearest_indices(64, 48), nearest_indices(64, 80)
+    for k, cls in enumerate(pending.classes):
+        mask = closing(pending.probs[k] > 0.5, size=7)[rows[:, None], cols[None, :]]
+        assert ((result.scores[cls] != 0) == mask).all()
