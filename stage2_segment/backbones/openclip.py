@@ -77,6 +77,7 @@ class OpenClipBackbone(Backbone):
         device: str = "cpu",
         precision: str = "fp32",
         naclip_std: float = 5.0,
+        init_seed: int = 0,
     ) -> None:
         super().__init__()
         import open_clip
@@ -93,8 +94,14 @@ class OpenClipBackbone(Backbone):
         local = pretrained is not None and Path(pretrained).is_file()
         if local and not arch.endswith("-quickgelu") and not force_quick:
             log.warning("openclip: loading %s into %s; OpenAI/DFN/MetaCLIP weights need the -quickgelu config", pretrained, arch)
+        if pretrained is None:
+            log.warning("openclip:%s without --pretrained: random weights (seed %d), for tests and speed runs only", arch, init_seed)
         try:
-            model = open_clip.create_model(arch, pretrained=pretrained, device=device, force_quick_gelu=force_quick)
+            # Random weights are seeded so every torchrun rank, run and benchmark gets the same model.
+            with torch.random.fork_rng(devices=[]):
+                if pretrained is None:
+                    torch.manual_seed(init_seed)
+                model = open_clip.create_model(arch, pretrained=pretrained, device=device, force_quick_gelu=force_quick)
         except Exception as exc:
             hint = ""
             if local and (str(pretrained).endswith(".pt") or "weights_only" in str(exc) or "TorchScript" in str(exc)):

@@ -40,8 +40,7 @@ def tiny_openclip(tiny_arch):
     from stage2_segment.backbones.openclip import OpenClipBackbone
 
     def make(mode: str = "vanilla", seed: int = 0):
-        torch.manual_seed(seed)
-        return OpenClipBackbone(tiny_arch, None, dense_mode=mode)
+        return OpenClipBackbone(tiny_arch, None, dense_mode=mode, init_seed=seed)
 
     return make
 

@@ -212,3 +212,19 @@ def test_bf16_autocast_stays_close_to_fp32(tiny_arch):
     assert (a[1] * b[1]).sum(-1).min() > 0.97  # cosine between fp32 and bf16 patch vectors
     ta, tb = fp32.encode_text(["a photo of a cat."]), bf16.encode_text(["a photo of a cat."])
     assert float((ta * tb).sum()) > 0.97
+
+
+def test_random_weights_are_seeded_so_every_process_builds_the_same_model(tiny_arch):
+    """Without --pretrained the model is seeded (torchrun ranks must agree) and the global RNG is untouched."""
+    from stage2_segment.backbones.openclip import OpenClipBackbone
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = OpenClipBackbone(tiny_arch, None)
+    assert torch.equal(torch.rand(3), before)  # fork_rng: the caller's stream is unchanged
+    b = OpenClipBackbone(tiny_arch, None)
+    c = OpenClipBackbone(tiny_arch, None, init_seed=1)
+    sa, sb, sc = (m.model.state_dict() for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
