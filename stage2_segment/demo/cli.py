@@ -53,8 +53,8 @@ def train_command(
 @demo_app.command("run")
 def run_command(
     out: Annotated[Path, typer.Option(help="Result folder.")] = Path("results/demo"),
-    n_images: Annotated[int | None, typer.Option("--n-images", min=1, help="Benchmark images (default 60).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A few images, no CRF rows: a smoke run.")] = False,
+    n_images: Annotated[int | None, typer.Option("--n-images", min=1, help="Benchmark images (default 200).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke run on a few images.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Compact demo weights (default: shipped, else trained now).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps if the weights must be trained.")] = None,
     crf: Annotated[bool, typer.Option(help="Also run every setting with CRF refinement.")] = True,
@@ -74,7 +74,7 @@ def run_command(
             count,
             weights=weights,
             steps=steps,
-            crf=crf and not quick,
+            crf=crf,
             save_vis=min(save_vis, count),
             progress=progress,
             echo=typer.echo,

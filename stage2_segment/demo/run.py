@@ -20,7 +20,7 @@ from .benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec, write_bench
 from .train import MODEL_NAME, WEIGHTS_PATH, TrainConfig, materialize, model_input_size, register_model_config
 
 DEFAULT_OUT = Path("results/demo")
-DEFAULT_IMAGES = 60
+DEFAULT_IMAGES = 200
 QUICK_IMAGES = 8
 K = 3  # subclasses per class: the demo world has 3 colours per family and 3 backgrounds
 DENSE_MODE = "vanilla"  # the demo CLIP pools by averaging patch tokens: its own patch tokens localise best
@@ -47,6 +47,7 @@ class DemoResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     table: str = ""
+    pictures: list[Path] = field(default_factory=list)
 
     def miou(self, method: str, labels: str, crf: bool = False) -> float:
         for row in self.rows:
@@ -144,6 +145,56 @@ def method_config(run: RunSpec, pretrained: Path, label_set: Path | None, device
     return MethodConfig(**common, top_cls_num=len(demo_spec().classes))
 
 
+DEMO_COLOURS = ((0, 0, 0), (255, 120, 0), (0, 120, 255))  # background, warm, cool: colours that read as such
+COMPARE_RUNS = ("dense-names-crf", "dense-subclasses-crf")  # the pair the README picture shows
+
+
+def compare_pictures(
+    out: Path, spec, data_root: Path, runs: list[str], n: int, scale: int = 2
+) -> list[Path]:
+    """Side-by-side panels per image: picture | ground truth | each run's prediction, with titles."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from stage2_segment.data.readers import list_samples, load_image, load_label
+    from stage2_segment.palettes import palette_for
+    from stage2_segment.results import prediction_path
+    from stage2_segment.visualize import legend_font, overlay, save_image
+
+    colours = np.array(DEMO_COLOURS, np.uint8) if len(spec.classes) == len(DEMO_COLOURS) else palette_for(list(spec.classes))
+    written = []
+    for ref in list_samples(spec, data_root, limit=n):
+        image = load_image(ref.image_path)
+        big = np.kron(image, np.ones((scale, scale, 1), np.uint8))
+        panels = [("picture", Image.fromarray(big))]
+        truth = load_label(ref.label_path)
+        grow = np.ones((scale, scale), np.int64)
+        truth = np.kron(np.where(truth == 255, 0, truth), grow)
+        panels.append(("ground truth", overlay(big, truth, spec.classes, colours, legend=False)))
+        for run in runs:
+            pred_file = prediction_path(out / "runs" / run / "pred", ref.stem, spec.layout.seg_map_suffix)
+            if not pred_file.is_file():
+                continue
+            pred = load_label(pred_file)
+            panels.append((run, overlay(big, np.kron(pred, grow), spec.classes, colours, legend=False)))
+        font = legend_font(big.shape[0])
+        title_h, legend_w, gap = 18, 170, 4
+        width = sum(p.width + gap for _, p in panels)
+        canvas = Image.new("RGB", (width + legend_w, big.shape[0] + title_h), "white")
+        draw = ImageDraw.Draw(canvas)
+        x = 0
+        for title, panel in panels:
+            draw.text((x + 2, 2), title, fill=(0, 0, 0), font=font)
+            canvas.paste(panel.convert("RGB"), (x, title_h))
+            x += panel.width + gap
+        for row, name in enumerate(spec.classes):
+            y = title_h + 6 + 20 * row
+            draw.rectangle((x, y, x + 12, y + 12), fill=tuple(int(v) for v in colours[row]), outline=(0, 0, 0))
+            draw.text((x + 18, y), name, fill=(0, 0, 0), font=font)
+        written.append(save_image(out / "overlays" / f"{ref.stem}.png", canvas))
+    return written
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = f"{'run':<34} {'method':<16} {'labels':<11} {'crf':<4} {'mIoU':>6}"
     lines = [head, "-" * len(head)]
@@ -200,6 +251,7 @@ def run_demo(
                 out=str(out / "runs" / run.name),
                 run_name=run.name,
                 save_vis=save_vis,
+                save_pred=run.name in COMPARE_RUNS or (not crf and run.name + "-crf" in COMPARE_RUNS),
                 num_workers=0,
                 resume=False,
                 device=device,
@@ -217,6 +269,8 @@ def run_demo(
                 "out": str(out / "runs" / run.name),
             }
         )
+    shown = [r for r in COMPARE_RUNS if crf] or [r.removesuffix("-crf") for r in COMPARE_RUNS]
+    pictures = compare_pictures(out, spec, data_root, shown, save_vis)
     seconds = time.perf_counter() - started
     table = format_table(rows)
     atomic_write_text(out / "table.txt", table + "\n")
@@ -230,6 +284,7 @@ def run_demo(
             "label_set": str(label_set),
             "dense_mode": DENSE_MODE,
             "templates": TEMPLATES,
+            "pictures": [str(p) for p in pictures],
         },
     )
-    return DemoResult(out=out, rows=rows, seconds=seconds, table=table)
+    return DemoResult(out=out, rows=rows, seconds=seconds, table=table, pictures=pictures)
