@@ -2,17 +2,23 @@
 
 A thin shell over `stage2_segment.api.Segmenter` (the same code path as the Python API and
 `evaluate`). Per image it writes, atomically, `<stem>.png` (palette label map),
-`<stem>_overlay.png`, `<stem>_subclass.png` (with a label set) and `<stem>.json`. Problems with
+`<stem>_overlay.png`, `<stem>_subclass.png` (with a label set) and `<stem>.json`, plus one
+`segment_run.json` (configuration, the method's full description, images done and failed). Problems with
 the whole run (class list, label set, model) stop before anything is written; a problem with one
 image is reported, that image gets no files, the others go on, and the exit code is 1.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+RUN_RECORD = "segment_run"  # <out>/segment_run.json: configuration, method description, images done/failed
+# stems whose outputs would overwrite the run's own files (the run record, --subclasses auto's label set)
+RESERVED_STEMS = frozenset({RUN_RECORD, "label_set", "label_set.meta"})
 
 # Defaults of the method options are None = "not given": only given ones reach MethodConfig.
 _M = "Method"
@@ -112,7 +118,7 @@ def register(app: typer.Typer) -> None:
         prob_thd: Annotated[float | None, typer.Option(help="Background threshold on the top probability.", rich_help_panel=_P)] = None,
         area_thd: Annotated[float | None, typer.Option(help="Drop classes under this share of the foreground.", rich_help_panel=_P)] = None,
         pamr: Annotated[bool | None, typer.Option("--pamr/--no-pamr", help="PAMR refinement (default: the preset's).", rich_help_panel=_P)] = None,
-        crf: Annotated[bool, typer.Option(help="Dense CRF refinement.", rich_help_panel=_P)] = False,
+        crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="Dense CRF refinement (default: the method's; on for llm-supervision).", rich_help_panel=_P)] = None,
         crf_iterations: Annotated[int | None, typer.Option(help="Dense CRF iterations.", rich_help_panel=_P)] = None,
         device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
         precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16.")] = "fp32",
@@ -124,11 +130,11 @@ def register(app: typer.Typer) -> None:
         fields: dict[str, Any] = dict(
             text_tokenizer=text_tokenizer, dense_mode=dense_mode, assembly=assembly, templates=templates,
             top_cls_num=top_cls_num, candidates=candidates, short_side=short_side, crop=crop, stride=stride,
-            logit_scale=logit_scale, prob_thd=prob_thd, area_thd=area_thd, pamr=pamr,
+            logit_scale=logit_scale, prob_thd=prob_thd, area_thd=area_thd, pamr=pamr, crf=crf,
             crf_iterations=crf_iterations, text_cache_dir=text_cache_dir,
         )
         fields = {name: value for name, value in fields.items() if value is not None}
-        fields.update(include_class_name=include_class_name, crf=crf, precision=precision)
+        fields.update(include_class_name=include_class_name, precision=precision)
         code = run_segment(
             images, out, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
             subclasses=subclasses, backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
@@ -146,6 +152,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     from tqdm import tqdm
 
     from shared.datasets import DatasetError
+    from shared.io import atomic_write_json
     from shared.labelset import LabelSetError
 
     from .api import Segmenter, SegmentInputError, resolve_label_set
@@ -179,7 +186,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             raise fail(f"--subclasses auto: stage one failed: {exc}") from exc
     try:
         segmenter = Segmenter(config)
-        segmenter.method_for(names, resolved, spec)  # builds the method (text embeddings) once, up front
+        method = segmenter.method_for(names, resolved, spec)[0]  # builds the method (text embeddings) once, up front
     except (SegmentInputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
 
@@ -192,6 +199,9 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         if stem in owners:
             failures.append((path, f"output name '{stem}' is already taken by {owners[stem]}"))
             continue
+        if stem in RESERVED_STEMS:
+            failures.append((path, f"output name '{stem}' is reserved for the run's own files; rename the image"))
+            continue
         try:
             output = segmenter(path, names, resolved, spec)
             output.save(out, stem)
@@ -200,6 +210,17 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             continue
         owners[stem] = path
         done += 1
+    atomic_write_json(out / f"{RUN_RECORD}.json", {
+        "command": "llmseg segment",
+        "classes": names,
+        "dataset": spec.name if spec is not None else None,
+        "label_set": resolved.root if resolved is not None else None,
+        "label_set_source": "stage one (--subclasses auto)" if subclasses == "auto" else label_set,
+        "config": json.loads(config.model_dump_json()),
+        "method": method.describe(),
+        "images": {stem: str(path) for stem, path in owners.items()},
+        "failed": {str(path): reason for path, reason in failures},
+    })
     typer.echo(f"segmented {done} of {len(paths)} images into {out}")
     if failures:
         typer.secho(f"{len(failures)} image(s) failed:", err=True, fg=typer.colors.RED)

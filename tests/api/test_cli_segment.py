@@ -44,7 +44,12 @@ def run(app, tiny_weights, tiny_arch):
 
 
 def _outputs(folder):
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """The per-image files (the run record aside; checked where it matters)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != "segment_run.json") if folder.exists() else []
+
+
+def _record(folder) -> dict:
+    return json.loads((folder / "segment_run.json").read_text())
 
 
 def test_classes_form(run, photo_files, tmp_path):
@@ -126,6 +131,9 @@ def test_missing_and_unreadable_images_do_not_stop_the_others(run, photo_files, 
     assert _outputs(out) == sorted(f"img{i}{s}" for i in (0, 2) for s in (".json", ".png", "_overlay.png"))
     assert "nope.jpg" in result.output and "broken.jpg" in result.output
     assert "segmented 2 of 4 images" in result.output and "2 image(s) failed" in result.output
+    record = _record(out)
+    assert sorted(record["images"]) == ["img0", "img2"]
+    assert sorted(record["failed"]) == sorted([str(tmp_path / "nope.jpg"), str(broken)])
 
 
 def test_same_stem_twice_is_refused_for_the_second(run, photo_files, tmp_path):
@@ -200,6 +208,9 @@ def test_simseg_llm_supervision_form(app, simseg_files, photo_files, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert _outputs(out) == sorted(f"img{i}{s}" for i in (0, 1) for s in (".json", ".png", "_overlay.png", "_subclass.png"))
+    record = _record(out)
+    assert record["method"]["method"] == "llm-supervision" and record["method"]["crf"] is True  # the seed's default
+    assert record["config"]["crf"] is None and record["dataset"] == "pascal_voc"
     for i, path in enumerate(photo_files[:2]):
         with Image.open(path) as src, Image.open(out / f"img{i}.png") as img:
             assert img.size == src.size and img.mode == "P"
@@ -239,3 +250,20 @@ def test_bad_method_option_is_caught_before_stage_one(run, photo_files, tmp_path
         assert result.exit_code == 2 and "--precision" in result.output
         assert server.count() == 0
     assert _outputs(tmp_path / "o") == []
+
+
+def test_no_crf_and_reserved_names(app, simseg_files, photo_files, tmp_path):
+    checkpoint, tokenizer = simseg_files
+    reserved = tmp_path / "in" / "label_set.png"
+    Image.open(photo_files[0]).save(reserved)
+    out = tmp_path / "nocrf"
+    result = CliRunner().invoke(
+        app,
+        ["segment", str(photo_files[0]), str(reserved), "--classes", "background, cat, dog", "--method",
+         "llm-supervision", "--backbone", "simseg", "--checkpoint", checkpoint, "--text-tokenizer", tokenizer,
+         "--templates", "single", "--no-crf", "--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1 and "reserved" in result.output
+    assert _outputs(out) == ["img0.json", "img0.png", "img0_overlay.png"]
+    assert _record(out)["method"]["crf"] is False
