@@ -65,22 +65,32 @@ def all_runs(crf: bool = True) -> list[RunSpec]:
     ]
 
 
-def ensure_weights(out: Path, weights: str | Path | None = None, steps: int | None = None, echo=print) -> Path:
-    """The compact weights: given, else shipped, else trained now and cached under `out/model/`."""
+def ensure_weights(
+    out: Path,
+    weights: str | Path | None = None,
+    steps: int | None = None,
+    echo: Callable[[str], None] = print,
+    *,
+    shipped: Path = WEIGHTS_PATH,
+    train_config: TrainConfig | None = None,
+) -> Path:
+    """The compact weights: given, else shipped, else cached under `out/model/`, else trained now and cached."""
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"demo weights not found: {path}")
         return path
-    if WEIGHTS_PATH.is_file():
-        return WEIGHTS_PATH
-    cached = out / "model" / WEIGHTS_PATH.name
+    if shipped.is_file():
+        return shipped
+    cached = out / "model" / shipped.name
     if cached.is_file():
         return cached
     from .train import save_compact, train
 
-    echo(f"no shipped demo weights ({WEIGHTS_PATH}): training them now (cached at {cached})")
-    cfg = TrainConfig() if steps is None else TrainConfig(steps=steps)
+    cfg = train_config or TrainConfig()
+    if steps is not None:
+        cfg.steps = steps
+    echo(f"no shipped demo weights ({shipped}): training them now ({cfg.steps} steps; cached at {cached})")
     result = train(cfg)
     return save_compact(result, cached, cfg)
 
@@ -195,6 +205,23 @@ def compare_pictures(
     return written
 
 
+def _quiet_load(config, load_backbone):
+    """Build the backbone without the generic warnings meant for foreign weights.
+
+    The engine warns that local weights may need QuickGELU and that an avg-pooling tower mixes
+    dense-mode tokens into its global vector; neither applies to the demo CLIP (GELU, vanilla mode).
+    """
+    import logging
+
+    logger = logging.getLogger("stage2_segment.backbones.openclip")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return load_backbone(config)
+    finally:
+        logger.setLevel(level)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = f"{'run':<34} {'method':<16} {'labels':<11} {'crf':<4} {'mIoU':>6}"
     lines = [head, "-" * len(head)]
@@ -239,10 +266,8 @@ def run_demo(
     for run in all_runs(crf):
         config = method_config(run, pretrained, label_set, device)
         if backbone is None:
-            backbone = load_backbone(config)
+            backbone = _quiet_load(config, load_backbone)
         method = build_method(config, spec.classes, dataset=spec.name, backbone=backbone)
-        if getattr(method, "crf", run.crf) != run.crf:  # llm-supervision defaults to the seed's CRF
-            method.crf = run.crf
         report = evaluate(
             method,
             spec,

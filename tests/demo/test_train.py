@@ -85,3 +85,18 @@ def test_pool_region_weights_cover_each_patch_once():
     for texts, weights in zip(pool.region_texts, pool.region_weights, strict=True):
         present = weights.sum(axis=1) > 0
         assert present.sum() <= len(texts)
+
+
+def test_missing_weights_are_trained_once_and_cached(tmp_path):
+    from stage2_segment.demo.run import ensure_weights
+
+    messages: list[str] = []
+    missing = tmp_path / "assets" / "llmseg-demo-clip.safetensors"
+    cfg = _cfg(steps=2)
+    first = ensure_weights(tmp_path / "out", shipped=missing, train_config=cfg, echo=messages.append)
+    assert first == tmp_path / "out" / "model" / missing.name and first.is_file()
+    assert len(messages) == 1 and "training" in messages[0]
+    again = ensure_weights(tmp_path / "out", shipped=missing, train_config=cfg, echo=messages.append)
+    assert again == first and len(messages) == 1  # cached: no second training
+    with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
+        ensure_weights(tmp_path / "out", weights=tmp_path / "nowhere.safetensors")
