@@ -195,7 +195,7 @@ class SegmentationOutput:
                 winners = winners[winners >= 0]
                 counts = np.bincount(winners, minlength=len(self.subclass_names)) if winners.size else np.zeros(0, int)
                 entry["subclasses"] = [
-                    {"name": self.subclass_names[k], "share_of_class": round(float(counts[k]) / region.sum(), 6)}
+                    {"name": self.subclass_names[k], "share_of_class": round(float(counts[k]) / float(region.sum()), 6)}
                     for k in sorted(np.flatnonzero(counts).tolist(), key=lambda k: (-counts[k], k))
                 ]
             present.append(entry)

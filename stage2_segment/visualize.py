@@ -99,7 +99,8 @@ class LegendEntry:
 
     @property
     def text(self) -> str:
-        return f"{self.name}  {100.0 * self.share:.1f}%"
+        percent = 100.0 * self.share
+        return f"{self.name}  <0.1%" if 0.0 < percent < 0.05 else f"{self.name}  {percent:.1f}%"
 
 
 def render_legend(entries: Sequence[LegendEntry], min_height: int, font=None) -> Image.Image:

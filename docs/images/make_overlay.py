@@ -1,9 +1,12 @@
-"""Draw the README picture: `python docs/images/make_overlay.py` -> docs/images/overlay.png.
+"""Draw the README pictures: `python docs/images/make_overlay.py` -> docs/images/{overlay,segment_demo}.png.
 
-A procedurally generated street scene (sky, hills, trees, a house, a road, a car, grass) with
-its exact class masks, drawn by the project's own `stage2_segment.visualize.overlay` (blend,
-boundaries, legend with area shares). The scene is a pure function of the seed, so the PNG is
-reproducible byte for byte on one Pillow version.
+- overlay.png: a procedurally generated street scene (sky, hills, trees, a house, a road, a car,
+  grass) and its exact class masks, drawn by the project's own `stage2_segment.visualize.overlay`
+  (blend, boundaries, legend with area shares).
+- segment_demo.png: a real segmentation, exactly what `llmseg segment` writes: a scene of the
+  offline demo world segmented by the shipped demo CLIP through `stage2_segment.Segmenter` with
+  the demo's subclass label set (class overlay | subclass overlay).
+Both inputs are pure functions of their seeds, so the PNGs are reproducible.
 """
 
 from __future__ import annotations
@@ -76,17 +79,62 @@ def scene(width: int = 384, height: int = 256, seed: int = 7) -> tuple[np.ndarra
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), ids
 
 
+def _row(*pictures: Image.Image, gap: int = 8) -> Image.Image:
+    canvas = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) - 1), max(p.height for p in pictures)),
+                       (255, 255, 255))
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture.convert("RGB"), (x, 0))
+        x += picture.width + gap
+    return canvas
+
+
+def demo_segmentation(index: int = 5, size: int = 256) -> Image.Image:
+    """Scene `index` of the demo benchmark's world, segmented by the demo CLIP with subclasses."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from stage2_segment import Segmenter
+    from stage2_segment.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
+    from stage2_segment.demo.generator import COLOURS, render_scene
+    from stage2_segment.demo.run import DEMO_COLOURS, LOGIT_SCALE, TEMPLATES
+    from stage2_segment.demo.train import WEIGHTS_PATH, materialize, model_input_size, register_model_config
+
+    name = register_model_config()
+    side = model_input_size(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = materialize(WEIGHTS_PATH, tmp)
+        seg = Segmenter.create(f"openclip:{name}", pretrained=str(weights), dense_mode="vanilla", templates=TEMPLATES,
+                               short_side=side, crop=0, logit_scale=LOGIT_SCALE, prob_thd=0.0, area_thd=0.0, crf=True)
+        image = render_scene(BENCHMARK_SEED, index, size=size).image
+        result = seg(image, classes=list(demo_spec().classes), label_set=CURATED_LABEL_SET)
+    result.palette = np.array(DEMO_COLOURS, np.uint8)  # background black, warm orange, cool blue
+    # subclasses in their own colour where they name one; backgrounds in greys
+    greys = {"grey noise": (150, 150, 150), "beige paper": (225, 205, 160), "dark grid": (60, 60, 60)}
+    sub_palette = np.array([COLOURS[n][0] if n in COLOURS else greys.get(n, (255, 255, 255)) for n in result.subclass_names],
+                           np.uint8)
+    from stage2_segment.visualize import subclass_overlay
+
+    sub = subclass_overlay(result.image, result.subclass, result.subclass_names, result.subclass_owners, result.classes,
+                           palette=sub_palette)
+    # 256 colours keep the README light (the demo world's pixel noise does not compress)
+    return _row(result.overlay(), sub).quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=HERE / "overlay.png")
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--demo-index", type=int, default=5, help="which demo-world scene to segment")
     args = parser.parse_args()
     image, labels = scene()
-    picture = overlay(image, labels, CLASSES)
-    side_by_side = Image.new("RGB", (image.shape[1] + picture.width, picture.height), (255, 255, 255))
-    side_by_side.paste(Image.fromarray(image), (0, 0))
-    side_by_side.paste(picture, (image.shape[1], 0))
-    save_image(args.out, side_by_side)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes, {side_by_side.width}x{side_by_side.height})")
+    pictures = {
+        "overlay.png": _row(Image.fromarray(image), overlay(image, labels, CLASSES), gap=0),
+        "segment_demo.png": demo_segmentation(args.demo_index),
+    }
+    for name, picture in pictures.items():
+        path = save_image(args.out / name, picture)
+        print(f"wrote {path} ({path.stat().st_size} bytes, {picture.width}x{picture.height})")
 
 
 if __name__ == "__main__":

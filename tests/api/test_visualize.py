@@ -187,3 +187,11 @@ def test_subclass_overlay_legend():
     assert tuple(map(int, colors[0])) not in legend
     photo = np.asarray(pic)[:h, :w]
     assert np.array_equal(photo[60:90, 2:30], image[60:90, 2:30])  # no subclass -> untouched
+
+
+def test_legend_text_never_shows_zero_for_a_present_class():
+    from stage2_segment.visualize import LegendEntry
+
+    assert LegendEntry("cat", (0, 0, 0), 0.0004).text == "cat  <0.1%"
+    assert LegendEntry("cat", (0, 0, 0), 0.0005).text == "cat  0.1%"
+    assert LegendEntry("cat", (0, 0, 0), 0.5).text == "cat  50.0%"
