@@ -85,6 +85,8 @@ def run_command(
     typer.echo(result.table)
     typer.echo("")
     typer.echo(f"done in {result.seconds:.0f} s. Results: {result.out}/ (table.txt, summary.json)")
+    if result.pictures:
+        typer.echo(f"side-by-side pictures (picture | ground truth | names | subclasses): {result.out}/overlays/*.png")
     typer.echo(f"per-run metrics and overlays: {result.out}/runs/<run>/metrics.json and {result.out}/runs/<run>/vis/*.png")
 
 
