@@ -9,7 +9,6 @@ fine-grained names the model knows. Writing is idempotent: a manifest records wh
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +90,19 @@ def write_benchmark(
     manifest_path = base / MANIFEST
     wanted = _manifest(n_images, seed, size)
     split = base / layout.split_file
+    stems = [f"demo_{i:05d}" for i in range(n_images)]
     if manifest_path.is_file() and split.is_file():
         try:
-            if json.loads(manifest_path.read_text(encoding="utf-8")) == wanted:
-                return spec
+            same = json.loads(manifest_path.read_text(encoding="utf-8")) == wanted
         except json.JSONDecodeError:
-            pass
-    stems = [f"demo_{i:05d}" for i in range(n_images)]
+            same = False
+        complete = all(
+            (base / layout.img_dir / f"{stem}{layout.img_suffix}").is_file()
+            and (base / layout.ann_dir / f"{stem}{layout.seg_map_suffix}").is_file()
+            for stem in stems
+        )
+        if same and complete:
+            return spec
     palette = voc_palette(256)
     for i, stem in enumerate(tqdm(stems, desc="writing demo benchmark", disable=not progress, leave=False)):
         scene = render_scene(seed, i, size=size)
@@ -106,4 +111,4 @@ def write_benchmark(
         save_index_png(base / layout.ann_dir / f"{stem}{layout.seg_map_suffix}", label_map(scene), palette)
     atomic_write_text(split, "".join(f"{stem}\n" for stem in stems))
     atomic_write_json(manifest_path, wanted)
-    return replace(spec)
+    return spec

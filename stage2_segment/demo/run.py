@@ -22,7 +22,6 @@ from .train import MODEL_NAME, WEIGHTS_PATH, TrainConfig, materialize, model_inp
 DEFAULT_OUT = Path("results/demo")
 DEFAULT_IMAGES = 200
 QUICK_IMAGES = 8
-K = 3  # subclasses per class: the demo world has 3 colours per family and 3 backgrounds
 DENSE_MODE = "vanilla"  # the demo CLIP pools by averaging patch tokens: its own patch tokens localise best
 TEMPLATES = "single"
 LOGIT_SCALE = 50.0
@@ -95,7 +94,7 @@ def ensure_weights(
     return save_compact(result, cached, cfg)
 
 
-def scripted_label_set(out: Path, k: int = K, progress: bool = False) -> Path:
+def scripted_label_set(out: Path, progress: bool = False) -> Path:
     """Stage one, offline: `generate_label_set` against the scripted server answering the curated names."""
     import json
 
@@ -105,6 +104,10 @@ def scripted_label_set(out: Path, k: int = K, progress: bool = False) -> Path:
 
     spec = demo_spec()
     curated = json.loads(CURATED_LABEL_SET.read_text(encoding="utf-8"))
+    sizes = {len(v) for v in curated.values()}
+    if len(sizes) != 1:  # stage one asks for exactly k subclasses of every class
+        raise ValueError(f"{CURATED_LABEL_SET}: every class needs the same number of subclasses, got {sorted(sizes)}")
+    k = sizes.pop()
 
     def answer(class_name: str, wanted: int) -> list[str]:
         if class_name not in curated:

@@ -74,3 +74,11 @@ def test_classes_file_and_curated_label_set():
     # the coarse names never appear among the subclasses
     for subclasses in curated_subclasses().values():
         assert all(word not in s for s in subclasses for word in ("warm", "cool", "background"))
+
+
+def test_rewrites_when_a_file_is_missing(tmp_path):
+    write_benchmark(tmp_path, n_images=2, seed=1, progress=False)
+    image = tmp_path / "VOCdevkit/VOC2012/JPEGImages/demo_00001.jpg"
+    image.unlink()
+    write_benchmark(tmp_path, n_images=2, seed=1, progress=False)
+    assert image.is_file()
