@@ -21,7 +21,8 @@ import numpy as np
 
 from shared.io import atomic_write_json, atomic_write_text, sha256_file
 
-from .data.readers import save_index_png
+from .palettes import voc_palette
+from .visualize import overlay, save_image, save_label_png
 
 PACKAGES = ("llmseg", "torch", "torchvision", "numpy", "pillow", "open_clip_torch", "timm", "transformers", "pydensecrf2")
 
@@ -203,33 +204,10 @@ def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str 
 
 
 def save_prediction(pred_dir: str | os.PathLike, stem: str, labels: np.ndarray, seg_map_suffix: str = ".png") -> Path:
-    """Palette PNG, pixel value = class id, named like the label file."""
-    return save_index_png(prediction_path(pred_dir, stem, seg_map_suffix), labels)
+    """Palette PNG (VOC colours), pixel value = class id, named like the label file."""
+    return save_label_png(prediction_path(pred_dir, stem, seg_map_suffix), labels, voc_palette())
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, class_names, dataset: str | None) -> Path:
-    """A colour overlay: `stage2_segment.visualize.overlay` when present, else a plain 50% blend."""
-    from PIL import Image
-
-    from shared.io import atomic_path
-
-    try:
-        from . import visualize
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.visualize":
-            raise
-        visualize = None
-    if visualize is not None and hasattr(visualize, "overlay"):
-        import inspect
-
-        kwargs = {"dataset": dataset} if "dataset" in inspect.signature(visualize.overlay).parameters else {}
-        picture = visualize.overlay(image, labels, list(class_names), **kwargs)
-    else:
-        from .data.readers import voc_palette
-
-        colours = voc_palette(256)
-        mix = (0.5 * image.astype(np.float32) + 0.5 * colours[np.clip(labels, 0, 255)].astype(np.float32))
-        picture = Image.fromarray(mix.astype(np.uint8))
-    with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
-    return Path(path)
+    """The colour overlay with legend that `llmseg segment` draws, for `--save-vis`."""
+    return save_image(path, overlay(image, labels, list(class_names), dataset=dataset))

@@ -19,7 +19,8 @@ from shared.datasets import BENCHMARKS, DatasetError
 from shared.io import atomic_path
 
 from .data.convert import coco_object_table, coco_stuff_table
-from .data.readers import save_index_png, voc_palette
+from .palettes import voc_palette
+from .visualize import save_label_png
 
 # raw label values on disk (before reduce_zero_label / conversion) for each layout family
 _RAW_RANGE = {
@@ -113,7 +114,7 @@ def write_synthetic_benchmark(
         image = _image_for(raw, rng)
         _save(Image.fromarray(image), img_dir / f"{stem}{layout.img_suffix}")
         if name.startswith("pascal_voc"):
-            save_index_png(ann_dir / f"{stem}{layout.seg_map_suffix}", raw, voc_palette())
+            save_label_png(ann_dir / f"{stem}{layout.seg_map_suffix}", raw, voc_palette())
         elif name.startswith("coco"):
             folder = ann_dir / Path(stem).parent
             _save(Image.fromarray(raw.astype(np.uint8)), folder / f"{Path(stem).name}.png")

@@ -8,8 +8,6 @@ from .readers import (
     list_samples,
     load_image,
     load_label,
-    save_index_png,
-    voc_palette,
 )
 
 __all__ = [
@@ -20,6 +18,4 @@ __all__ = [
     "list_samples",
     "load_image",
     "load_label",
-    "save_index_png",
-    "voc_palette",
 ]

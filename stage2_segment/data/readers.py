@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from shared.datasets import DatasetError, DatasetSpec
-from shared.io import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -102,37 +101,6 @@ def load_label(path: str | os.PathLike, reduce_zero_label: bool = False, ignore_
         label[zero] = ignore_index
         label[label == ignore_index - 1] = ignore_index  # 255 stays 255
     return label
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The VOC bit-pattern colour map [n, 3] uint8 (used for palette PNGs we write)."""
-    palette = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
-
-
-def save_index_png(path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | None = None) -> Path:
-    """Write a class-index map as a palette PNG (pixel value = index), atomically."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"save_index_png: labels must be [H, W], got {labels.shape} for {path}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"save_index_png: values must be within 0..255 for {path}")
-    img = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-    pal = voc_palette() if palette is None else np.asarray(palette, np.uint8)
-    flat = np.zeros((256, 3), np.uint8)
-    flat[: min(256, len(pal))] = pal[:256]
-    img.putpalette(flat.reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return Path(path)
 
 
 class BenchmarkDataset:

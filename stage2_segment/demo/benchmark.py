@@ -81,8 +81,8 @@ def write_benchmark(
     from PIL import Image
     from tqdm import tqdm
 
-    from stage2_segment.data.readers import save_index_png
     from stage2_segment.palettes import voc_palette
+    from stage2_segment.visualize import save_label_png
 
     spec = demo_spec()
     layout = spec.layout
@@ -108,7 +108,7 @@ def write_benchmark(
         scene = render_scene(seed, i, size=size)
         with atomic_path(base / layout.img_dir / f"{stem}{layout.img_suffix}") as tmp:
             Image.fromarray(scene.image).save(tmp, format="JPEG", quality=95)
-        save_index_png(base / layout.ann_dir / f"{stem}{layout.seg_map_suffix}", label_map(scene), palette)
+        save_label_png(base / layout.ann_dir / f"{stem}{layout.seg_map_suffix}", label_map(scene), palette)
     atomic_write_text(split, "".join(f"{stem}\n" for stem in stems))
     atomic_write_json(manifest_path, wanted)
     return spec

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from stage2_segment.data import load_label
-from stage2_segment.data.readers import save_index_png
 from stage2_segment.metrics import SegMetric, summarize_confusion
+from stage2_segment.palettes import voc_palette
+from stage2_segment.visualize import save_label_png
 
 
 def _direct(preds, labels, num_classes, ignore=255):
@@ -96,7 +97,7 @@ def test_reduce_zero_label_path(tmp_path):
     rng = np.random.default_rng(5)
     raw = rng.integers(0, 6, size=(12, 10))
     raw[0, :] = 255
-    save_index_png(tmp_path / "l.png", raw)
+    save_label_png(tmp_path / "l.png", raw, voc_palette())
     label = load_label(tmp_path / "l.png", reduce_zero_label=True)
     expected = np.where((raw == 0) | (raw == 255), 255, raw - 1)
     np.testing.assert_array_equal(label, expected)
