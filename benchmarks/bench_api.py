@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _results import append_results, cpu_name  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stage2_segment.api import SegmentationOutput, Segmenter  # noqa: E402
@@ -36,17 +38,6 @@ CLASSES = ["background", "cat", "dog", "sofa", "person", "table", "plant", "wind
 
 def _label_set(per_class: int) -> dict[str, list[str]]:
     return {name: [f"{name} kind {i}" for i in range(per_class)] for name in CLASSES}
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
 
 
 def _photos(n: int, size: int) -> list[np.ndarray]:
@@ -126,18 +117,13 @@ def main() -> None:
     section = (
         f"\n## Python API and pictures (bench_api.py)\n\n"
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-        f"- device: {_cpu_model()}, 2 cores (shared with other jobs while measured), float32 on the CPU\n"
+        f"- device: {cpu_name()}, 2 cores (shared with other jobs while measured), float32 on the CPU\n"
         f"- command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip() + "\n"
         f"- what: `Segmenter` calls on random {args.photo_size}-short-side photos (ViT-S-16, random weights, SCLIP "
         "protocol); drawing on a random photo with 32x32 label blocks.\n\n"
         f"{table}\n"
     )
-    results = Path(__file__).resolve().parent / "RESULTS.md"
-    existing = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-    from shared.io import atomic_write_text
-
-    atomic_write_text(results, existing.rstrip("\n") + "\n" + section)
-    print(f"appended to {results}")
+    append_results(section)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _results import append_results, cpu_name  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(args: list[str]) -> tuple[float, str]:
@@ -80,11 +69,7 @@ def main() -> None:
         "```\n" + table + "\n```\n"
     )
     if not opts.no_write:
-        from shared.io import atomic_write_text
-
-        existing = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
-        atomic_write_text(RESULTS, existing.rstrip("\n") + "\n" + section)  # re-read just before: others append too
-        print(f"appended to {RESULTS}")
+        append_results(section)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _results import append_results, cpu_name  # noqa: E402
 
 from shared.datasets import get_dataset  # noqa: E402
 from stage2_segment.interface import Done, SegResult  # noqa: E402
@@ -86,17 +87,6 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images21", type=int, default=8, help="images per 21-class row")
@@ -147,7 +137,7 @@ def main() -> None:
     section = (
         f"\n## Engine overhead (bench_engine.py)\n\n"
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-        f"- device: {_cpu_model()}, {os.cpu_count()} cores; 1-min load average {load_before[0]:.1f} before, "
+        f"- device: {cpu_name()}, {os.cpu_count()} cores; 1-min load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after (other jobs share the machine: a load above the core count makes the "
         "1- vs 2-worker comparison unreliable)\n"
         f"- command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip() + "\n"
@@ -156,12 +146,7 @@ def main() -> None:
         "pool processes included); 'steady' = (images - 1) / time between the first and last finished image.\n\n"
         f"{table}\n"
     )
-    results = Path(__file__).resolve().parent / "RESULTS.md"
-    existing = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-    from shared.io import atomic_write_text
-
-    atomic_write_text(results, existing.rstrip("\n") + "\n" + section)
-    print(f"appended to {results}")
+    append_results(section)
 
 
 if __name__ == "__main__":

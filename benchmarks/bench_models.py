@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import append_results, cpu_name  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VOC = [
@@ -83,17 +85,6 @@ def worker(args: argparse.Namespace) -> dict:
     }
 
 
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except Exception:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="ViT-B-16")
@@ -122,11 +113,11 @@ def main() -> None:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"batch {bs}: {rows[-1]['images_per_s']:.3f} images/s", flush=True)
 
-    device = _cpu_name() + f", {os.cpu_count()} cores" if args.device == "cpu" else args.device
+    device = cpu_name() + f", {os.cpu_count()} cores" if args.device == "cpu" else args.device
     if args.device.startswith("cuda"):
         import torch
 
-        device = f"{torch.cuda.get_device_name(0)} ({args.device}); host {_cpu_name()}"
+        device = f"{torch.cuda.get_device_name(0)} ({args.device}); host {cpu_name()}"
     header = "| crops per batch | images | seconds | images/s | crops/s | peak RSS (MB) | RSS increase (MB) | GPU peak (MB) |"
     lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -152,12 +143,7 @@ def main() -> None:
         f"{rows[0]['threads']}; peak RSS = the worker process's ru_maxrss, increase = over the state after model + text were ready\n\n"
         f"{table}\n"
     )
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    from shared.io import atomic_write_text
-
-    current = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-    atomic_write_text(results, current.rstrip("\n") + "\n" + section)
-    print(f"appended to {results}")
+    append_results(section)
 
 
 if __name__ == "__main__":

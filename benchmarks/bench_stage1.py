@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,21 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _results import append_results, cpu_name  # noqa: E402
+
 from shared.datasets import get_dataset  # noqa: E402
-from shared.io import atomic_write_text  # noqa: E402
 from stage1_llm.generate import generate_label_set  # noqa: E402
 from stage1_llm.testing.server import ScriptedLLMServer  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_once(classes: list[str], concurrency: int, latency: float, k: int, folder: Path) -> dict:
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python benchmarks/bench_stage1.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else "")
         section = (
             f"\n## Stage one: {args.dataset} label set against the scripted server ({args.latency:g} s per answer)\n\n"
-            f"- device: {cpu_model()}, 2 cores (no GPU used)\n"
+            f"- device: {cpu_name()}, 2 cores (no GPU used)\n"
             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
             f"- command: `{command}`\n"
             f"- what: `generate_label_set` with K={args.k}, the real openai SDK over HTTP to `stage1_llm.testing.server`, "
@@ -99,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "ideal = ceil(classes / concurrency) x latency\n\n"
             f"{table}\n"
         )
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        current = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-        atomic_write_text(results, current.rstrip("\n") + "\n" + section)
-        print(f"appended to {results}", file=sys.stderr)
+        append_results(section)
     return 0
 
 

@@ -1,0 +1,31 @@
+"""What every benchmark script shares: naming the device and appending a section to RESULTS.md."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def cpu_name() -> str:
+    """The CPU model as lscpu names it (benchmarks record the device they ran on)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def append_results(section: str) -> Path:
+    """Append a Markdown section to benchmarks/RESULTS.md atomically (re-read just before: others append too)."""
+    from shared.io import atomic_write_text
+
+    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
+    atomic_write_text(RESULTS, existing.rstrip("\n") + "\n" + section)
+    print(f"appended to {RESULTS}")
+    return RESULTS
