@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
+from . import cli_options as opts
+
 _R = "Run"
-_M = "Method"
-_P = "Dense protocol and refinement"
 
 # MethodConfig fields that `evaluate` exposes as options; a test checks this covers every field.
 METHOD_FIELDS = (
@@ -170,31 +170,31 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: Annotated[int, typer.Option(help="Checkpoint the metric every N images.", rich_help_panel=_R)] = 100,
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.", rich_help_panel=_R)] = True,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.", rich_help_panel=_R)] = True,
-        method: Annotated[str | None, typer.Option(help="dense | llm-supervision.", rich_help_panel=_M)] = None,
-        backbone: Annotated[str | None, typer.Option(help="openclip:<arch> or simseg.", rich_help_panel=_M)] = None,
-        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or local weights file.", rich_help_panel=_M)] = None,
-        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint (.pth).", rich_help_panel=_M)] = None,
-        text_tokenizer: Annotated[str | None, typer.Option(help="SimSeg text tokenizer (HF id or folder).", rich_help_panel=_M)] = None,
-        dense_mode: Annotated[str | None, typer.Option(help="vanilla | maskclip | sclip | clearclip | naclip.", rich_help_panel=_M)] = None,
-        preset: Annotated[str | None, typer.Option(help="sclip | clearclip | naclip.", rich_help_panel=_M)] = None,
-        label_set: Annotated[str | None, typer.Option(help="Label-set JSON {class: [subclasses]}; none = class names only.", rich_help_panel=_M)] = None,
-        assembly: Annotated[str | None, typer.Option(help="none | max | mean | softmax | chils.", rich_help_panel=_M)] = None,
-        include_class_name: Annotated[bool | None, typer.Option("--include-class-name/--no-include-class-name", help="Add each class name to its subclasses.", rich_help_panel=_M)] = None,
-        templates: Annotated[str | None, typer.Option(help="openai80 | seed13 | single | a file.", rich_help_panel=_M)] = None,
-        top_cls_num: Annotated[int | None, typer.Option(help="llm-supervision: classes in the threshold statistics.", rich_help_panel=_M)] = None,
-        candidates: Annotated[int | None, typer.Option(help="llm-supervision: candidate classes per image.", rich_help_panel=_M)] = None,
-        short_side: Annotated[int | None, typer.Option(help="Resize so the short side is this.", rich_help_panel=_P)] = None,
-        crop: Annotated[int | None, typer.Option(help="Sliding-window crop (0 = whole image).", rich_help_panel=_P)] = None,
-        stride: Annotated[int | None, typer.Option(help="Sliding-window stride.", rich_help_panel=_P)] = None,
-        logit_scale: Annotated[float | None, typer.Option(help="Temperature of the softmax over names.", rich_help_panel=_P)] = None,
-        prob_thd: Annotated[float | None, typer.Option(help="Background threshold on the top probability.", rich_help_panel=_P)] = None,
-        area_thd: Annotated[float | None, typer.Option(help="Drop classes under this share of the foreground.", rich_help_panel=_P)] = None,
-        pamr: Annotated[bool | None, typer.Option("--pamr/--no-pamr", help="PAMR refinement (default: the preset's).", rich_help_panel=_P)] = None,
-        crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="Dense CRF refinement.", rich_help_panel=_P)] = None,
-        crf_iterations: Annotated[int | None, typer.Option(help="Dense CRF iterations.", rich_help_panel=_P)] = None,
-        device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (under torchrun 'cuda' = this rank's GPU).")] = "cpu",
-        precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 (autocast on GPU).")] = None,
-        text_cache_dir: Annotated[str | None, typer.Option(help="Folder for cached text embeddings.")] = None,
+        method: opts.Method = None,
+        backbone: opts.Backbone = None,
+        pretrained: opts.Pretrained = None,
+        checkpoint: opts.Checkpoint = None,
+        text_tokenizer: opts.TextTokenizer = None,
+        dense_mode: opts.DenseMode = None,
+        preset: opts.Preset = None,
+        label_set: opts.LabelSetPath = None,
+        assembly: opts.Assembly = None,
+        include_class_name: opts.IncludeClassName = None,
+        templates: opts.Templates = None,
+        top_cls_num: opts.TopClsNum = None,
+        candidates: opts.Candidates = None,
+        short_side: opts.ShortSide = None,
+        crop: opts.Crop = None,
+        stride: opts.Stride = None,
+        logit_scale: opts.LogitScale = None,
+        prob_thd: opts.ProbThd = None,
+        area_thd: opts.AreaThd = None,
+        pamr: opts.Pamr = None,
+        crf: opts.Crf = None,
+        crf_iterations: opts.CrfIterations = None,
+        device: opts.Device = "cpu",
+        precision: opts.Precision = None,
+        text_cache_dir: opts.TextCacheDir = None,
     ) -> None:
         """Evaluate a method on a benchmark: mIoU / mAcc / aAcc as MMSegmentation computes them."""
         from pydantic import ValidationError
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         from .interface import MethodConfig
 
         spec = _spec(dataset, classes_file)
-        given = dict(
+        given = opts.method_fields(
             method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, text_tokenizer=text_tokenizer,
             dense_mode=dense_mode, preset=preset, label_set=label_set, assembly=assembly,
             include_class_name=include_class_name, templates=templates, top_cls_num=top_cls_num, candidates=candidates,
@@ -214,7 +214,7 @@ def register(app: typer.Typer) -> None:
             precision=precision, text_cache_dir=text_cache_dir,
         )
         try:
-            config = MethodConfig(**{k: v for k, v in given.items() if v is not None})
+            config = MethodConfig(**given)
         except ValidationError as exc:
             raise _fail(f"invalid method settings: {exc}") from exc
         build_method = _import_build_method()

@@ -16,13 +16,13 @@ from typing import Annotated, Any
 
 import typer
 
+from . import cli_options as opts
+
 RUN_RECORD = "segment_run"  # <out>/segment_run.json: configuration, method description, images done/failed
 # stems whose outputs would overwrite the run's own files (the run record, --subclasses auto's label set)
 RESERVED_STEMS = frozenset({RUN_RECORD, "label_set", "label_set.meta"})
 
 # Defaults of the method options are None = "not given": only given ones reach MethodConfig.
-_M = "Method"
-_P = "Dense protocol"
 _L = "Subclasses"
 
 
@@ -99,53 +99,52 @@ def register(app: typer.Typer) -> None:
         api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.", rich_help_panel=_L)] = "OPENAI_API_KEY",
         k: Annotated[int, typer.Option(help="Subclasses per class for --subclasses auto.", rich_help_panel=_L)] = 5,
         llm_cache: Annotated[Path | None, typer.Option(help="Stage-one answer cache (default OUT/subclasses.cache.jsonl).", rich_help_panel=_L)] = None,
-        method: Annotated[str, typer.Option(help="dense | llm-supervision.", rich_help_panel=_M)] = "dense",
-        backbone: Annotated[str, typer.Option(help="openclip:<arch> or simseg.", rich_help_panel=_M)] = "openclip:ViT-B-16",
-        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or local weights file.", rich_help_panel=_M)] = None,
-        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint (.pth).", rich_help_panel=_M)] = None,
-        text_tokenizer: Annotated[str | None, typer.Option(help="SimSeg text tokenizer (HF id or folder).", rich_help_panel=_M)] = None,
-        preset: Annotated[str | None, typer.Option(help="sclip | clearclip | naclip.", rich_help_panel=_M)] = None,
-        dense_mode: Annotated[str | None, typer.Option(help="vanilla | maskclip | sclip | clearclip | naclip.", rich_help_panel=_M)] = None,
-        assembly: Annotated[str | None, typer.Option(help="Subclass assembly: none | max | mean | softmax | chils.", rich_help_panel=_M)] = None,
-        include_class_name: Annotated[bool, typer.Option(help="Add each class name to its own subclasses.", rich_help_panel=_M)] = False,
-        templates: Annotated[str | None, typer.Option(help="openai80 | seed13 | single | a file.", rich_help_panel=_M)] = None,
-        top_cls_num: Annotated[int | None, typer.Option(help="llm-supervision: classes in the threshold statistics.", rich_help_panel=_M)] = None,
-        candidates: Annotated[int | None, typer.Option(help="llm-supervision: candidate classes per image.", rich_help_panel=_M)] = None,
-        short_side: Annotated[int | None, typer.Option(help="Resize so the short side is this.", rich_help_panel=_P)] = None,
-        crop: Annotated[int | None, typer.Option(help="Sliding-window crop (0 = whole image).", rich_help_panel=_P)] = None,
-        stride: Annotated[int | None, typer.Option(help="Sliding-window stride.", rich_help_panel=_P)] = None,
-        logit_scale: Annotated[float | None, typer.Option(help="Temperature of the softmax over names.", rich_help_panel=_P)] = None,
-        prob_thd: Annotated[float | None, typer.Option(help="Background threshold on the top probability.", rich_help_panel=_P)] = None,
-        area_thd: Annotated[float | None, typer.Option(help="Drop classes under this share of the foreground.", rich_help_panel=_P)] = None,
-        pamr: Annotated[bool | None, typer.Option("--pamr/--no-pamr", help="PAMR refinement (default: the preset's).", rich_help_panel=_P)] = None,
-        crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="Dense CRF refinement (default: the method's; on for llm-supervision).", rich_help_panel=_P)] = None,
-        crf_iterations: Annotated[int | None, typer.Option(help="Dense CRF iterations.", rich_help_panel=_P)] = None,
-        device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-        precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16.")] = "fp32",
-        text_cache_dir: Annotated[str | None, typer.Option(help="Folder for cached text embeddings.")] = None,
+        method: opts.Method = None,
+        backbone: opts.Backbone = None,
+        pretrained: opts.Pretrained = None,
+        checkpoint: opts.Checkpoint = None,
+        text_tokenizer: opts.TextTokenizer = None,
+        dense_mode: opts.DenseMode = None,
+        preset: opts.Preset = None,
+        assembly: opts.Assembly = None,
+        include_class_name: opts.IncludeClassName = None,
+        templates: opts.Templates = None,
+        top_cls_num: opts.TopClsNum = None,
+        candidates: opts.Candidates = None,
+        short_side: opts.ShortSide = None,
+        crop: opts.Crop = None,
+        stride: opts.Stride = None,
+        logit_scale: opts.LogitScale = None,
+        prob_thd: opts.ProbThd = None,
+        area_thd: opts.AreaThd = None,
+        pamr: opts.Pamr = None,
+        crf: opts.Crf = None,
+        crf_iterations: opts.CrfIterations = None,
+        device: opts.Device = "cpu",
+        precision: opts.Precision = None,
+        text_cache_dir: opts.TextCacheDir = None,
     ) -> None:
         """Segment your own images: label map, overlay with legend, subclass map and a JSON summary per image."""
         from shared.cli import fail
 
-        fields: dict[str, Any] = dict(
+        fields = opts.method_fields(
+            method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, preset=preset,
             text_tokenizer=text_tokenizer, dense_mode=dense_mode, assembly=assembly, templates=templates,
-            top_cls_num=top_cls_num, candidates=candidates, short_side=short_side, crop=crop, stride=stride,
-            logit_scale=logit_scale, prob_thd=prob_thd, area_thd=area_thd, pamr=pamr, crf=crf,
-            crf_iterations=crf_iterations, text_cache_dir=text_cache_dir,
+            include_class_name=include_class_name, top_cls_num=top_cls_num, candidates=candidates,
+            short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
+            area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, precision=precision,
+            text_cache_dir=text_cache_dir,
         )
-        fields = {name: value for name, value in fields.items() if value is not None}
-        fields.update(include_class_name=include_class_name, precision=precision)
         code = run_segment(
             images, out, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
             subclasses=subclasses, backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-            k=k, llm_cache=llm_cache, method=method, backbone=backbone, pretrained=pretrained,
-            checkpoint=checkpoint, preset=preset, device=device, config_fields=fields, fail=fail,
+            k=k, llm_cache=llm_cache, device=device, config_fields=fields, fail=fail,
         )
         raise typer.Exit(code)
 
 
 def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file, label_set, subclasses, backend,
-                model, base_url, api_key_env, k, llm_cache, method, backbone, pretrained, checkpoint, preset, device,
+                model, base_url, api_key_env, k, llm_cache, device,
                 config_fields: dict[str, Any], fail) -> int:
     """The body of `llmseg segment`; returns the exit code (0 all done, 1 some images failed)."""
     from pydantic import ValidationError
@@ -170,8 +169,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         paths = _expand_images(images)
         if not paths:
             raise ValueError("no images given (the folders hold no images)")
-        config = MethodConfig(backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, method=method,
-                              preset=preset, device=device, **config_fields)
+        config = MethodConfig(device=device, **config_fields)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise fail(f"bad method options: {problems}") from exc
