@@ -104,12 +104,16 @@ def _float_to_uint8(array: np.ndarray, what: str) -> np.ndarray:
 
 
 def to_rgb(image: Any) -> np.ndarray:
-    """PIL image, numpy HxWx3 (uint8, or float in [0, 1]), torch tensor 3xHxW or HxWx3, or a path -> HxWx3 uint8."""
+    """PIL image, numpy HxWx3 (uint8, or float in [0, 1]), torch tensor 3xHxW or HxWx3, or a path -> HxWx3 uint8.
+
+    A path is read upright, as a photo viewer shows it (EXIF orientation applied); arrays and PIL
+    images are taken as they are.
+    """
     if isinstance(image, str | os.PathLike):
         from .data import DataError, load_image
 
         try:
-            return load_image(image)
+            return load_image(image, exif_transpose=True)
         except DataError as exc:
             raise SegmentInputError(str(exc)) from exc
     from PIL import Image as PILImage

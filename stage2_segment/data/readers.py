@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shared.datasets import DatasetError, DatasetSpec
 
@@ -64,15 +64,20 @@ def list_samples(spec: DatasetSpec, data_root: str | os.PathLike, limit: int | N
     ]
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; raises DataError naming the file when missing or corrupt."""
+def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> np.ndarray:
+    """RGB uint8 [H, W, 3]; raises DataError naming the file when missing or corrupt.
+
+    `exif_transpose` turns a photo the way its EXIF orientation tag says (what a viewer shows): right
+    for a user's phone photos, wrong for benchmarks, whose labels are aligned with the stored pixels.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            shown = ImageOps.exif_transpose(img) if exif_transpose else img
+            return np.asarray(shown.convert("RGB"), dtype=np.uint8).copy()
     except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for truncated/corrupt files
         raise DataError(f"cannot read image {path}: {exc}") from exc
 

@@ -226,3 +226,20 @@ def test_package_exports_the_api():
     assert Exported is Segmenter and SegmentationOutput.__module__ == "stage2_segment.api"
     with pytest.raises(AttributeError, match="nope"):
         stage2_segment.nope  # noqa: B018
+
+
+def test_paths_are_read_upright_but_benchmark_images_as_stored(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 is segmented as a viewer shows it."""
+    from stage2_segment.data import load_image
+
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:, :10] = (255, 0, 0)  # red band on the stored image's left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    assert np.array_equal(load_image(path), stored)  # benchmarks: the stored pixels, aligned with labels
+    upright = to_rgb(path)
+    assert upright.shape == (30, 20, 3)
+    assert np.array_equal(upright, np.rot90(stored, k=-1))  # clockwise: the red band ends up on top
+    assert (upright[:10] == (255, 0, 0)).all()
