@@ -117,7 +117,7 @@ def main() -> None:
     section = (
         f"\n## Python API and pictures (bench_api.py)\n\n"
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-        f"- device: {cpu_name()}, 2 cores (shared with other jobs while measured), float32 on the CPU\n"
+        f"- device: {cpu_name()}, {os.cpu_count()} cores, float32 on the CPU; 1-min load average {os.getloadavg()[0]:.1f} at the end\n"
         f"- command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip() + "\n"
         f"- what: `Segmenter` calls on random {args.photo_size}-short-side photos (ViT-S-16, random weights, SCLIP "
         "protocol); drawing on a random photo with 32x32 label blocks.\n\n"
