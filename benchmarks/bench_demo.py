@@ -60,7 +60,7 @@ def main() -> None:
     section = (
         "\n## The offline demo (`make demo` = `llmseg demo run`)\n\n"
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"- device: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs while measured), float32 on the CPU, offline\n"
+        f"- device: {cpu_name()}, {os.cpu_count()} cores, float32 on the CPU, offline; 1-min load average {os.getloadavg()[0]:.1f} at the end\n"
         f"- command: `{command}` (runs `llmseg demo {' '.join(args[1:])}` twice)\n"
         f"- total wall time of `llmseg demo run`: {fresh:.1f} s from a fresh folder (writes the benchmark, "
         f"expands the shipped weights, stage one via the scripted server, 8 evaluations, pictures); {warm:.1f} s again\n"
