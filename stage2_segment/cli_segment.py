@@ -5,7 +5,9 @@ A thin shell over `stage2_segment.api.Segmenter` (the same code path as the Pyth
 `<stem>_overlay.png`, `<stem>_subclass.png` (with a label set) and `<stem>.json`, plus one
 `segment_run.json` (configuration, the method's full description, images done and failed). Problems with
 the whole run (class list, label set, model) stop before anything is written; a problem with one
-image is reported, that image gets no files, the others go on, and the exit code is 1.
+image is reported, that image gets no files, the others go on, and the exit code is 1. The run record
+is rewritten after every image: an interrupted run started again with the same settings skips the
+images already done (`--no-resume` redoes them).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def register(app: typer.Typer) -> None:
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL for --subclasses auto.", rich_help_panel=_L)] = None,
         api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.", rich_help_panel=_L)] = "OPENAI_API_KEY",
         k: Annotated[int, typer.Option(help="Subclasses per class for --subclasses auto.", rich_help_panel=_L)] = 5,
+        resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images a previous run with the same settings finished.")] = True,
         llm_cache: Annotated[Path | None, typer.Option(help="Stage-one answer cache (default OUT/subclasses.cache.jsonl).", rich_help_panel=_L)] = None,
         method: opts.Method = None,
         backbone: opts.Backbone = None,
@@ -138,20 +141,33 @@ def register(app: typer.Typer) -> None:
         code = run_segment(
             images, out, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
             subclasses=subclasses, backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-            k=k, llm_cache=llm_cache, device=device, config_fields=fields, fail=fail,
+            k=k, llm_cache=llm_cache, device=device, config_fields=fields, fail=fail, resume=resume,
         )
         raise typer.Exit(code)
 
 
+def _finished_images(out: Path, fingerprint: str) -> dict[str, str]:
+    """{stem: source path} of the images an earlier run into `out` finished with the same settings."""
+    path = out / f"{RUN_RECORD}.json"
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no earlier run, or a record we cannot trust: redo everything
+        return {}
+    if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
+        return {}
+    images = previous.get("images")
+    return {str(k): str(v) for k, v in images.items()} if isinstance(images, dict) else {}
+
+
 def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file, label_set, subclasses, backend,
                 model, base_url, api_key_env, k, llm_cache, device,
-                config_fields: dict[str, Any], fail) -> int:
+                config_fields: dict[str, Any], fail, resume: bool = True) -> int:
     """The body of `llmseg segment`; returns the exit code (0 all done, 1 some images failed)."""
     from pydantic import ValidationError
     from tqdm import tqdm
 
     from shared.datasets import DatasetError
-    from shared.io import atomic_write_json
+    from shared.io import atomic_write_json, stable_hash
     from shared.labelset import LabelSetError
 
     from .api import Segmenter, SegmentInputError, resolve_label_set
@@ -188,10 +204,31 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     except (SegmentInputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
 
-    # 2. one image at a time; a failure skips that image only
+    # 2. one image at a time; a failure skips that image only. The run record is rewritten after each
+    # image, so a rerun with the same settings (same fingerprint) skips what an interrupted run finished.
+    record: dict[str, Any] = {
+        "command": "llmseg segment",
+        "classes": names,
+        "dataset": spec.name if spec is not None else None,
+        "label_set": resolved.root if resolved is not None else None,
+        "label_set_source": "stage one (--subclasses auto)" if subclasses == "auto" else label_set,
+        "config": json.loads(config.model_dump_json()),
+        "method": method.describe(),
+    }
+    record["fingerprint"] = stable_hash(json.loads(json.dumps(record, default=str)))
+    finished = _finished_images(out, record["fingerprint"]) if resume else {}
     failures: list[tuple[Path, str]] = []
     owners: dict[str, Path] = {}
-    done = 0
+    done = skipped = 0
+
+    def save_record(complete: bool) -> None:
+        atomic_write_json(out / f"{RUN_RECORD}.json", {
+            **record,
+            "complete": complete,
+            "images": {stem: str(path) for stem, path in owners.items()},
+            "failed": {str(path): reason for path, reason in failures},
+        })
+
     for path in tqdm(paths, desc="segment", unit="img", disable=None):
         stem = path.stem
         if stem in owners:
@@ -199,6 +236,11 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             continue
         if stem in RESERVED_STEMS:
             failures.append((path, f"output name '{stem}' is reserved for the run's own files; rename the image"))
+            continue
+        if finished.get(stem) == str(path) and all((out / f"{stem}{suffix}").is_file() for suffix in (".png", ".json")):
+            owners[stem] = path
+            done += 1
+            skipped += 1
             continue
         try:
             output = segmenter(path, names, resolved, spec)
@@ -208,18 +250,10 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             continue
         owners[stem] = path
         done += 1
-    atomic_write_json(out / f"{RUN_RECORD}.json", {
-        "command": "llmseg segment",
-        "classes": names,
-        "dataset": spec.name if spec is not None else None,
-        "label_set": resolved.root if resolved is not None else None,
-        "label_set_source": "stage one (--subclasses auto)" if subclasses == "auto" else label_set,
-        "config": json.loads(config.model_dump_json()),
-        "method": method.describe(),
-        "images": {stem: str(path) for stem, path in owners.items()},
-        "failed": {str(path): reason for path, reason in failures},
-    })
-    typer.echo(f"segmented {done} of {len(paths)} images into {out}")
+        save_record(complete=False)
+    save_record(complete=True)
+    resumed = f" ({skipped} finished by an earlier run with the same settings)" if skipped else ""
+    typer.echo(f"segmented {done} of {len(paths)} images into {out}{resumed}")
     if failures:
         typer.secho(f"{len(failures)} image(s) failed:", err=True, fg=typer.colors.RED)
         for path, reason in failures:

@@ -267,3 +267,27 @@ def test_no_crf_and_reserved_names(app, simseg_files, photo_files, tmp_path):
     assert result.exit_code == 1 and "reserved" in result.output
     assert _outputs(out) == ["img0.json", "img0.png", "img0_overlay.png"]
     assert _record(out)["method"]["crf"] is False
+
+
+def test_rerun_skips_finished_images_only_with_the_same_settings(run, photo_files, tmp_path):
+    """An interrupted run (here: one that got two of three images) resumes; other settings redo everything."""
+    out = tmp_path / "out"
+    first = run(*map(str, photo_files[:2]), "--classes", "red thing, blue thing", "--out", str(out))
+    assert first.exit_code == 0, first.output
+    assert _record(out)["complete"] is True
+    stamps = {name: (out / name).stat().st_mtime_ns for name in _outputs(out)}
+
+    again = run(*map(str, photo_files), "--classes", "red thing, blue thing", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert "segmented 3 of 3 images" in again.output and "(2 finished by an earlier run" in again.output
+    assert all((out / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())  # not rewritten
+    assert (out / "img2.png").is_file() and set(_record(out)["images"]) == {"img0", "img1", "img2"}
+
+    other = run(*map(str, photo_files), "--classes", "red thing, green thing", "--out", str(out))
+    assert other.exit_code == 0 and "finished by an earlier run" not in other.output
+    assert (out / "img0.png").stat().st_mtime_ns != stamps["img0.png"]  # redone under the new settings
+    assert _record(out)["classes"][1] == "green thing"
+    assert json.loads((out / "img0.json").read_text())["classes"] == ["red thing", "green thing"]
+
+    redo = run(*map(str, photo_files), "--classes", "red thing, green thing", "--out", str(out), "--no-resume")
+    assert redo.exit_code == 0 and "finished by an earlier run" not in redo.output
