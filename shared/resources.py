@@ -24,6 +24,20 @@ def label_sets_dir() -> Path:
     return Path(env) if env else _package_dir("label_sets")
 
 
+def label_sets_output_dir() -> Path:
+    """Where new label sets go by default: the repository's `label_sets/` in a checkout.
+
+    With a regular install the bundled folder sits inside site-packages, which is no place for a
+    user's files: then `./label_sets/` under the working directory (`LLMSEG_LABEL_SETS` overrides both).
+    """
+    env = os.environ.get("LLMSEG_LABEL_SETS")
+    if env:
+        return Path(env)
+    bundled = _package_dir("label_sets")
+    installed = any(part in ("site-packages", "dist-packages") for part in bundled.resolve().parts)
+    return Path.cwd() / "label_sets" if installed or not os.access(bundled, os.W_OK) else bundled
+
+
 def prompts_dir() -> Path:
     """Folder holding the versioned prompt templates."""
     env = os.environ.get("LLMSEG_PROMPTS")

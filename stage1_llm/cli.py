@@ -112,7 +112,7 @@ def generate_command(
 ) -> None:
     from shared.datasets import DatasetError, get_dataset
     from shared.labelset import LabelSetError, load_label_set, save_label_set
-    from shared.resources import label_sets_dir
+    from shared.resources import label_sets_output_dir
 
     from .backends import BACKENDS
     from .backends.base import FatalBackendError
@@ -136,7 +136,7 @@ def generate_command(
         template = load_prompt(prompt)
     except (DatasetError, PromptError) as exc:
         raise _fail(str(exc)) from exc
-    out = out or label_sets_dir() / spec.name / f"top{k}.{model_slug(model)}.json"
+    out = out or label_sets_output_dir() / spec.name / f"top{k}.{model_slug(model)}.json"
     if out.suffix != ".json":
         raise _fail(f"--out must end in .json: {out}")
     if out.exists() and not force:
