@@ -29,11 +29,10 @@ class NameTable:
         return cls(names, owners, True)
 
     def slice_of(self, cls_index: int) -> slice:
-        start = self.owners.index(cls_index)
-        end = start
-        while end < len(self.owners) and self.owners[end] == cls_index:
-            end += 1
-        return slice(start, end)
+        """The contiguous block of names of one class (assembly's own grouping rule)."""
+        from ..assembly import class_slices
+
+        return class_slices(self.owners, self.owners[-1] + 1)[cls_index]
 
 
 def has_background(classes: Sequence[str], dataset_background: bool | None) -> bool:
