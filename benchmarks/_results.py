@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import platform
-import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def cpu_name() -> str:
-    """The CPU model as lscpu names it (benchmarks record the device they ran on)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        out = ""
-    for line in out.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    """The CPU model, as `metrics.json` records it (benchmarks record the device they ran on)."""
+    from stage2_segment.results import cpu_model
+
+    return cpu_model()
 
 
 def append_results(section: str) -> Path:

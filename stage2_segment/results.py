@@ -41,7 +41,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -53,7 +53,7 @@ def _cpu_model() -> str:
 
 
 def device_info(device: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device), "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "host": socket.gethostname()}
+    info: dict[str, Any] = {"device": str(device), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "host": socket.gethostname()}
     try:
         import torch
 
