@@ -111,15 +111,21 @@ def load_label_set(path: str | Path, classes: Sequence[str] | None = None) -> La
 
     Only errors stop loading; warnings (duplicates, underscores...) are what `llmseg validate` is for.
     """
-    raw = read_label_set_json(path)
+    return label_set_from_json(read_label_set_json(path), classes, source=str(path))
+
+
+def label_set_from_json(raw: Any, classes: Sequence[str] | None = None, *, source: str = "label set") -> LabelSet:
+    """Raw label-set JSON (a file's, or a dict from Python) -> LabelSet; with `classes`, its keys must
+    be exactly those classes in order. Errors name `source` and every offending class."""
     if classes is not None:
-        report = validate_label_set(raw, classes, source=str(path))
+        report = validate_label_set(raw, classes, source=source)
         if report.errors:
-            raise LabelSetError("\n".join(str(issue) for issue in report.errors))
+            problems = "; ".join(f"class '{i.cls}': {i.message}" if i.cls is not None else i.message for i in report.errors)
+            raise LabelSetError(f"{source} does not match the {len(classes)} classes: {problems}")
     try:
         return LabelSet.model_validate(raw)
-    except Exception as exc:  # pydantic.ValidationError: re-raise with the file named
-        raise LabelSetError(f"{path}: not a label set: {exc}") from exc
+    except Exception as exc:  # pydantic.ValidationError: re-raise with the source named
+        raise LabelSetError(f"{source}: not a label set: {exc}") from exc
 
 
 def load_meta(path: str | Path) -> LabelSetMeta | None:

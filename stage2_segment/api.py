@@ -21,7 +21,7 @@ import numpy as np
 
 from shared.datasets import DatasetSpec, get_dataset
 from shared.io import atomic_write_json, stable_hash
-from shared.labelset import LabelSet, LabelSetError, read_label_set_json, validate_label_set
+from shared.labelset import LabelSet, LabelSetError, label_set_from_json, read_label_set_json
 from shared.resources import resolve_label_set_path
 
 from .interface import MethodConfig, SegmentationMethod
@@ -87,14 +87,10 @@ def resolve_label_set(
         except LabelSetError as exc:
             raise SegmentInputError(str(exc)) from exc
         source = str(path)
-    report = validate_label_set(raw, list(classes), source=source)
-    if report.errors:
-        problems = "; ".join(f"class '{i.cls}': {i.message}" if i.cls is not None else i.message for i in report.errors)
-        raise SegmentInputError(f"{source} does not match the classes ({', '.join(classes)}): {problems}")
     try:
-        return LabelSet.model_validate(raw)
-    except Exception as exc:  # pydantic.ValidationError
-        raise SegmentInputError(f"{source}: not a label set: {exc}") from exc
+        return label_set_from_json(raw, list(classes), source=source)
+    except LabelSetError as exc:
+        raise SegmentInputError(str(exc)) from exc
 
 
 def _float_to_uint8(array: np.ndarray, what: str) -> np.ndarray:
