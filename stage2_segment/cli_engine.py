@@ -55,19 +55,6 @@ def default_run_name(config: Any) -> str:
     return "-".join(parts)
 
 
-def _import_build_method():
-    """`stage2_segment.methods.build_method`, or a clear exit if the methods are not built yet."""
-    try:
-        from .methods import build_method
-    except ImportError as exc:
-        missing_module = isinstance(exc, ModuleNotFoundError) and exc.name == f"{__package__}.methods"
-        missing_name = not isinstance(exc, ModuleNotFoundError) and getattr(exc, "name", None) == "build_method"
-        if missing_module or missing_name:
-            raise _fail("the segmentation methods (stage2_segment.methods.build_method) are not built yet") from exc
-        raise
-    return build_method
-
-
 def _summary_line(report: dict, out: Path) -> str:
     def fmt(value):
         return "-" if value is None else f"{value:.2f}"
@@ -217,8 +204,8 @@ def register(app: typer.Typer) -> None:
             config = MethodConfig(**given)
         except ValidationError as exc:
             raise _fail(f"invalid method settings: {exc}") from exc
-        build_method = _import_build_method()
         from .data.readers import DataError
+        from .methods import build_method
         from .runner import RunConfig, RunError, evaluate
 
         run_cfg = RunConfig(

@@ -10,24 +10,15 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from stage2_segment.cli_segment import register
 from stage2_segment.palettes import palette_for, voc_palette
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    """The root app when stage two mounts `segment` there, else a root with only this command."""
+    """The `llmseg` root app, where stage two mounts `segment`."""
     from shared.cli import app as root
 
-    if any(getattr(c, "name", None) == "segment" for c in root.registered_commands):
-        return root
-    local = typer.Typer()
-    register(local)
-
-    @local.command("noop")  # a second command keeps typer from collapsing the app into `segment`
-    def _noop() -> None: ...
-
-    return local
+    return root
 
 
 @pytest.fixture

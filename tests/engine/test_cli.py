@@ -115,12 +115,6 @@ def test_evaluate_cli_end_to_end_with_a_tiny_model(tmp_path):
     assert len(list((out / "pred").glob("*.png"))) == 2
 
 
-def test_optional_command_modules_only_skip_when_the_module_itself_is_missing():
-    from stage2_segment.cli import _is_missing
-
-    assert _is_missing(ModuleNotFoundError(name="stage2_segment.demo"), "stage2_segment.demo.cli")
-    assert _is_missing(ModuleNotFoundError(name="stage2_segment.demo.cli"), "stage2_segment.demo.cli")
-    assert not _is_missing(ModuleNotFoundError(name="cv2"), "stage2_segment.demo.cli")  # a dependency: surface it
-    assert not _is_missing(ModuleNotFoundError(name="stage2_segment.other"), "stage2_segment.demo.cli")
+def test_stage_two_commands_are_mounted():
     names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
-    assert {"evaluate", "score", "data", "segment"} <= names
+    assert {"evaluate", "score", "data", "segment", "demo"} <= names
