@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(args: list[str]) -> tuple[float, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "llmseg.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)

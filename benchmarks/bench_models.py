@@ -45,8 +45,8 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from stage2_segment.interface import MethodConfig
-    from stage2_segment.methods import build_method
+    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.methods import build_method
 
     torch.manual_seed(0)
     config = MethodConfig(method="dense", backbone=f"openclip:{args.arch}", preset="sclip", templates=args.templates,

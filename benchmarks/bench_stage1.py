@@ -4,7 +4,7 @@
     python benchmarks/bench_stage1.py --concurrency 16 --classes 40 --no-record
 
 Measures the wall time of `generate_label_set` (the real openai SDK over HTTP to
-`stage1_llm.testing.server`, JSON parsing, normalisation, the fsync'ed cache log, validation)
+`llmseg.stage1.testing.server`, JSON parsing, normalisation, the fsync'ed cache log, validation)
 and compares it with the ideal ceil(N / concurrency) x latency. Appends a section to
 benchmarks/RESULTS.md unless --no-record.
 """
@@ -26,9 +26,9 @@ if str(ROOT) not in sys.path:
 
 from _results import append_results, cpu_name  # noqa: E402
 
-from shared.datasets import get_dataset  # noqa: E402
-from stage1_llm.generate import generate_label_set  # noqa: E402
-from stage1_llm.testing.server import ScriptedLLMServer  # noqa: E402
+from llmseg.datasets import get_dataset  # noqa: E402
+from llmseg.stage1.generate import generate_label_set  # noqa: E402
+from llmseg.stage1.testing.server import ScriptedLLMServer  # noqa: E402
 
 
 def run_once(classes: list[str], concurrency: int, latency: float, k: int, folder: Path) -> dict:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- device: {cpu_name()}, 2 cores (no GPU used)\n"
             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
             f"- command: `{command}`\n"
-            f"- what: `generate_label_set` with K={args.k}, the real openai SDK over HTTP to `stage1_llm.testing.server`, "
+            f"- what: `generate_label_set` with K={args.k}, the real openai SDK over HTTP to `llmseg.stage1.testing.server`, "
             "json_schema structured output, parsing, normalisation, the fsync'ed jsonl cache and validation; "
             "ideal = ceil(classes / concurrency) x latency\n\n"
             f"{table}\n"

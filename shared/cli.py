@@ -96,8 +96,8 @@ def validate_command(
 
 
 def _mount_stages() -> None:
-    from stage1_llm.cli import register as register_stage1
-    from stage2_segment.cli import register as register_stage2
+    from llmseg.stage1.cli import register as register_stage1
+    from llmseg.stage2.cli import register as register_stage2
 
     register_stage1(app)
     register_stage2(app)

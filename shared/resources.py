@@ -21,7 +21,7 @@ def _package_dir(package: str) -> Path:
 def label_sets_dir() -> Path:
     """Folder holding `<dataset>/classes.txt` and the label sets."""
     env = os.environ.get("LLMSEG_LABEL_SETS")
-    return Path(env) if env else _package_dir("label_sets")
+    return Path(env) if env else _package_dir("llmseg.label_sets")
 
 
 def label_sets_output_dir() -> Path:
@@ -33,7 +33,7 @@ def label_sets_output_dir() -> Path:
     env = os.environ.get("LLMSEG_LABEL_SETS")
     if env:
         return Path(env)
-    bundled = _package_dir("label_sets")
+    bundled = _package_dir("llmseg.label_sets")
     installed = any(part in ("site-packages", "dist-packages") for part in bundled.resolve().parts)
     return Path.cwd() / "label_sets" if installed or not os.access(bundled, os.W_OK) else bundled
 
@@ -41,7 +41,7 @@ def label_sets_output_dir() -> Path:
 def prompts_dir() -> Path:
     """Folder holding the versioned prompt templates."""
     env = os.environ.get("LLMSEG_PROMPTS")
-    return Path(env) if env else _package_dir("prompts")
+    return Path(env) if env else _package_dir("llmseg.prompts")
 
 
 def resolve_label_set_path(path: str | os.PathLike) -> Path:

@@ -1,6 +1,6 @@
 """The append-only request/answer log that makes stage one resumable, even after SIGKILL.
 
-Every answer is one JSON line appended and fsync'ed (`shared.io.append_jsonl`) before it is
+Every answer is one JSON line appended and fsync'ed (`llmseg.io.append_jsonl`) before it is
 used, keyed by `request_key(...)`: a hash of backend, model, prompt sha256, the rendered
 messages, the response schema and the sampling settings. Asking the same thing again finds
 the answer here instead of the server. Failed requests are logged too (`kind: "error"`),
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shared.io import append_jsonl, read_jsonl, stable_hash
+from llmseg.io import append_jsonl, read_jsonl, stable_hash
 
 CACHE_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""`llmseg subclasses`: stage one's commands, a thin layer over `stage1_llm.generate`.
+"""`llmseg subclasses`: stage one's commands, a thin layer over `llmseg.stage1.generate`.
 
     llmseg subclasses DATASET [OPTIONS]        generate (the default sub-command: `generate` may be omitted)
     llmseg subclasses diff A.json B.json       compare two label sets class by class
@@ -110,9 +110,9 @@ def generate_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backoff_base: Annotated[float, typer.Option(hidden=True, help="Seconds of the first retry backoff.")] = 1.0,
 ) -> None:
-    from shared.datasets import DatasetError, get_dataset
-    from shared.labelset import LabelSetError, load_label_set, save_label_set
-    from shared.resources import label_sets_output_dir
+    from llmseg.datasets import DatasetError, get_dataset
+    from llmseg.labelset import LabelSetError, load_label_set, save_label_set
+    from llmseg.resources import label_sets_output_dir
 
     from .backends import BACKENDS
     from .backends.base import FatalBackendError
@@ -226,8 +226,8 @@ def diff_command(
     """
     import json
 
-    from shared.labelset import LabelSetError, read_label_set_json
-    from shared.resources import resolve_label_set_path
+    from llmseg.labelset import LabelSetError, read_label_set_json
+    from llmseg.resources import resolve_label_set_path
 
     from .diff import diff_label_sets, format_diff
 

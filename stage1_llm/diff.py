@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.labelset import normalize_subclass
+from llmseg.labelset import normalize_subclass
 
 
 @dataclass

@@ -6,10 +6,10 @@ Per class (classes run in parallel, `concurrency` at a time, with an optional cl
 requests-per-minute limit):
 
 1. render the prompt template into chat messages;
-2. look the request up in the cache (`stage1_llm.cache`); otherwise send it, retrying 429,
+2. look the request up in the cache (`llmseg.stage1.cache`); otherwise send it, retrying 429,
    5xx, timeouts and connection errors with exponential backoff and jitter, honouring
    `Retry-After` (up to `max_retries` retries per request);
-3. parse and normalise the answer (`stage1_llm.parse`); if it does not give exactly K clean
+3. parse and normalise the answer (`llmseg.stage1.parse`); if it does not give exactly K clean
    subclasses, append the answer and a "repair" turn saying what was wrong and ask again
    (up to `max_retries` re-asks). Entries are never invented, padded or cut.
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.labelset import LabelSet, LabelSetMeta, validate_label_set
+from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 
 from .backends import Backend, Sampling, make_backend
 from .backends.base import BackendError, StructuredOutputUnsupported
@@ -362,7 +362,7 @@ def generate_label_set(
     backend/model: `"openai"` (any OpenAI-compatible server: `base_url`, `api_key` or the env var
     named by `api_key_env`; a placeholder key for local servers) or `"hf"` (a hub id or local
     folder; `device`, `dtype`). `backend_instance` reuses an already built backend.
-    prompt: a bundled template id or a `.md` file (see `stage1_llm.prompts`).
+    prompt: a bundled template id or a `.md` file (see `llmseg.stage1.prompts`).
     max_retries: per request for transport errors, and per class for unusable answers.
     cache_path: the jsonlines log that makes reruns resume; None keeps answers in memory only.
     refresh: ignore cached answers (new ones are still logged).

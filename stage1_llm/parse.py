@@ -3,7 +3,7 @@
 Accepted shapes: `{"subclasses": [...]}`, any object with exactly one list value, or a bare
 list; as the whole answer, inside a ``` fence, or embedded in prose. `<think>` blocks of
 reasoning models are ignored. Entries are normalised with the label-set rules
-(`shared.labelset.normalize_subclass`); empty entries, duplicates and names of other classes
+(`llmseg.labelset.normalize_subclass`); empty entries, duplicates and names of other classes
 are dropped. A list that does not then hold exactly K entries is unusable: the caller asks
 again, it never pads or trims.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.labelset import normalize_subclass
+from llmseg.labelset import normalize_subclass
 
 MAX_ENTRY_CHARS = 80  # longer than this is a sentence, not a name
 

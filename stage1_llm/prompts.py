@@ -21,7 +21,7 @@ so literal braces (a JSON example) need no escaping. The template's sha256 (of t
 bytes) goes into every cache key and into the label set's provenance.
 
 The bundled templates end their user turn with the lines `Class: <name>` and
-`Number of subtypes: <k>`; the scripted test server (`stage1_llm.testing.server`) finds the
+`Number of subtypes: <k>`; the scripted test server (`llmseg.stage1.testing.server`) finds the
 class a request is about from that line. Keep them in your own templates if you want to
 use that server with them.
 """
@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.io import sha256_bytes
-from shared.resources import prompts_dir
+from llmseg.io import sha256_bytes
+from llmseg.resources import prompts_dir
 
 DEFAULT_PROMPT = "subclasses.visual.v1"
 VARIABLES = ("class_name", "k", "domain", "other_classes")

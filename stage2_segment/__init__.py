@@ -6,9 +6,9 @@ __all__ = ["Segmenter", "SegmentationOutput"]
 
 
 def __getattr__(name: str):
-    """`from stage2_segment import Segmenter` without importing the API (and its dependencies) eagerly."""
+    """`from llmseg.stage2 import Segmenter` without importing the API (and its dependencies) eagerly."""
     if name in __all__:
         from . import api
 
         return getattr(api, name)
-    raise AttributeError(f"module 'stage2_segment' has no attribute '{name}'")
+    raise AttributeError(f"module 'llmseg.stage2' has no attribute '{name}'")

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.datasets import DatasetSpec, get_dataset
-from shared.io import atomic_write_json, stable_hash
-from shared.labelset import LabelSet, LabelSetError, label_set_from_json, read_label_set_json
-from shared.resources import resolve_label_set_path
+from llmseg.datasets import DatasetSpec, get_dataset
+from llmseg.io import atomic_write_json, stable_hash
+from llmseg.labelset import LabelSet, LabelSetError, label_set_from_json, read_label_set_json
+from llmseg.resources import resolve_label_set_path
 
 from .interface import MethodConfig, SegmentationMethod
 from .palettes import palette_for

@@ -29,7 +29,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _spec(dataset: str, classes_file: Path | None):
-    from shared.datasets import DatasetError, get_dataset
+    from llmseg.datasets import DatasetError, get_dataset
 
     try:
         return get_dataset(dataset, classes_file=classes_file)
@@ -186,8 +186,8 @@ def register(app: typer.Typer) -> None:
         """Evaluate a method on a benchmark: mIoU / mAcc / aAcc as MMSegmentation computes them."""
         from pydantic import ValidationError
 
-        from shared.datasets import DatasetError
-        from shared.labelset import LabelSetError
+        from llmseg.datasets import DatasetError
+        from llmseg.labelset import LabelSetError
 
         from .interface import MethodConfig
 

@@ -24,7 +24,7 @@ Pretrained = Annotated[str | None, _opt("open_clip weights tag or local weights 
 Checkpoint = Annotated[str | None, _opt("SimSeg checkpoint (.pth).")]
 TextTokenizer = Annotated[str | None, _opt("SimSeg text tokenizer (HF id or folder).")]
 DenseMode = Annotated[str | None, _opt("vanilla | maskclip | sclip | clearclip | naclip.")]
-Preset = Annotated[str | None, _opt("sclip | clearclip | naclip: every number of that paper for the dataset.")]
+Preset = Annotated[str | None, _opt("sclip | clearclip | naclip | a preset JSON file: every number of that paper for the dataset.")]
 LabelSetPath = Annotated[str | None, _opt("Label-set JSON {class: [subclasses]}; none = class names only.")]
 Assembly = Annotated[str | None, _opt("none | max | mean | softmax | chils.")]
 IncludeClassName = Annotated[

@@ -1,6 +1,6 @@
 """`llmseg segment`: run a method on your own images with your own class names.
 
-A thin shell over `stage2_segment.api.Segmenter` (the same code path as the Python API and
+A thin shell over `llmseg.stage2.api.Segmenter` (the same code path as the Python API and
 `evaluate`). Per image it writes, atomically, `<stem>.png` (palette label map),
 `<stem>_overlay.png`, `<stem>_subclass.png` (with a label set) and `<stem>.json`, plus one
 `segment_run.json` (configuration, the method's full description, images done and failed). Problems with
@@ -43,7 +43,7 @@ def _expand_images(images: list[Path]) -> list[Path]:
 
 def _read_classes(classes: str | None, dataset: str | None, classes_file: Path | None):
     """(class names, DatasetSpec or None) from --classes / --dataset / --classes-file."""
-    from shared.datasets import get_dataset, read_classes_file
+    from llmseg.datasets import get_dataset, read_classes_file
 
     from .api import parse_classes
 
@@ -65,8 +65,8 @@ def _auto_label_set(classes: list[str], out: Path, *, backend: str, model: str, 
 
     The answers are logged in `cache` (default OUT/subclasses.cache.jsonl), so a rerun asks nothing again.
     """
-    from shared.labelset import save_label_set
-    from stage1_llm.generate import generate_label_set
+    from llmseg.labelset import save_label_set
+    from llmseg.stage1.generate import generate_label_set
 
     label_set, meta = generate_label_set(
         classes,
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
         text_cache_dir: opts.TextCacheDir = None,
     ) -> None:
         """Segment your own images: label map, overlay with legend, subclass map and a JSON summary per image."""
-        from shared.cli import fail
+        from llmseg.cli import fail
 
         fields = opts.method_fields(
             method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, preset=preset,
@@ -166,9 +166,9 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from shared.datasets import DatasetError
-    from shared.io import atomic_write_json, stable_hash
-    from shared.labelset import LabelSetError
+    from llmseg.datasets import DatasetError
+    from llmseg.io import atomic_write_json, stable_hash
+    from llmseg.labelset import LabelSetError
 
     from .api import Segmenter, SegmentInputError, resolve_label_set
     from .data import DataError

@@ -1,6 +1,6 @@
 """torchrun support for `evaluate`: disjoint shards per rank, summed confusion matrices, rank 0 writes.
 
-`torchrun --nproc_per_node N -m shared.cli evaluate ...` (or `torchrun $(which llmseg) evaluate ...`)
+`torchrun --nproc_per_node N -m llmseg.cli evaluate ...` (or `torchrun $(which llmseg) evaluate ...`)
 sets RANK / WORLD_SIZE / LOCAL_RANK; `init_distributed` then joins the process group (NCCL for
 CUDA devices, gloo otherwise). Without those variables everything runs single-process.
 """

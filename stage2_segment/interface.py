@@ -4,7 +4,7 @@ Data flows one way: images -> `SegmentationMethod.forward` (device work, batched
 `PendingResult.finish` (CPU-only post-processing: CRF, closing, resizes; picklable, so the
 runner can run it in a process pool while the device takes the next batch) -> `SegResult`
 -> metric / pictures. The CLI, the Python API (`Segmenter`) and `evaluate` all build a
-method from one `MethodConfig` through `stage2_segment.methods.build_method`.
+method from one `MethodConfig` through `llmseg.stage2.methods.build_method`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class SegmentationMethod(Protocol):
 MethodName = Literal["dense", "llm-supervision"]
 DenseMode = Literal["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
 Assembly = Literal["none", "max", "mean", "softmax", "chils"]
-Preset = Literal["sclip", "clearclip", "naclip"]
 
 
 class MethodConfig(BaseModel):
@@ -77,7 +76,7 @@ class MethodConfig(BaseModel):
     checkpoint: str | None = None  # SimSeg checkpoint (.pth)
     text_tokenizer: str | None = None  # SimSeg: HF tokenizer id or local folder (default bert-base-uncased)
     dense_mode: DenseMode | None = None
-    preset: Preset | None = None
+    preset: str | None = None  # a bundled preset name (sclip, clearclip, naclip) or a preset file path
     label_set: str | None = None  # path to a label-set JSON; None = class names only
     assembly: Assembly | None = None  # default: "max" for dense with a label set, "softmax" for llm-supervision
     include_class_name: bool = False

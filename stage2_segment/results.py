@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.io import atomic_write_json, atomic_write_text, sha256_file
+from llmseg.io import atomic_write_json, atomic_write_text, sha256_file
 
 from .palettes import voc_palette
 from .visualize import overlay, save_image, save_label_png
@@ -92,7 +92,7 @@ def _label_set_fingerprint(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     try:
-        from shared.resources import resolve_label_set_path
+        from llmseg.resources import resolve_label_set_path
 
         path = str(resolve_label_set_path(path))
     except Exception:  # noqa: BLE001 - an unresolvable path is still recorded as given

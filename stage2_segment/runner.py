@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.datasets import DatasetSpec
-from shared.io import atomic_write_json, stable_hash
+from llmseg.datasets import DatasetSpec
+from llmseg.io import atomic_write_json, stable_hash
 
 from . import distributed
 from .data.readers import BenchmarkDataset, DataError, SampleRef, list_samples, load_label

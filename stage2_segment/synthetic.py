@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.datasets import BENCHMARKS, DatasetError
-from shared.io import atomic_path
+from llmseg.datasets import BENCHMARKS, DatasetError
+from llmseg.io import atomic_path
 
 from .data.convert import coco_object_table, coco_stuff_table
 from .palettes import voc_palette

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.io import atomic_write_bytes, stable_hash
-from shared.templates import load_templates
+from llmseg.io import atomic_write_bytes, stable_hash
+from llmseg.templates import load_templates
 
 from .backbones.base import Backbone
 

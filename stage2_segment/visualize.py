@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from shared.io import atomic_path
+from llmseg.io import atomic_path
 
 from .palettes import full_palette, palette_for
 

@@ -1,10 +1,10 @@
 """Draw the README pictures: `python docs/images/make_overlay.py` -> docs/images/{overlay,segment_demo}.png.
 
 - overlay.png: a procedurally generated street scene (sky, hills, trees, a house, a road, a car,
-  grass) and its exact class masks, drawn by the project's own `stage2_segment.visualize.overlay`
+  grass) and its exact class masks, drawn by the project's own `llmseg.stage2.visualize.overlay`
   (blend, boundaries, legend with area shares).
 - segment_demo.png: a real segmentation, exactly what `llmseg segment` writes: a scene of the
-  offline demo world segmented by the shipped demo CLIP through `stage2_segment.Segmenter` with
+  offline demo world segmented by the shipped demo CLIP through `llmseg.stage2.Segmenter` with
   the demo's subclass label set (class overlay | subclass overlay).
 Both inputs are pure functions of their seeds, so the PNGs are reproducible.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stage2_segment.visualize import overlay, save_image
+from llmseg.stage2.visualize import overlay, save_image
 
 CLASSES = ["sky", "hill", "tree", "house", "road", "car", "grass"]
 HERE = Path(__file__).resolve().parent
@@ -95,11 +95,11 @@ def demo_segmentation(index: int = 5, size: int = 256) -> Image.Image:
     import tempfile
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from stage2_segment import Segmenter
-    from stage2_segment.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
-    from stage2_segment.demo.generator import COLOURS, render_scene
-    from stage2_segment.demo.run import DEMO_COLOURS, LOGIT_SCALE, TEMPLATES
-    from stage2_segment.demo.train import WEIGHTS_PATH, materialize, model_input_size, register_model_config
+    from llmseg.stage2 import Segmenter
+    from llmseg.stage2.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
+    from llmseg.stage2.demo.generator import COLOURS, render_scene
+    from llmseg.stage2.demo.run import DEMO_COLOURS, LOGIT_SCALE, TEMPLATES
+    from llmseg.stage2.demo.train import WEIGHTS_PATH, materialize, model_input_size, register_model_config
 
     name = register_model_config()
     side = model_input_size(name)
@@ -114,7 +114,7 @@ def demo_segmentation(index: int = 5, size: int = 256) -> Image.Image:
     greys = {"grey noise": (150, 150, 150), "beige paper": (225, 205, 160), "dark grid": (60, 60, 60)}
     sub_palette = np.array([COLOURS[n][0] if n in COLOURS else greys.get(n, (255, 255, 255)) for n in result.subclass_names],
                            np.uint8)
-    from stage2_segment.visualize import subclass_overlay
+    from llmseg.stage2.visualize import subclass_overlay
 
     sub = subclass_overlay(result.image, result.subclass, result.subclass_names, result.subclass_owners, result.classes,
                            palette=sub_palette)

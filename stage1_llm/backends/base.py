@@ -1,7 +1,7 @@
 """The one small interface every stage-one backend implements, and the errors it may raise.
 
 A backend turns chat messages (plus an optional JSON schema) into answer text and metadata.
-It never retries: the generation loop (`stage1_llm.generate`) owns retries, backoff, rate
+It never retries: the generation loop (`llmseg.stage1.generate`) owns retries, backoff, rate
 limits and the cache, so that the policy is the same for every backend and testable.
 """
 

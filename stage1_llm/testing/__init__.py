@@ -1,7 +1,7 @@
 """Test doubles shipped with the package, reused by tests, benchmarks and the offline demo.
 
 `ScriptedLLMServer` is an OpenAI-compatible chat-completions server on 127.0.0.1 whose answers
-are scripted per class (see `stage1_llm.testing.server` for how requests are matched to classes).
+are scripted per class (see `llmseg.stage1.testing.server` for how requests are matched to classes).
 """
 
 from .server import (

@@ -1,6 +1,6 @@
 """A scripted OpenAI-compatible chat-completions server, for tests, benchmarks and the offline demo.
 
-    from stage1_llm.testing.server import ScriptedLLMServer, valid, prose, raw, http_error, rate_limited
+    from llmseg.stage1.testing.server import ScriptedLLMServer, valid, prose, raw, http_error, rate_limited
 
     with ScriptedLLMServer(scripts={"cat": [rate_limited(0.05), raw("not json"), valid([...])]}) as server:
         generate_label_set(classes, backend="openai", model="scripted", base_url=server.base_url)

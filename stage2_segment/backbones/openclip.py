@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from shared.io import sha256_file
+from llmseg.io import sha256_file
 
 from .base import Backbone, BackboneError
 from .dense_block import DenseLastBlock
@@ -107,7 +107,7 @@ class OpenClipBackbone(Backbone):
             if local and (str(pretrained).endswith(".pt") or "weights_only" in str(exc) or "TorchScript" in str(exc)):
                 hint = (
                     "; if this is an OpenAI TorchScript archive, convert it once with "
-                    "stage2_segment.backbones.openclip.convert_torchscript_checkpoint(src, 'dst.safetensors')"
+                    "llmseg.stage2.backbones.openclip.convert_torchscript_checkpoint(src, 'dst.safetensors')"
                 )
             raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}{hint}") from exc
         model.eval()
@@ -248,7 +248,7 @@ def convert_torchscript_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    from shared.io import atomic_path
+    from llmseg.io import atomic_path
 
     archive = torch.jit.load(str(src), map_location="cpu")
     # OpenAI's archives carry these as tensors; scripted open_clip models also save the causal mask

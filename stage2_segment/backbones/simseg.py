@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.io import sha256_file
+from llmseg.io import sha256_file
 
 from .base import Backbone, BackboneError
 from .openclip import resize_pos_embed

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.datasets import DatasetSpec
+from llmseg.datasets import DatasetSpec
 
 from .pool import parallel_map
 from .readers import DataError, SampleRef, list_samples, load_image, load_label

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.io import atomic_path
+from llmseg.io import atomic_path
 
 from .pool import parallel_map
 from .readers import DataError

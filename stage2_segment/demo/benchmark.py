@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.datasets import BENCHMARKS, DatasetSpec
-from shared.io import atomic_path, atomic_write_json, atomic_write_text
+from llmseg.datasets import BENCHMARKS, DatasetSpec
+from llmseg.io import atomic_path, atomic_write_json, atomic_write_text
 
 from .generator import BACKGROUNDS, COLOURS, FAMILIES, RENDER_SIZE, boundary, family_labels, render_scene
 
@@ -44,7 +44,7 @@ def curated_subclasses() -> dict[str, list[str]]:
 
 def write_curated_label_set(path: str | Path = CURATED_LABEL_SET) -> Path:
     """(Re)write the shipped curated label set and its sidecar (generator 'curated')."""
-    from shared.labelset import LabelSetMeta, save_label_set
+    from llmseg.labelset import LabelSetMeta, save_label_set
 
     subclasses = curated_subclasses()
     meta = LabelSetMeta(
@@ -81,8 +81,8 @@ def write_benchmark(
     from PIL import Image
     from tqdm import tqdm
 
-    from stage2_segment.palettes import voc_palette
-    from stage2_segment.visualize import save_label_png
+    from llmseg.stage2.palettes import voc_palette
+    from llmseg.stage2.visualize import save_label_png
 
     spec = demo_spec()
     layout = spec.layout

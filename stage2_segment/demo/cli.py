@@ -62,8 +62,8 @@ def run_command(
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
 ) -> None:
     """Benchmark -> demo CLIP -> stage one (scripted server, offline) -> stage two -> mIoU table."""
-    from shared.datasets import DatasetError
-    from shared.labelset import LabelSetError
+    from llmseg.datasets import DatasetError
+    from llmseg.labelset import LabelSetError
 
     from .run import DEFAULT_IMAGES, QUICK_IMAGES, run_demo
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.io import atomic_write_json, atomic_write_text
+from llmseg.io import atomic_write_json, atomic_write_text
 
 from .benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec, write_benchmark
 from .train import MODEL_NAME, WEIGHTS_PATH, TrainConfig, materialize, model_input_size, register_model_config
@@ -98,9 +98,9 @@ def scripted_label_set(out: Path, progress: bool = False) -> Path:
     """Stage one, offline: `generate_label_set` against the scripted server answering the curated names."""
     import json
 
-    from shared.labelset import save_label_set
-    from stage1_llm.generate import generate_label_set
-    from stage1_llm.testing.server import ScriptedLLMServer
+    from llmseg.labelset import save_label_set
+    from llmseg.stage1.generate import generate_label_set
+    from llmseg.stage1.testing.server import ScriptedLLMServer
 
     spec = demo_spec()
     curated = json.loads(CURATED_LABEL_SET.read_text(encoding="utf-8"))
@@ -130,7 +130,7 @@ def scripted_label_set(out: Path, progress: bool = False) -> Path:
             progress=progress,
         )
     meta.notes = (
-        "offline demo: answers came from stage1_llm.testing.server.ScriptedLLMServer scripted with the "
+        "offline demo: answers came from llmseg.stage1.testing.server.ScriptedLLMServer scripted with the "
         f"curated demo label set ({CURATED_LABEL_SET.name}); no real LLM was asked"
     )
     extra = meta.model_extra if meta.model_extra is not None else {}
@@ -140,7 +140,7 @@ def scripted_label_set(out: Path, progress: bool = False) -> Path:
 
 
 def method_config(run: RunSpec, pretrained: Path, label_set: Path | None, device: str = "cpu"):
-    from stage2_segment.interface import MethodConfig
+    from llmseg.stage2.interface import MethodConfig
 
     common = dict(
         method=run.method,
@@ -169,10 +169,10 @@ def compare_pictures(
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from stage2_segment.data.readers import list_samples, load_image, load_label
-    from stage2_segment.palettes import palette_for
-    from stage2_segment.results import prediction_path
-    from stage2_segment.visualize import legend_font, overlay, save_image
+    from llmseg.stage2.data.readers import list_samples, load_image, load_label
+    from llmseg.stage2.palettes import palette_for
+    from llmseg.stage2.results import prediction_path
+    from llmseg.stage2.visualize import legend_font, overlay, save_image
 
     colours = np.array(DEMO_COLOURS, np.uint8) if len(spec.classes) == len(DEMO_COLOURS) else palette_for(list(spec.classes))
     written = []
@@ -216,7 +216,7 @@ def _quiet_load(config, load_backbone):
     """
     import logging
 
-    logger = logging.getLogger("stage2_segment.backbones.openclip")
+    logger = logging.getLogger("llmseg.stage2.backbones.openclip")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
@@ -248,8 +248,8 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """Everything `make demo` does; returns the rows and writes `out/summary.json` and `out/table.txt`."""
-    from stage2_segment.methods import build_method, load_backbone
-    from stage2_segment.runner import RunConfig, evaluate
+    from llmseg.stage2.methods import build_method, load_backbone
+    from llmseg.stage2.runner import RunConfig, evaluate
 
     started = time.perf_counter()
     out = Path(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.io import atomic_path, sha256_file
+from llmseg.io import atomic_path, sha256_file
 
 from .generator import caption, region_captions, render_scene
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.io import sha256_file, sha256_text, stable_hash
-from shared.labelset import LabelSet, load_label_set
+from llmseg.io import sha256_file, sha256_text, stable_hash
+from llmseg.labelset import LabelSet, load_label_set
 
 from ..backbones.base import Backbone, BackboneError
 from ..interface import MethodConfig, SegmentationMethod
@@ -22,13 +22,13 @@ from .presets import (
     DEFAULT_PRESET,
     DENSE_KEYS,
     METHOD_TEMPLATES,
-    PRESETS,
     TOP_CLS_NUM,
     TOP_CLS_NUM_DEFAULT,
+    load_preset,
     preset_settings,
 )
 
-__all__ = ["build_method", "load_backbone", "resolve_dense_mode", "resolve_dense_settings", "PRESETS"]
+__all__ = ["build_method", "load_backbone", "resolve_dense_mode", "resolve_dense_settings"]
 
 
 def resolve_dense_mode(config: MethodConfig) -> str:
@@ -36,7 +36,7 @@ def resolve_dense_mode(config: MethodConfig) -> str:
     if config.dense_mode:
         return config.dense_mode
     preset = config.preset or (DEFAULT_PRESET if config.method == "dense" else None)
-    return PRESETS[preset]["default"]["dense_mode"] if preset else "vanilla"
+    return load_preset(preset).default.get("dense_mode", "vanilla") if preset else "vanilla"
 
 
 def load_backbone(config: MethodConfig) -> Backbone:
@@ -76,7 +76,7 @@ def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[st
 def _dataset_background(dataset: str | None) -> bool | None:
     if dataset is None:
         return None
-    from shared.datasets import BENCHMARKS
+    from llmseg.datasets import BENCHMARKS
 
     facts = BENCHMARKS.get(dataset)
     return None if facts is None else bool(facts.get("background_is_zero", False))
@@ -117,7 +117,7 @@ def build_method(
         raise ValueError(f"--dense-mode {config.dense_mode} applies to openclip backbones only")
 
     templates = config.templates or METHOD_TEMPLATES[config.method]
-    from shared.templates import load_templates
+    from llmseg.templates import load_templates
 
     template_list = load_templates(templates)
     text = text_embeddings(backbone, names.names, template_list, cache_dir=config.text_cache_dir)

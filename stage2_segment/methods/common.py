@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.labelset import LabelSet
+from llmseg.labelset import LabelSet
 
 
 @dataclass(frozen=True)

@@ -1,55 +1,27 @@
-"""Per-paper, per-dataset settings of the dense protocol, as data (protocols.md section 2).
+"""Per-paper, per-dataset settings of the dense protocol, as data files (docs/methods.md).
 
-`PRESETS[name]["default"]` holds the paper's general numbers, `PRESETS[name]["datasets"][ds]` the
-overrides for one benchmark. `crop = 0` means the whole resized image in one pass (NACLIP on VOC).
-`prob_thd` / `area_thd` only act on datasets whose class 0 is background.
+A preset is a JSON file: `default` holds the paper's general numbers, `datasets[ds]` the overrides
+for one benchmark. The bundled ones live in `preset_files/<name>.json`; `--preset PATH` takes a
+user's file of the same shape (for example one written by a tuning run). `crop = 0` means the
+whole resized image in one pass (NACLIP on VOC). `prob_thd` / `area_thd` only act on datasets
+whose class 0 is background.
 """
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-DENSE_KEYS = ("dense_mode", "short_side", "crop", "stride", "logit_scale", "prob_thd", "area_thd", "pamr")
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "sclip": {
-        "paper": "SCLIP (Wang et al., ECCV 2024)",
-        "default": dict(
-            dense_mode="sclip", short_side=336, crop=224, stride=112, logit_scale=40.0, prob_thd=0.1, area_thd=None, pamr=False
-        ),
-        "datasets": {
-            "pascal_voc": dict(logit_scale=65.0, prob_thd=0.1, area_thd=0.1),
-            "pascal_context": dict(logit_scale=50.0, prob_thd=0.1),
-            "coco_object": dict(logit_scale=50.0, prob_thd=0.1),
-            "coco_stuff": dict(short_side=448),
-            "cityscapes": dict(short_side=560),
-        },
-    },
-    "clearclip": {
-        "paper": "ClearCLIP (Lan et al., ECCV 2024)",
-        "default": dict(
-            dense_mode="clearclip", short_side=448, crop=448, stride=224, logit_scale=50.0, prob_thd=None, area_thd=None, pamr=False
-        ),
-        "datasets": {
-            "pascal_voc": dict(prob_thd=0.5),
-            "pascal_context": dict(prob_thd=0.15),
-            "coco_object": dict(prob_thd=0.4),
-            "cityscapes": dict(short_side=560),
-        },
-    },
-    "naclip": {
-        "paper": "NACLIP (Hajimiri et al., WACV 2025)",
-        "default": dict(
-            dense_mode="naclip", short_side=336, crop=224, stride=112, logit_scale=40.0, prob_thd=0.1, area_thd=None, pamr=True
-        ),
-        "datasets": {
-            "pascal_voc": dict(crop=0),
-            "pascal_voc20": dict(crop=0),
-            "coco_stuff": dict(short_side=448),
-            "cityscapes": dict(short_side=560),
-        },
-    },
-}
+from llmseg.errors import ConfigError
+
+PRESET_DIR = Path(__file__).with_name("preset_files")
+
+# The settings a config may override (None in MethodConfig = keep the preset's value).
+DENSE_KEYS = ("dense_mode", "short_side", "crop", "stride", "logit_scale", "prob_thd", "area_thd", "pamr")
 
 DEFAULT_PRESET = "sclip"
 
@@ -61,12 +33,51 @@ TOP_CLS_NUM_DEFAULT = 10
 METHOD_TEMPLATES = {"dense": "openai80", "llm-supervision": "seed13"}
 
 
+class PresetFile(BaseModel):
+    """The shape of a preset file; unknown top-level keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    paper: str = ""
+    method: str = "dense"
+    default: dict[str, Any]
+    datasets: dict[str, dict[str, Any]] = {}
+    source: str | None = None  # where the numbers came from (a paper, a tuning run)
+
+
+def bundled_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+@lru_cache(maxsize=64)
+def _read(path: str) -> PresetFile:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        return PresetFile.model_validate(raw)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"preset file {path}: cannot read it: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"preset file {path}: {problems}") from None
+
+
+def load_preset(preset: str) -> PresetFile:
+    """A bundled preset by name, or a preset file by path."""
+    bundled = PRESET_DIR / f"{preset}.json"
+    if bundled.is_file():
+        return _read(str(bundled))
+    if preset.endswith(".json") or "/" in preset or Path(preset).is_file():
+        if not Path(preset).is_file():
+            raise ConfigError(f"preset file {preset} does not exist")
+        return _read(str(Path(preset).resolve()))
+    raise ConfigError(f"unknown preset '{preset}': use one of {', '.join(bundled_presets())}, or a preset file path")
+
+
 def preset_settings(preset: str, dataset: str | None) -> dict[str, Any]:
     """The preset's numbers for a dataset (its defaults where the paper gives no dataset-specific value)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
-    table = PRESETS[preset]
-    settings = dict(table["default"])
+    table = load_preset(preset)
+    settings = dict(table.default)
     if dataset is not None:
-        settings.update(table["datasets"].get(dataset, {}))
+        settings.update(table.datasets.get(dataset, {}))
     return settings

@@ -47,7 +47,7 @@ def tiny_arch(tiny_weights) -> str:
 
 @pytest.fixture(scope="session")
 def segmenter(tiny_weights):
-    from stage2_segment.api import Segmenter
+    from llmseg.stage2.api import Segmenter
 
     return Segmenter.create(f"openclip:{TINY_ARCH}", pretrained=tiny_weights, preset="sclip", **FAST)
 

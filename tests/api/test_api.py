@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.labelset import LabelSet
-from stage2_segment.api import Segmenter, SegmentInputError, parse_classes, to_rgb
-from stage2_segment.palettes import palette_for
+from llmseg.labelset import LabelSet
+from llmseg.stage2.api import Segmenter, SegmentInputError, parse_classes, to_rgb
+from llmseg.stage2.palettes import palette_for
 
 CLASSES = ["red thing", "blue thing", "grey thing"]
 LABEL_SET = {
@@ -219,18 +219,18 @@ def test_create_rejects_bad_config():
 
 
 def test_package_exports_the_api():
-    import stage2_segment
-    from stage2_segment import SegmentationOutput
-    from stage2_segment import Segmenter as Exported
+    import llmseg.stage2
+    from llmseg.stage2 import SegmentationOutput
+    from llmseg.stage2 import Segmenter as Exported
 
-    assert Exported is Segmenter and SegmentationOutput.__module__ == "stage2_segment.api"
+    assert Exported is Segmenter and SegmentationOutput.__module__ == "llmseg.stage2.api"
     with pytest.raises(AttributeError, match="nope"):
-        stage2_segment.nope  # noqa: B018
+        llmseg.stage2.nope  # noqa: B018
 
 
 def test_paths_are_read_upright_but_benchmark_images_as_stored(tmp_path):
     """A phone photo stored sideways with EXIF orientation 6 is segmented as a viewer shows it."""
-    from stage2_segment.data import load_image
+    from llmseg.stage2.data import load_image
 
     stored = np.zeros((20, 30, 3), np.uint8)
     stored[:, :10] = (255, 0, 0)  # red band on the stored image's left

@@ -10,13 +10,13 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from stage2_segment.palettes import palette_for, voc_palette
+from llmseg.stage2.palettes import palette_for, voc_palette
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
     """The `llmseg` root app, where stage two mounts `segment`."""
-    from shared.cli import app as root
+    from llmseg.cli import app as root
 
     return root
 
@@ -79,8 +79,8 @@ def test_dataset_and_label_set_form(run, photo_files, tmp_path):
     assert np.array_equal(palette, voc_palette(21))  # the dataset's standard colours
     summary = json.loads((out / "img0.json").read_text())
     assert len(summary["classes"]) == 21 and summary["classes"][0] == "background"
-    from shared.labelset import load_label_set
-    from shared.resources import resolve_label_set_path
+    from llmseg.labelset import load_label_set
+    from llmseg.resources import resolve_label_set_path
 
     label_set = load_label_set(resolve_label_set_path("label_sets/pascal_voc/top5.json"))
     for entry in summary["present"]:
@@ -88,7 +88,7 @@ def test_dataset_and_label_set_form(run, photo_files, tmp_path):
 
 
 def test_subclasses_auto_form(run, photo_files, tmp_path):
-    from stage1_llm.testing.server import ScriptedLLMServer, valid
+    from llmseg.stage1.testing.server import ScriptedLLMServer, valid
 
     out = tmp_path / "auto"
     scripts = {"cat": [valid(["tabby cat", "black cat", "kitten"])], "dog": [valid(["beagle", "poodle", "husky"])]}
@@ -209,7 +209,7 @@ def test_simseg_llm_supervision_form(app, simseg_files, photo_files, tmp_path):
 
 
 def test_segment_exposes_every_method_option(app):
-    from stage2_segment.interface import MethodConfig
+    from llmseg.stage2.interface import MethodConfig
 
     result = CliRunner().invoke(app, ["segment", "--help"], terminal_width=200, env={"COLUMNS": "200"})
     flat = " ".join(result.output.split())
@@ -233,7 +233,7 @@ def _classes_file(tmp_path):
 
 
 def test_bad_method_option_is_caught_before_stage_one(run, photo_files, tmp_path):
-    from stage1_llm.testing.server import ScriptedLLMServer
+    from llmseg.stage1.testing.server import ScriptedLLMServer
 
     with ScriptedLLMServer() as server:
         result = run(str(photo_files[0]), "--classes", "cat, dog", "--subclasses", "auto", "--model", "scripted",

@@ -13,9 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def demo_segmenter(tmp_path_factory):
-    from stage2_segment import Segmenter
-    from stage2_segment.demo.run import LOGIT_SCALE, TEMPLATES
-    from stage2_segment.demo.train import WEIGHTS_PATH, materialize, model_input_size, register_model_config
+    from llmseg.stage2 import Segmenter
+    from llmseg.stage2.demo.run import LOGIT_SCALE, TEMPLATES
+    from llmseg.stage2.demo.train import WEIGHTS_PATH, materialize, model_input_size, register_model_config
 
     name = register_model_config()
     weights = materialize(WEIGHTS_PATH, tmp_path_factory.mktemp("demo_clip"))
@@ -25,8 +25,8 @@ def demo_segmenter(tmp_path_factory):
 
 
 def test_demo_clip_names_each_object_by_its_colour(demo_segmenter):
-    from stage2_segment.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
-    from stage2_segment.demo.generator import render_scene
+    from llmseg.stage2.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
+    from llmseg.stage2.demo.generator import render_scene
 
     classes = list(demo_spec().classes)
     scene = render_scene(BENCHMARK_SEED, 5, size=128)  # a warm orange, a warm red and a cool purple object

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stage2_segment.palettes import (
+from llmseg.stage2.palettes import (
     CITYSCAPES,
     IGNORE_COLOR,
     _srgb_to_lab,
@@ -17,7 +17,7 @@ from stage2_segment.palettes import (
     palette_for,
     voc_palette,
 )
-from stage2_segment.visualize import (
+from llmseg.stage2.visualize import (
     BOUNDARY_COLOR,
     area_shares,
     boundary_mask,
@@ -190,7 +190,7 @@ def test_subclass_overlay_legend():
 
 
 def test_legend_text_never_shows_zero_for_a_present_class():
-    from stage2_segment.visualize import LegendEntry
+    from llmseg.stage2.visualize import LegendEntry
 
     assert LegendEntry("cat", (0, 0, 0), 0.0004).text == "cat  <0.1%"
     assert LegendEntry("cat", (0, 0, 0), 0.0005).text == "cat  0.1%"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from shared.datasets import BENCHMARKS, get_dataset
-from shared.labelset import load_label_set, load_meta, validate_label_set
-from stage2_segment.data.readers import BenchmarkDataset, list_samples, load_label
-from stage2_segment.demo.benchmark import (
+from llmseg.datasets import BENCHMARKS, get_dataset
+from llmseg.labelset import load_label_set, load_meta, validate_label_set
+from llmseg.stage2.data.readers import BenchmarkDataset, list_samples, load_label
+from llmseg.stage2.demo.benchmark import (
     CLASSES_FILE,
     CURATED_LABEL_SET,
     curated_subclasses,
@@ -16,8 +16,8 @@ from stage2_segment.demo.benchmark import (
     label_map,
     write_benchmark,
 )
-from stage2_segment.demo.generator import render_scene
-from stage2_segment.palettes import voc_palette
+from llmseg.stage2.demo.generator import render_scene
+from llmseg.stage2.palettes import voc_palette
 
 
 def test_writes_the_voc_layout(tmp_path):

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from shared.labelset import load_label_set, load_meta
-from stage2_segment.demo.benchmark import CURATED_LABEL_SET, write_benchmark
-from stage2_segment.demo.run import RunSpec, method_config
-from stage2_segment.demo.train import WEIGHTS_PATH, materialize, register_model_config
+from llmseg.labelset import load_label_set, load_meta
+from llmseg.stage2.demo.benchmark import CURATED_LABEL_SET, write_benchmark
+from llmseg.stage2.demo.run import RunSpec, method_config
+from llmseg.stage2.demo.train import WEIGHTS_PATH, materialize, register_model_config
 
 # Figures (benchmarks/RESULTS.md, 200 images): dense names ~25 mIoU, dense subclasses ~73.
 # Asserted on 24 images with wide room for noise.
@@ -32,8 +32,8 @@ def test_shipped_weights_are_small():
 
 @pytest.mark.slow
 def test_subclasses_beat_names_on_dense(demo_data):
-    from stage2_segment.methods import build_method, load_backbone
-    from stage2_segment.runner import RunConfig, evaluate
+    from llmseg.stage2.methods import build_method, load_backbone
+    from llmseg.stage2.runner import RunConfig, evaluate
 
     root, spec, pretrained = demo_data
     scores = {}
@@ -54,7 +54,7 @@ def test_subclasses_beat_names_on_dense(demo_data):
 def test_llmseg_demo_run_quick(tmp_path):
     from typer.testing import CliRunner
 
-    from shared.cli import app
+    from llmseg.cli import app
 
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "run", "--quick", "--n-images", "4", "--out", str(out), "--no-progress"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stage2_segment.demo.generator import (
+from llmseg.stage2.demo.generator import (
     BACKGROUNDS,
     COLOURS,
     FAMILIES,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stage2_segment.demo.train import (
+from llmseg.stage2.demo.train import (
     TOKEN_KEY,
     TrainConfig,
     build_pool,
@@ -88,7 +88,7 @@ def test_pool_region_weights_cover_each_patch_once():
 
 
 def test_missing_weights_are_trained_once_and_cached(tmp_path):
-    from stage2_segment.demo.run import ensure_weights
+    from llmseg.stage2.demo.run import ensure_weights
 
     messages: list[str] = []
     missing = tmp_path / "assets" / "llmseg-demo-clip.safetensors"

@@ -19,7 +19,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([HERE, *[p for p in os.environ.get("P
 @pytest.fixture
 def synthetic(tmp_path):
     """Factory: write a synthetic benchmark under tmp_path/data and return the data root."""
-    from stage2_segment.synthetic import write_synthetic_benchmark
+    from llmseg.stage2.synthetic import write_synthetic_benchmark
 
     def make(name: str, n: int = 5, size=(24, 32), seed: int = 0) -> Path:
         root = tmp_path / "data"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stage2_segment.interface import Done, SegResult
+from llmseg.stage2.interface import Done, SegResult
 
 
 def image_key(image: np.ndarray) -> str:
@@ -93,8 +93,8 @@ class KillAfter(OracleMethod):
 
 def build_oracle(name: str, data_root: Path, noise: float = 0.2, needs_cpu: bool = True, kill_after: int | None = None):
     """An oracle for a synthetic benchmark written under data_root; returns (spec, method)."""
-    from shared.datasets import get_dataset
-    from stage2_segment.data.readers import list_samples, load_image
+    from llmseg.datasets import get_dataset
+    from llmseg.stage2.data.readers import list_samples, load_image
 
     spec = get_dataset(name)
     lookup = {}
@@ -107,8 +107,8 @@ def build_oracle(name: str, data_root: Path, noise: float = 0.2, needs_cpu: bool
 
 def expected_metrics(name: str, data_root: Path, noise: float = 0.2, exclude: tuple[str, ...] = ()) -> dict:
     """Direct float64 per-class formula over the whole dataset (independent of SegMetric)."""
-    from shared.datasets import get_dataset
-    from stage2_segment.data.readers import list_samples, load_image
+    from llmseg.datasets import get_dataset
+    from llmseg.stage2.data.readers import list_samples, load_image
 
     spec = get_dataset(name)
     c = spec.num_classes
@@ -142,7 +142,7 @@ def run_rank(rank: int, world: int, port: int, name: str, data_root: str, out: s
     """One torchrun-like rank (for torch.multiprocessing.spawn): env vars, then the engine."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    from stage2_segment.runner import RunConfig, evaluate
+    from llmseg.stage2.runner import RunConfig, evaluate
 
     spec, method = build_oracle(name, Path(data_root))
     evaluate(method, spec, data_root, RunConfig(out=out, num_workers=0, progress=False, checkpoint_every=1))

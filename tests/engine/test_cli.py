@@ -11,11 +11,11 @@ from engine_refmethods import build_oracle
 from PIL import Image
 from typer.testing import CliRunner
 
-from shared.cli import app
-from stage2_segment.cli_engine import METHOD_FIELDS, default_run_name
-from stage2_segment.interface import MethodConfig
-from stage2_segment.runner import RunConfig, evaluate
-from stage2_segment.synthetic import write_synthetic_benchmark
+from llmseg.cli import app
+from llmseg.stage2.cli_engine import METHOD_FIELDS, default_run_name
+from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.synthetic import write_synthetic_benchmark
 
 runner = CliRunner()
 

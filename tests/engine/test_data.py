@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.datasets import BENCHMARKS, get_dataset
-from stage2_segment.data import (
+from llmseg.datasets import BENCHMARKS, get_dataset
+from llmseg.stage2.data import (
     BenchmarkDataset,
     DataError,
     FolderDataset,
@@ -17,9 +17,9 @@ from stage2_segment.data import (
     load_image,
     load_label,
 )
-from stage2_segment.data.check import check_dataset
-from stage2_segment.data.convert import convert
-from stage2_segment.synthetic import write_synthetic_benchmark
+from llmseg.stage2.data.check import check_dataset
+from llmseg.stage2.data.convert import convert
+from llmseg.stage2.synthetic import write_synthetic_benchmark
 
 # where one sample of each benchmark must sit (MMSeg layout, protocols.md section 1)
 EXPECTED_FILES = {

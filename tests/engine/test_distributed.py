@@ -9,8 +9,8 @@ import pytest
 import torch.multiprocessing as tmp_mp
 from engine_refmethods import build_oracle, run_rank
 
-from stage2_segment.distributed import DistInfo, shard
-from stage2_segment.runner import RunConfig, evaluate
+from llmseg.stage2.distributed import DistInfo, shard
+from llmseg.stage2.runner import RunConfig, evaluate
 
 
 def _free_port() -> int:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from stage2_segment.data import load_label
-from stage2_segment.metrics import SegMetric, summarize_confusion
-from stage2_segment.palettes import voc_palette
-from stage2_segment.visualize import save_label_png
+from llmseg.stage2.data import load_label
+from llmseg.stage2.metrics import SegMetric, summarize_confusion
+from llmseg.stage2.palettes import voc_palette
+from llmseg.stage2.visualize import save_label_png
 
 
 def _direct(preds, labels, num_classes, ignore=255):

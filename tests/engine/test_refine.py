@@ -7,7 +7,7 @@ import pydensecrf.densecrf as dcrf
 import pytest
 import torch
 
-from stage2_segment.refine import closing, dense_crf_binary, dense_crf_multilabel, pamr
+from llmseg.stage2.refine import closing, dense_crf_binary, dense_crf_multilabel, pamr
 
 
 def _blob_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -37,7 +37,7 @@ def tiny_arch(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_openclip(tiny_arch):
     """A factory for OpenClipBackbone on the tiny config with fixed random weights."""
-    from stage2_segment.backbones.openclip import OpenClipBackbone
+    from llmseg.stage2.backbones.openclip import OpenClipBackbone
 
     def make(mode: str = "vanilla", seed: int = 0):
         return OpenClipBackbone(tiny_arch, None, dense_mode=mode, init_seed=seed)

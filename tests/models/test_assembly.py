@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stage2_segment.assembly import (
+from llmseg.stage2.assembly import (
     assemble,
     class_slices,
     combine_similarities,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from shared.io import sha256_file
-from stage2_segment.interface import MethodConfig
-from stage2_segment.methods import build_method
+from llmseg.io import sha256_file
+from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.methods import build_method
 
 VOC = ["background", "aeroplane", "bicycle", "bird"]
 
@@ -71,8 +71,8 @@ def test_config_errors(tiny_openclip, tiny_arch):
         build_method(MethodConfig(assembly="max", templates="single"), ["a", "b"], backbone=backbone)
     with pytest.raises(ValueError, match="empty class list"):
         build_method(MethodConfig(), [], backbone=backbone)
-    from stage2_segment.backbones.base import BackboneError
-    from stage2_segment.methods import load_backbone
+    from llmseg.stage2.backbones.base import BackboneError
+    from llmseg.stage2.methods import load_backbone
 
     with pytest.raises(BackboneError, match="unknown backbone"):
         load_backbone(MethodConfig(backbone="resnet"))

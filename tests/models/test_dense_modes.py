@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stage2_segment.backbones.dense_block import DENSE_MODES
+from llmseg.stage2.backbones.dense_block import DENSE_MODES
 
 
 def _ln(x, mod):
@@ -145,7 +145,7 @@ def test_modes_differ_and_non_multiple_input_is_rejected(tiny_openclip):
 
 
 def test_quickgelu_rule(tiny_arch, tmp_path):
-    from stage2_segment.backbones.openclip import _quickgelu_needed
+    from llmseg.stage2.backbones.openclip import _quickgelu_needed
 
     assert _quickgelu_needed("ViT-B-16", "openai")
     assert not _quickgelu_needed("ViT-B-16-quickgelu", "openai")
@@ -161,7 +161,7 @@ def test_quickgelu_rule(tiny_arch, tmp_path):
 def test_local_weights_file_loads_offline(tiny_openclip, tiny_arch, tmp_path):
     from safetensors.torch import save_file
 
-    from stage2_segment.backbones.openclip import OpenClipBackbone
+    from llmseg.stage2.backbones.openclip import OpenClipBackbone
 
     source = tiny_openclip("vanilla", seed=3)
     path = tmp_path / "tiny.safetensors"
@@ -179,8 +179,8 @@ def test_torchscript_archive_is_refused_then_converted(tiny_arch, tmp_path):
 
     import open_clip
 
-    from stage2_segment.backbones.base import BackboneError
-    from stage2_segment.backbones.openclip import OpenClipBackbone, convert_torchscript_checkpoint
+    from llmseg.stage2.backbones.base import BackboneError
+    from llmseg.stage2.backbones.openclip import OpenClipBackbone, convert_torchscript_checkpoint
 
     torch.manual_seed(5)
     model = open_clip.create_model(tiny_arch).eval()
@@ -200,7 +200,7 @@ def test_torchscript_archive_is_refused_then_converted(tiny_arch, tmp_path):
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny_arch):
-    from stage2_segment.backbones.openclip import OpenClipBackbone
+    from llmseg.stage2.backbones.openclip import OpenClipBackbone
 
     torch.manual_seed(0)
     fp32 = OpenClipBackbone(tiny_arch, None, dense_mode="sclip")
@@ -216,7 +216,7 @@ def test_bf16_autocast_stays_close_to_fp32(tiny_arch):
 
 def test_random_weights_are_seeded_so_every_process_builds_the_same_model(tiny_arch):
     """Without --pretrained the model is seeded (torchrun ranks must agree) and the global RNG is untouched."""
-    from stage2_segment.backbones.openclip import OpenClipBackbone
+    from llmseg.stage2.backbones.openclip import OpenClipBackbone
 
     torch.manual_seed(123)
     before = torch.rand(3)

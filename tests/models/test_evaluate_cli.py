@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.datasets import get_dataset
-from stage2_segment.synthetic import write_synthetic_benchmark
+from llmseg.cli import app
+from llmseg.datasets import get_dataset
+from llmseg.stage2.synthetic import write_synthetic_benchmark
 
 runner = CliRunner()
 

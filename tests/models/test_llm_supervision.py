@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from shared.labelset import LabelSet
-from stage2_segment.interface import MethodConfig, SegmentationMethod
-from stage2_segment.methods import build_method
-from stage2_segment.methods.llm_supervision import (
+from llmseg.labelset import LabelSet
+from llmseg.stage2.interface import MethodConfig, SegmentationMethod
+from llmseg.stage2.methods import build_method
+from llmseg.stage2.methods.llm_supervision import (
     LLMSupervisionPending,
     class_planes,
     denormalise_uint8,
@@ -22,7 +22,7 @@ from stage2_segment.methods.llm_supervision import (
     threshold_of,
     to_network_input,
 )
-from stage2_segment.refine import closing
+from llmseg.stage2.refine import closing
 
 CLASSES = ["background", "cat", "dog", "car"]
 LABELS = LabelSet({"background": ["background"], "cat": ["tabby", "kitten"], "dog": ["puppy", "dog"], "car": ["sedan"]})
@@ -214,8 +214,8 @@ def test_seed_setting_simseg_end_to_end(simseg_checkpoint, tokenizer_dir):
 
 def test_crf_switch_reaches_the_seed_method(tiny_openclip):
     """crf=None keeps the seed's binary CRF; crf=False (the CLI's --no-crf) thresholds p > 0.5 instead."""
-    from stage2_segment.methods.llm_supervision import nearest_indices
-    from stage2_segment.refine import closing
+    from llmseg.stage2.methods.llm_supervision import nearest_indices
+    from llmseg.stage2.refine import closing
 
     backbone = tiny_openclip(seed=7)
     base = MethodConfig(method="llm-supervision", templates="single", top_cls_num=3)

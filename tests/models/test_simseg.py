@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stage2_segment.backbones.simseg import SimSegBackbone, SimSegCheckpointError
-from stage2_segment.interface import MethodConfig
-from stage2_segment.methods import load_backbone
+from llmseg.stage2.backbones.simseg import SimSegBackbone, SimSegCheckpointError
+from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.methods import load_backbone
 
 
 def _direct_image(sd, vit224, images):
@@ -107,7 +107,7 @@ def test_known_extras_are_dropped_and_vit_b_width_is_read(tokenizer_dir, tmp_pat
 
 
 def test_missing_checkpoint_and_tokenizer_errors(tmp_path, simseg_checkpoint):
-    from stage2_segment.backbones.base import BackboneError
+    from llmseg.stage2.backbones.base import BackboneError
 
     with pytest.raises(SimSegCheckpointError, match="not found"):
         SimSegBackbone(tmp_path / "nope.pth")

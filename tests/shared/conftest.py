@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shared.datasets import get_dataset
+from llmseg.datasets import get_dataset
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.datasets import get_dataset
-from shared.io import sha256_file
-from shared.labelset import (
+from llmseg.datasets import get_dataset
+from llmseg.io import sha256_file
+from llmseg.labelset import (
     clip_token_counter,
     load_label_set,
     load_meta,
@@ -18,8 +18,8 @@ from shared.labelset import (
     read_label_set_json,
     validate_label_set,
 )
-from shared.resources import label_sets_dir
-from shared.templates import load_templates
+from llmseg.resources import label_sets_dir
+from llmseg.templates import load_templates
 
 CURATED = [
     "pascal_voc",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.datasets import (
+from llmseg.datasets import (
     BENCHMARKS,
     DatasetError,
     DatasetSpec,

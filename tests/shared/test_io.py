@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from shared.io import (
+from llmseg.io import (
     append_jsonl,
     atomic_path,
     atomic_write_json,

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.datasets import get_dataset
-from shared.labelset import (
+from llmseg.cli import app
+from llmseg.datasets import get_dataset
+from llmseg.labelset import (
     LabelSet,
     LabelSetError,
     LabelSetMeta,

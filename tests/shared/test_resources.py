@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-import shared.resources as resources
+import llmseg.resources as resources
 
 
 def test_bundled_label_sets_resolve_from_any_directory(tmp_path, monkeypatch):

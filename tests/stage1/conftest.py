@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stage1_llm.generate import Backoff
+from llmseg.stage1.generate import Backoff
 
 FAST = Backoff(base=0.01, cap=0.05)
 CLASSES = ["background", "cat", "dog", "car", "tree"]

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.labelset import load_label_set, load_meta, save_label_set
-from stage1_llm.testing.server import ScriptedLLMServer, valid
+from llmseg.cli import app
+from llmseg.labelset import load_label_set, load_meta, save_label_set
+from llmseg.stage1.testing.server import ScriptedLLMServer, valid
 
 runner = CliRunner()
 FIVE = ["tabby cat", "Siamese cat", "black cat", "Persian cat", "kitten"]
@@ -154,7 +154,7 @@ def test_the_makefile_command_with_the_server_from_the_environment(toy, classes)
 
     with ScriptedLLMServer() as server:
         env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "LLMSEG_LABEL_SETS": str(toy)}
-        command = [sys.executable, "-c", "from shared.cli import main; main()",
+        command = [sys.executable, "-c", "from llmseg.cli import main; main()",
                    "subclasses", "toy", "--k", "5", "--backend", "openai", "--model", "scripted"]  # fmt: skip
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.io import read_jsonl
+from llmseg.io import read_jsonl
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -55,8 +55,8 @@ def random_model(tmp_path_factory):
 
 
 def test_backend_applies_the_chat_template_and_reports_usage(random_model):
-    from stage1_llm.backends import Sampling, make_backend
-    from stage1_llm.prompts import load_prompt
+    from llmseg.stage1.backends import Sampling, make_backend
+    from llmseg.stage1.prompts import load_prompt
 
     backend = make_backend("hf", str(random_model), device="cpu", dtype="float32")
     assert backend.local_files_only and backend.describe()["model_class"] == "LlamaForCausalLM"
@@ -73,7 +73,7 @@ def test_backend_applies_the_chat_template_and_reports_usage(random_model):
 
 
 def test_random_model_run_is_reasked_and_fails_naming_every_class(random_model, tmp_path):
-    from stage1_llm.generate import GenerationError, generate_label_set
+    from llmseg.stage1.generate import GenerationError, generate_label_set
 
     cache = tmp_path / "hf.jsonl"
     classes = ["cat", "dog"]
@@ -98,7 +98,7 @@ def _train_to_answer(folder, prompt_file, steps: int = 120):
     """Teach the tiny model one answer: after `<|assistant|>` it writes ANSWER then </s>."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stage1_llm.prompts import load_prompt
+    from llmseg.stage1.prompts import load_prompt
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -134,8 +134,8 @@ def test_a_model_that_knows_the_answer_gives_a_label_set_through_the_cli(random_
 
     from typer.testing import CliRunner
 
-    from shared.cli import app
-    from shared.labelset import load_label_set, load_meta
+    from llmseg.cli import app
+    from llmseg.labelset import load_label_set, load_meta
 
     folder = tmp_path / "trained"
     shutil.copytree(random_model, folder)

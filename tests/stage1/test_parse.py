@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stage1_llm.parse import AnswerError, answer_items, answer_schema, extract_json, parse_answer
+from llmseg.stage1.parse import AnswerError, answer_items, answer_schema, extract_json, parse_answer
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from stage1_llm.prompts import DEFAULT_PROMPT, PromptError, list_prompts, load_prompt, parse_prompt
-from stage1_llm.testing.server import ScriptedLLMServer
+from llmseg.stage1.prompts import DEFAULT_PROMPT, PromptError, list_prompts, load_prompt, parse_prompt
+from llmseg.stage1.testing.server import ScriptedLLMServer
 
 
 def test_bundled_templates_load_and_render_every_variable():

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
-from shared.io import read_jsonl
-from shared.labelset import load_label_set, load_meta
-from stage1_llm.cache import AnswerCache
-from stage1_llm.generate import generate_label_set
-from stage1_llm.testing.server import ScriptedLLMServer, raw
+from llmseg.io import read_jsonl
+from llmseg.labelset import load_label_set, load_meta
+from llmseg.stage1.cache import AnswerCache
+from llmseg.stage1.generate import generate_label_set
+from llmseg.stage1.testing.server import ScriptedLLMServer, raw
 
 
 def run(server, classes, fast, cache, **kwargs):
@@ -76,7 +76,7 @@ def test_sigkill_mid_run_then_resume_asks_only_the_missing_classes(tmp_path):
     cache = tmp_path / "toy" / ".cache" / "top5.scripted.jsonl"
     with ScriptedLLMServer(latency=0.25) as server:
         command = [
-            sys.executable, "-c", "from shared.cli import main; main()",
+            sys.executable, "-c", "from llmseg.cli import main; main()",
             "subclasses", "toy", "--classes-file", str(classes_file), "--model", "scripted",
             "--base-url", server.base_url, "--concurrency", "1", "--quiet", "--out", str(out),
         ]  # fmt: skip

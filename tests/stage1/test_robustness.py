@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from shared.io import read_jsonl
-from shared.labelset import validate_label_set
-from stage1_llm.backends.base import FatalBackendError
-from stage1_llm.backends.openai_compat import PLACEHOLDER_KEY
-from stage1_llm.generate import GenerationError, generate_label_set
-from stage1_llm.testing.server import (
+from llmseg.io import read_jsonl
+from llmseg.labelset import validate_label_set
+from llmseg.stage1.backends.base import FatalBackendError
+from llmseg.stage1.backends.openai_compat import PLACEHOLDER_KEY
+from llmseg.stage1.generate import GenerationError, generate_label_set
+from llmseg.stage1.testing.server import (
     FINGERPRINT,
     ScriptedLLMServer,
     duplicates,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from stage1_llm.generate import generate_label_set
-from stage1_llm.testing.server import ScriptedLLMServer, http_error, raw, valid
+from llmseg.stage1.generate import generate_label_set
+from llmseg.stage1.testing.server import ScriptedLLMServer, http_error, raw, valid
 
 
 def _client(server):
@@ -66,7 +66,7 @@ def test_json_schema_rejection_mode_accepts_plain_requests():
 
 
 def test_a_failing_generator_is_a_500_naming_the_class(fast):
-    from stage1_llm.generate import GenerationError
+    from llmseg.stage1.generate import GenerationError
 
     def answer(name, k):
         raise KeyError(name)

@@ -1,0 +1,84 @@
+"""Name -> builder registries: how methods, backbones, dense modes, assembly rules, LLM backends
+and dataset layouts are found by the strings users type.
+
+A registry entry is a builder (a class or a function) plus, optionally, the pydantic model of its
+settings. Adding an option is one module that calls `REGISTRY.register("name")(builder)`; code
+outside the package (a user's plugin, a test) registers the same way. Built-in entries are
+imported lazily from `builtins` (name -> "module:attribute"), so `llmseg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, Generic, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    builder: T
+    config: type | None = None  # the pydantic model of the entry's settings, if it has any
+    help: str = ""
+
+
+class Registry(Generic[T]):
+    """A named table of builders of one kind (e.g. `kind="dense mode"`)."""
+
+    def __init__(self, kind: str, builtins: dict[str, str] | None = None) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._lazy = dict(builtins or {})  # name -> "module:attr", imported on first use
+
+    def register(self, name: str, *, config: type | None = None, help: str = "", replace: bool = False) -> Callable[[T], T]:
+        """Decorator: `@REG.register("sclip")` over a class or function."""
+
+        def add(builder: T) -> T:
+            if not replace and name in self._entries and self._entries[name].builder is not builder:
+                raise ConfigError(f"{self.kind} '{name}' is already registered")
+            self._entries[name] = Entry(name, builder, config, help or (builder.__doc__ or "").strip().split("\n")[0])
+            self._lazy.pop(name, None)
+            return builder
+
+        return add
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+        self._lazy.pop(name, None)
+
+    def _load(self, name: str) -> None:
+        target = self._lazy.pop(name, None)
+        if target is not None and name not in self._entries:
+            module, _, attr = target.partition(":")
+            mod = import_module(module)  # registering happens on import; attr is a fallback
+            if name not in self._entries and attr:
+                self.register(name)(getattr(mod, attr))
+
+    def entry(self, name: str) -> Entry[T]:
+        self._load(name)
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} '{name}': use one of {', '.join(self.names()) or '(none registered)'}")
+        return self._entries[name]
+
+    def get(self, name: str) -> T:
+        return self.entry(name).builder
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> list[str]:
+        return sorted({*self._entries, *self._lazy})
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._entries or name in self._lazy)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
