@@ -27,15 +27,16 @@ def label_sets_dir() -> Path:
 def label_sets_output_dir() -> Path:
     """Where new label sets go by default: the repository's `label_sets/` in a checkout.
 
-    With a regular install the bundled folder sits inside site-packages, which is no place for a
-    user's files: then `./label_sets/` under the working directory (`LLMSEG_LABEL_SETS` overrides both).
+    An installed package (wheel, `--target`, site-packages) is no place for a user's files: then
+    `./label_sets/` under the working directory. A checkout is recognised by the folder beside
+    `label_sets/` holding the project's pyproject.toml (`LLMSEG_LABEL_SETS` overrides both).
     """
     env = os.environ.get("LLMSEG_LABEL_SETS")
     if env:
         return Path(env)
     bundled = _package_dir("llmseg.label_sets")
-    installed = any(part in ("site-packages", "dist-packages") for part in bundled.resolve().parts)
-    return Path.cwd() / "label_sets" if installed or not os.access(bundled, os.W_OK) else bundled
+    checkout = (bundled.parent / "pyproject.toml").is_file() and (bundled.parent / "stage2_segment").is_dir()
+    return bundled if checkout and os.access(bundled, os.W_OK) else Path.cwd() / "label_sets"
 
 
 def prompts_dir() -> Path:

@@ -20,11 +20,17 @@ def test_new_label_sets_go_to_the_checkout_or_else_the_working_directory(tmp_pat
     monkeypatch.chdir(tmp_path)
     checkout = tmp_path / "repo" / "label_sets"
     checkout.mkdir(parents=True)
+    (tmp_path / "repo" / "pyproject.toml").write_text("[project]\nname = 'llmseg'\n")
+    (tmp_path / "repo" / "stage2_segment").mkdir()
     monkeypatch.setattr(resources, "_package_dir", lambda name: checkout)
     assert resources.label_sets_output_dir() == checkout
-    installed = tmp_path / "venv" / "lib" / "site-packages" / "label_sets"
+    installed = tmp_path / "venv" / "lib" / "site-packages" / "llmseg" / "label_sets"
     installed.mkdir(parents=True)
     monkeypatch.setattr(resources, "_package_dir", lambda name: installed)
+    assert resources.label_sets_output_dir() == Path.cwd() / "label_sets"
+    target = tmp_path / "pip-target" / "llmseg" / "label_sets"  # pip install --target: no site-packages in the path
+    target.mkdir(parents=True)
+    monkeypatch.setattr(resources, "_package_dir", lambda name: target)
     assert resources.label_sets_output_dir() == Path.cwd() / "label_sets"
     monkeypatch.setenv("LLMSEG_LABEL_SETS", str(tmp_path / "mine"))
     assert resources.label_sets_output_dir() == tmp_path / "mine"
