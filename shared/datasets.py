@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .errors import LlmsegError
 from .resources import label_sets_dir
 
 IGNORE_INDEX = 255
 
 
-class DatasetError(ValueError):
+class DatasetError(LlmsegError, ValueError):
     """A dataset name, class file or layout problem; the message names the culprit."""
 
 

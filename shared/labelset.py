@@ -20,12 +20,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from . import __version__
+from .errors import LlmsegError
 from .io import atomic_write_json, sha256_file
 
 Severity = Literal["error", "warning", "info"]
 
 
-class LabelSetError(ValueError):
+class LabelSetError(LlmsegError, ValueError):
     """A label set that cannot be used; the message names the file and the class."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmseg.errors import LlmsegError
 from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 
 from .backends import Backend, Sampling, make_backend
@@ -42,7 +43,7 @@ from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 _STOPPED = "not finished: the run stopped"
 
 
-class GenerationError(RuntimeError):
+class GenerationError(LlmsegError, RuntimeError):
     """Some classes never got a usable answer; `failed` maps each to the reason. The rest is in the cache."""
 
     def __init__(self, failed: dict[str, str], *, total: int, cache_path: Path | None, aborted: str | None = None):

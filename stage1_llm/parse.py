@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from llmseg.errors import LlmsegError
 from llmseg.labelset import normalize_subclass
 
 MAX_ENTRY_CHARS = 80  # longer than this is a sentence, not a name
@@ -38,7 +39,7 @@ def answer_schema() -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "subclass_answer", "strict": True, "schema": schema}}
 
 
-class AnswerError(ValueError):
+class AnswerError(LlmsegError, ValueError):
     """No JSON list could be found in an answer."""
 
 

@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmseg.errors import LlmsegError
 from llmseg.io import sha256_bytes
 from llmseg.resources import prompts_dir
 
@@ -47,7 +48,7 @@ DEFAULT_REPAIR = (
 )
 
 
-class PromptError(ValueError):
+class PromptError(LlmsegError, ValueError):
     """A prompt template that cannot be loaded or rendered; the message names the file."""
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmseg.datasets import DatasetSpec, get_dataset
+from llmseg.errors import LlmsegError
 from llmseg.io import atomic_write_json, stable_hash
 from llmseg.labelset import LabelSet, LabelSetError, label_set_from_json, read_label_set_json
 from llmseg.resources import resolve_label_set_path
@@ -38,7 +39,7 @@ __all__ = ["SegmentInputError", "Segmenter", "SegmentationOutput", "parse_classe
 METHOD_CACHE_SIZE = 8
 
 
-class SegmentInputError(ValueError):
+class SegmentInputError(LlmsegError, ValueError):
     """An image, class list or label set the segmenter cannot use; the message names the culprit."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmseg.datasets import DatasetSpec
+from llmseg.errors import LlmsegError
 from llmseg.io import atomic_write_json, stable_hash
 
 from . import distributed
@@ -39,7 +40,7 @@ from .results import build_report, save_overlay, save_prediction, write_results
 CHECKPOINT_VERSION = 1
 
 
-class RunError(RuntimeError):
+class RunError(LlmsegError, RuntimeError):
     """A run cannot start or continue (bad checkpoint, method output of the wrong shape, ...)."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmseg.errors import LlmsegError
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -48,7 +50,7 @@ class Completion:
         return record
 
 
-class BackendError(RuntimeError):
+class BackendError(LlmsegError, RuntimeError):
     """A request failed; `retryable` says whether asking again may help."""
 
     retryable = False

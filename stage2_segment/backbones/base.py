@@ -11,11 +11,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from llmseg.errors import LlmsegError
+
 if TYPE_CHECKING:
     import torch
 
 
-class BackboneError(ValueError):
+class BackboneError(LlmsegError, ValueError):
     """A backbone that cannot be built or loaded; the message names the file / architecture."""
 
 
