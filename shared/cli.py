@@ -12,9 +12,11 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .cli_support import LlmsegGroup, fail
 
 app = typer.Typer(
     name="llmseg",
+    cls=LlmsegGroup,  # an LlmsegError from any command: `error: <message>`, exit 2; anything else is a bug
     help="Training-free open-vocabulary semantic segmentation supervised by an LLM.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -35,12 +37,6 @@ def _root(
     """Stage one asks an LLM for subclasses; stage two segments with them and scores mIoU."""
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print an error to stderr and return the Exit to raise (`raise fail(...)`)."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 @app.command("validate")
 def validate_command(
     label_set: Annotated[Path, typer.Argument(help="The label-set JSON file to check.")],
@@ -53,23 +49,21 @@ def validate_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line.")] = False,
 ) -> None:
     """Check a label set against a dataset's classes. Exit 0 clean, 1 warnings only, 2 errors."""
-    from .datasets import DatasetError, get_dataset
-    from .labelset import LabelSetError, clip_token_counter, read_label_set_json, validate_label_set
+    from .datasets import get_dataset
+    from .labelset import clip_token_counter, read_label_set_json, validate_label_set
     from .resources import resolve_label_set_path
     from .templates import load_templates
 
     if dataset is None and classes_file is None:
         raise fail("give --dataset NAME or --classes-file FILE")
-    try:
-        path = resolve_label_set_path(label_set)
-        spec = get_dataset(dataset or Path(classes_file).parent.name, classes_file=classes_file)
-        raw = read_label_set_json(path)
-        counter = longest = None
-        if check_length:
-            counter = clip_token_counter()
-            longest = max(load_templates(templates), key=len)
-    except (DatasetError, LabelSetError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+    # a missing file, unknown dataset or bad template set raises an LlmsegError: `error: ...`, exit 2
+    path = resolve_label_set_path(label_set)
+    spec = get_dataset(dataset or Path(classes_file).parent.name, classes_file=classes_file)
+    raw = read_label_set_json(path)
+    counter = longest = None
+    if check_length:
+        counter = clip_token_counter()
+        longest = max(load_templates(templates), key=len)
     report = validate_label_set(
         raw,
         spec.classes,

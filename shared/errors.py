@@ -14,3 +14,7 @@ class LlmsegError(Exception):
 
 class ConfigError(LlmsegError, ValueError):
     """A setting that does not exist, does not apply to the chosen method, or has a bad value."""
+
+
+class MissingFileError(LlmsegError, FileNotFoundError):
+    """A file or folder the user named does not exist; the message names it (and where else was looked)."""

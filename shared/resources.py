@@ -10,6 +10,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from .errors import MissingFileError
+
 
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
@@ -59,4 +61,4 @@ def resolve_label_set_path(path: str | os.PathLike) -> Path:
     bundled = label_sets_dir().joinpath(*parts) if parts else label_sets_dir()
     if bundled.exists():
         return bundled
-    raise FileNotFoundError(f"label set not found: {path} (also looked in {bundled})")
+    raise MissingFileError(f"label set not found: {path} (also looked in {bundled})")

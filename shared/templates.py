@@ -10,6 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import ConfigError
+
 SEED13: tuple[str, ...] = (
     "a photo of one {}.",
     "a photo of a cool {}.",
@@ -50,11 +52,11 @@ def load_templates(name_or_path: str | Path) -> tuple[str, ...]:
         return SINGLE
     path = Path(name)
     if not path.is_file():
-        raise ValueError(f"unknown template set '{name}': use one of {', '.join(TEMPLATE_SETS)} or a file path")
+        raise ConfigError(f"unknown template set '{name}': use one of {', '.join(TEMPLATE_SETS)} or a file path")
     templates = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not templates:
-        raise ValueError(f"template file {path} is empty")
+        raise ConfigError(f"template file {path} is empty")
     for number, template in enumerate(templates, start=1):
         if template.count("{}") != 1:
-            raise ValueError(f"{path}:{number}: a template needs exactly one '{{}}': {template!r}")
+            raise ConfigError(f"{path}:{number}: a template needs exactly one '{{}}': {template!r}")
     return tuple(templates)

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from llmseg.cli_support import fail
+
 GENERATE_HELP = """Ask an LLM for K visually distinct subclasses of every class of DATASET and write a validated label set.
 
 Writes label_sets/DATASET/top<K>.<model-slug>.json (or --out) and its .meta.json sidecar, atomically, once every class has a usable answer.
@@ -63,11 +65,6 @@ subclasses_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 def _command_line(dataset: str, options: dict[str, Any]) -> str:
     """The command that regenerates this label set (never with an API key)."""
     parts = ["llmseg", "subclasses", dataset]
@@ -110,20 +107,19 @@ def generate_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backoff_base: Annotated[float, typer.Option(hidden=True, help="Seconds of the first retry backoff.")] = 1.0,
 ) -> None:
-    from llmseg.datasets import DatasetError, get_dataset
+    from llmseg.datasets import get_dataset
     from llmseg.labelset import LabelSetError, load_label_set, save_label_set
     from llmseg.resources import label_sets_output_dir
 
     from .backends import BACKENDS
-    from .backends.base import FatalBackendError
     from .generate import Backoff, GenerationError, generate_label_set, model_slug
-    from .prompts import PromptError, load_prompt
+    from .prompts import load_prompt
 
     if backend not in BACKENDS:
-        raise _fail(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+        raise fail(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
     if model is None:
         if backend == "hf":
-            raise _fail("--backend hf needs --model (a hub id or a local folder)")
+            raise fail("--backend hf needs --model (a hub id or a local folder)")
         model = "gpt-4o-mini"
     if api_key:
         typer.secho(
@@ -131,16 +127,14 @@ def generate_command(
             err=True,
             fg=typer.colors.YELLOW,
         )
-    try:
-        spec = get_dataset(dataset, classes_file=classes_file)
-        template = load_prompt(prompt)
-    except (DatasetError, PromptError) as exc:
-        raise _fail(str(exc)) from exc
+    # DatasetError / PromptError (and a FatalBackendError below) are LlmsegErrors: the root app reports them
+    spec = get_dataset(dataset, classes_file=classes_file)
+    template = load_prompt(prompt)
     out = out or label_sets_output_dir() / spec.name / f"top{k}.{model_slug(model)}.json"
     if out.suffix != ".json":
-        raise _fail(f"--out must end in .json: {out}")
+        raise fail(f"--out must end in .json: {out}")
     if out.exists() and not force:
-        raise _fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
+        raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
     cache_path = cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl"
     if not quiet:
         typer.echo(f"{spec.name}: {spec.num_classes} classes, K={k}, {backend}:{model}, prompt {template.id} -> {out}", err=True)
@@ -173,11 +167,9 @@ def generate_command(
             backoff=Backoff(base=backoff_base),
             progress=not quiet,
         )
-    except GenerationError as exc:
+    except GenerationError as exc:  # some classes got no usable answer: exit 1, the rest is cached
         typer.secho(str(exc), err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from exc
-    except (FatalBackendError, PromptError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
     regenerate = _command_line(
         spec.name,
         {
@@ -205,7 +197,7 @@ def generate_command(
     try:
         load_label_set(out, spec.classes)  # the file on disk must load as a label set of exactly these classes
     except LabelSetError as exc:  # pragma: no cover - generate_label_set already validated it
-        raise _fail(f"wrote an invalid label set: {exc}") from exc
+        raise fail(f"wrote an invalid label set: {exc}") from exc
     stats = meta.model_extra.get("stats", {}) if meta.model_extra else {}
     typer.echo(f"wrote {out} ({spec.num_classes} classes x {k}{' + class name' if include_class_name else ''})")
     from .generate import RunStats
@@ -226,19 +218,16 @@ def diff_command(
     """
     import json
 
-    from llmseg.labelset import LabelSetError, read_label_set_json
+    from llmseg.labelset import read_label_set_json
     from llmseg.resources import resolve_label_set_path
 
     from .diff import diff_label_sets, format_diff
 
-    try:
-        path_a, path_b = resolve_label_set_path(a), resolve_label_set_path(b)
-        raw_a, raw_b = read_label_set_json(path_a), read_label_set_json(path_b)
-    except (LabelSetError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from exc
+    path_a, path_b = resolve_label_set_path(a), resolve_label_set_path(b)  # MissingFileError / LabelSetError: exit 2
+    raw_a, raw_b = read_label_set_json(path_a), read_label_set_json(path_b)
     for path, raw in ((path_a, raw_a), (path_b, raw_b)):
         if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
-            raise _fail(f"{path}: not a label set (a JSON object of lists)")
+            raise fail(f"{path}: not a label set (a JSON object of lists)")
     result = diff_label_sets(raw_a, raw_b)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmseg.errors import LlmsegError
+from llmseg.errors import ConfigError, LlmsegError
 from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 
 from .backends import Backend, Sampling, make_backend
@@ -376,14 +376,14 @@ def generate_label_set(
     """
     names = [str(c) for c in classes]
     if not names:
-        raise ValueError("no classes to generate subclasses for")
+        raise ConfigError("no classes to generate subclasses for")
     duplicates = sorted({c for c in names if names.count(c) > 1})
     if duplicates:
-        raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
+        raise ConfigError(f"duplicate class names: {', '.join(duplicates)}")
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise ConfigError(f"k must be at least 1, got {k}")
     if concurrency < 1 or max_retries < 0:
-        raise ValueError("concurrency must be >= 1 and max_retries >= 0")
+        raise ConfigError("concurrency must be >= 1 and max_retries >= 0")
     template = prompt if isinstance(prompt, PromptTemplate) else load_prompt(prompt)
     sampling = Sampling(temperature=temperature, seed=seed, max_tokens=max_tokens)
     own_backend = backend_instance is None
