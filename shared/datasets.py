@@ -1,35 +1,53 @@
-"""Registry of the eight standard benchmarks: class names, label conventions, on-disk layout.
+"""Datasets are folders of data: `classes.txt` (line index = label id) plus `dataset.json` (the facts).
 
-Class names are data (`label_sets/<dataset>/classes.txt`, line index = label id, in
-MMSegmentation's order); everything else about a benchmark is in `BENCHMARKS` below.
-A user-defined dataset is just a `classes.txt` (see `DatasetSpec.from_classes_file`).
+The eight standard benchmarks are the bundled folders `label_sets/<name>/`; a user's dataset is a
+folder of the same shape anywhere on disk, so `get_dataset("pascal_voc")` and
+`get_dataset("path/to/my_dataset")` return the same kind of `DatasetSpec`. `dataset.json` says
+how the data sits on disk (a layout name the readers know plus folders and suffixes), the label
+conventions (background, reduce_zero_label, ignore_index), the image domain for the LLM prompt,
+the colour palette and llm-supervision's `top_cls_num`. A folder with only a classes.txt is a
+plain class list (no on-disk layout); `DatasetSpec.from_classes_file` builds one directly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import importlib.util
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import LlmsegError
 from .resources import label_sets_dir
 
 IGNORE_INDEX = 255
+DEFAULT_DOMAIN = "natural photographs"
+DEFAULT_TOP_CLS_NUM = 10  # llm-supervision's default when a dataset names none (clamped to C by the method)
+CLASSES_FILE = "classes.txt"
+DATASET_FILE = "dataset.json"
 
 
 class DatasetError(LlmsegError, ValueError):
-    """A dataset name, class file or layout problem; the message names the culprit."""
+    """A dataset name, class file, dataset.json or layout problem; the message names the culprit."""
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a benchmark's validation images and labels sit under the data root (MMSeg layout)."""
+    """Where a dataset's evaluation images and labels sit under the data root.
 
-    root: str  # folder under the data root, e.g. "VOCdevkit/VOC2012"
+    `name` picks the reader (`llmseg.stage2.data.layouts.LAYOUTS`); the built-in ones all read
+    MMSegmentation's layout: ROOT/IMG_DIR/<stem>IMG_SUFFIX with ROOT/ANN_DIR/<stem>SEG_MAP_SUFFIX.
+    """
+
+    root: str  # folder under the data root, e.g. "VOCdevkit/VOC2012" (an absolute path is kept as is)
     img_dir: str
     ann_dir: str
     img_suffix: str = ".jpg"
     seg_map_suffix: str = ".png"
     split_file: str | None = None  # list of stems; None = every image under img_dir (recursively)
+    name: str = "mmseg"
 
 
 @dataclass(frozen=True)
@@ -39,34 +57,90 @@ class DatasetSpec:
     name: str
     classes: tuple[str, ...]
     ignore_index: int = IGNORE_INDEX
-    background_is_zero: bool = False  # class 0 is "background" (VOC21, PC60, COCO-Object)
+    background: int | None = None  # index of the background class (0: VOC21, PC60, COCO-Object) or None
     reduce_zero_label: bool = False  # label 0 -> ignore, k -> k-1 when reading (VOC20, PC59, ADE)
     layout: Layout | None = None
-    domain: str = "natural photographs"
+    domain: str = DEFAULT_DOMAIN
     classes_file: Path | None = None
+    palette: str | tuple[tuple[int, int, int], ...] | None = None  # a palette name or one RGB per class
+    top_cls_num: int = DEFAULT_TOP_CLS_NUM
+    source: Path | None = None  # the dataset.json the facts came from
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def background_is_zero(self) -> bool:
+        return self.background == 0
+
     def data_dir(self, data_root: str | Path = "data") -> Path:
         if self.layout is None:
-            raise DatasetError(f"dataset '{self.name}' has no on-disk layout registered")
+            where = f" ({self.source})" if self.source else ""
+            raise DatasetError(
+                f"dataset '{self.name}' has no on-disk layout{where}: add \"layout\" and its folders to its {DATASET_FILE}"
+            )
         return Path(data_root) / self.layout.root
 
     @classmethod
-    def from_classes_file(cls, path: str | Path, name: str | None = None, **kwargs) -> DatasetSpec:
-        """A user-defined dataset: its name defaults to the class file's folder name."""
+    def from_classes_file(cls, path: str | Path, name: str | None = None, **kwargs: Any) -> DatasetSpec:
+        """A dataset from a class list alone; its name defaults to the class file's folder name.
+
+        Class 0 counts as background when it is named "background" (override with `background=` or
+        the older `background_is_zero=`).
+        """
         path = Path(path)
         classes = read_classes_file(path)
-        background = classes[0].strip().lower() == "background"
-        return cls(
-            name=name or path.parent.name or path.stem,
-            classes=tuple(classes),
-            background_is_zero=kwargs.pop("background_is_zero", background),
-            classes_file=path,
-            **kwargs,
+        if "background_is_zero" in kwargs:
+            kwargs["background"] = 0 if kwargs.pop("background_is_zero") else None
+        kwargs.setdefault("background", 0 if classes[0].strip().lower() == "background" else None)
+        return cls(name=name or path.parent.name or path.stem, classes=tuple(classes), classes_file=path, **kwargs)
+
+
+class DatasetFile(BaseModel):
+    """The schema of `dataset.json`: validated with errors that name the file and the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(None, description="free text: what the dataset is, where its facts come from")
+    layout: str | None = Field(None, description="reader of the on-disk layout, e.g. voc, context, cityscapes, mmseg")
+    data_dir: str | None = Field(None, description="folder under the data root (or an absolute path)")
+    img_dir: str | None = None
+    ann_dir: str | None = None
+    img_suffix: str = ".jpg"
+    seg_map_suffix: str = ".png"
+    split_file: str | None = Field(None, description="file (under data_dir) listing the stems; null: every image")
+    background: int | None = Field(None, description="index of the background class: 0 or null")
+    reduce_zero_label: bool = False
+    ignore_index: int = Field(IGNORE_INDEX, ge=0, le=255)
+    domain: str = Field(DEFAULT_DOMAIN, min_length=1)
+    palette: str | list[tuple[int, int, int]] | None = None
+    top_cls_num: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetFile:
+        if self.background not in (None, 0):
+            raise ValueError(f"background must be 0 or null (the methods treat class 0 as background), got {self.background}")
+        if self.layout is not None:
+            missing = [key for key in ("data_dir", "img_dir", "ann_dir") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"layout '{self.layout}' needs {', '.join(missing)}")
+        if isinstance(self.palette, list) and any(not 0 <= c <= 255 for rgb in self.palette for c in rgb):
+            raise ValueError("palette colours are [r, g, b] with values 0..255")
+        return self
+
+    def to_layout(self) -> Layout | None:
+        if self.layout is None:
+            return None
+        return Layout(
+            root=str(self.data_dir),
+            img_dir=str(self.img_dir),
+            ann_dir=str(self.ann_dir),
+            img_suffix=self.img_suffix,
+            seg_map_suffix=self.seg_map_suffix,
+            split_file=self.split_file,
+            name=self.layout,
         )
 
 
@@ -96,73 +170,153 @@ def read_classes_file(path: str | Path) -> list[str]:
     return classes
 
 
-_VOC12 = "VOCdevkit/VOC2012"
-_VOC10 = "VOCdevkit/VOC2010"
-_COCO = "coco_stuff164k"
+def read_dataset_file(path: str | Path) -> DatasetFile:
+    """Parse and validate one dataset.json; every problem names the file and the field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DatasetError(f"dataset file not found: {path}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object of dataset facts, got {type(data).__name__}")
+    try:
+        return DatasetFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(file)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"field '{where}': {message}")
+        raise DatasetError(f"{path}: " + "; ".join(problems)) from exc
 
-# Per-benchmark facts (protocols.md section 1). Class names come from classes.txt.
-BENCHMARKS: dict[str, dict] = {
-    "pascal_voc": dict(
-        background_is_zero=True,
-        layout=Layout(_VOC12, "JPEGImages", "SegmentationClass", split_file="ImageSets/Segmentation/val.txt"),
-    ),
-    "pascal_voc20": dict(
-        reduce_zero_label=True,
-        layout=Layout(_VOC12, "JPEGImages", "SegmentationClass", split_file="ImageSets/Segmentation/val.txt"),
-    ),
-    "pascal_context": dict(
-        background_is_zero=True,
-        layout=Layout(_VOC10, "JPEGImages", "SegmentationClassContext", split_file="ImageSets/SegmentationContext/val.txt"),
-    ),
-    "pascal_context59": dict(
-        reduce_zero_label=True,
-        layout=Layout(_VOC10, "JPEGImages", "SegmentationClassContext", split_file="ImageSets/SegmentationContext/val.txt"),
-    ),
-    "coco_object": dict(
-        background_is_zero=True,
-        layout=Layout(_COCO, "images/val2017", "annotations/val2017", seg_map_suffix="_instanceTrainIds.png"),
-    ),
-    "coco_stuff": dict(
-        layout=Layout(_COCO, "images/val2017", "annotations/val2017", seg_map_suffix="_labelTrainIds.png"),
-    ),
-    "cityscapes": dict(
-        domain="urban street scenes from a car's front camera",
-        layout=Layout(
-            "cityscapes",
-            "leftImg8bit/val",
-            "gtFine/val",
-            img_suffix="_leftImg8bit.png",
-            seg_map_suffix="_gtFine_labelTrainIds.png",
-        ),
-    ),
-    "ade20k": dict(
-        domain="indoor and outdoor scenes",
-        reduce_zero_label=True,
-        layout=Layout("ADEChallengeData2016", "images/validation", "annotations/validation"),
-    ),
-}
+
+def _bundled_dir() -> Path | None:
+    """The installed `llmseg.label_sets` folder (the shipped facts), whatever LLMSEG_LABEL_SETS says."""
+    spec = importlib.util.find_spec("llmseg.label_sets")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+_LOADED: dict[str, DatasetSpec] = {}  # user folders loaded by path in this process, by dataset name
+
+
+def load_dataset_folder(folder: str | Path, name: str | None = None, classes_file: str | Path | None = None,
+                        facts_file: str | Path | None = None) -> DatasetSpec:
+    """A dataset folder: its classes.txt (or `classes_file`) plus its dataset.json (or `facts_file`) if any."""
+    folder = Path(folder)
+    classes_path = Path(classes_file) if classes_file else folder / CLASSES_FILE
+    facts_path = Path(facts_file) if facts_file else folder / DATASET_FILE
+    classes = read_classes_file(classes_path)
+    name = name or folder.resolve().name
+    if not facts_path.is_file():
+        return DatasetSpec.from_classes_file(classes_path, name=name)
+    facts = read_dataset_file(facts_path)
+    palette: str | tuple[tuple[int, int, int], ...] | None = facts.palette
+    if isinstance(palette, list):
+        if len(palette) != len(classes):
+            raise DatasetError(
+                f"{facts_path}: field 'palette': {len(palette)} colours for the {len(classes)} classes of {classes_path}"
+            )
+        palette = tuple(tuple(rgb) for rgb in palette)
+    return DatasetSpec(
+        name=name,
+        classes=tuple(classes),
+        ignore_index=facts.ignore_index,
+        background=facts.background,
+        reduce_zero_label=facts.reduce_zero_label,
+        layout=facts.to_layout(),
+        domain=facts.domain,
+        classes_file=classes_path,
+        palette=palette,
+        top_cls_num=facts.top_cls_num if facts.top_cls_num is not None else DEFAULT_TOP_CLS_NUM,
+        source=facts_path,
+    )
+
+
+def _folder_reference(text: str) -> Path | None:
+    """`text` as a dataset folder: it looks like a path, or names a folder here holding a dataset.json."""
+    path = Path(text).expanduser()
+    looks_like_path = "/" in text or "\\" in text or path.is_absolute() or text.startswith(".")
+    if not looks_like_path and not (path / DATASET_FILE).is_file():
+        return None
+    if not path.is_dir():
+        raise DatasetError(f"dataset folder not found: {path} (a dataset folder holds {CLASSES_FILE} and {DATASET_FILE})")
+    return path
+
+
+def bundled_datasets() -> list[str]:
+    """The benchmarks shipped with llmseg: folders of the installed label_sets/ with a dataset.json."""
+    root = _bundled_dir()
+    if root is None or not root.is_dir():
+        return []
+    return sorted(f.name for f in root.iterdir() if (f / CLASSES_FILE).is_file() and (f / DATASET_FILE).is_file())
 
 
 def list_datasets() -> list[str]:
-    """The registered benchmarks plus any folder of `label_sets/` that has a classes.txt."""
-    names = list(BENCHMARKS)
-    root = label_sets_dir()
-    if root.is_dir():
-        for folder in sorted(root.iterdir()):
-            if (folder / "classes.txt").is_file() and folder.name not in names:
-                names.append(folder.name)
+    """The bundled benchmarks, every folder of `label_sets/` with a classes.txt, and folders loaded by path."""
+    names: list[str] = []
+    for root in (_bundled_dir(), label_sets_dir()):
+        if root is not None and root.is_dir():
+            for folder in sorted(root.iterdir()):
+                if (folder / CLASSES_FILE).is_file() and folder.name not in names:
+                    names.append(folder.name)
+    names.extend(n for n in _LOADED if n not in names)
     return names
 
 
-def get_dataset(name: str, classes_file: str | Path | None = None) -> DatasetSpec:
-    """Look a dataset up by name; `classes_file` overrides (or defines) its class list."""
-    facts = BENCHMARKS.get(name, {})
-    path = Path(classes_file) if classes_file else label_sets_dir() / name / "classes.txt"
+def get_dataset(name: str | Path, classes_file: str | Path | None = None) -> DatasetSpec:
+    """A dataset by name (a folder of `label_sets/`) or by path (a folder with classes.txt + dataset.json).
+
+    `classes_file` overrides (or, for a new name, defines) the class list; the facts still come
+    from the named dataset's dataset.json when it has one.
+    """
+    text = str(name)
+    folder_ref = _folder_reference(text)
+    if folder_ref is not None:
+        spec = load_dataset_folder(folder_ref, classes_file=classes_file)
+        _LOADED[spec.name] = spec
+        return spec
+    folder = label_sets_dir() / text
+    facts = folder / DATASET_FILE
+    bundled = _bundled_dir()
+    if not facts.is_file() and bundled is not None and (bundled / text / DATASET_FILE).is_file():
+        facts = bundled / text / DATASET_FILE  # a private LLMSEG_LABEL_SETS folder keeps the shipped facts
+    path = Path(classes_file) if classes_file else folder / CLASSES_FILE
+    if not path.is_file() and not classes_file and bundled is not None and (bundled / text / CLASSES_FILE).is_file():
+        path = bundled / text / CLASSES_FILE
     if not path.is_file():
+        if not classes_file and text in _LOADED:
+            return _LOADED[text]
         known = ", ".join(list_datasets())
-        hint = "" if classes_file else f"; known datasets: {known}; or pass a classes file"
-        raise DatasetError(f"no class file for dataset '{name}': {path} does not exist{hint}")
-    spec = DatasetSpec.from_classes_file(path, name=name)
-    if facts:
-        spec = replace(spec, **{"background_is_zero": False, **facts})
-    return spec
+        hint = "" if classes_file else f"; known datasets: {known}; or pass a dataset folder or a classes file"
+        raise DatasetError(f"no class file for dataset '{text}': {path} does not exist{hint}")
+    return load_dataset_folder(folder, name=text, classes_file=path, facts_file=facts)
+
+
+def find_dataset(name: str | None) -> DatasetSpec | None:
+    """The spec of a dataset with a dataset.json (bundled, in label_sets/, or loaded by path), else None.
+
+    For code that only has a dataset's name and wants its facts if it has any (methods, palettes).
+    """
+    if not name:
+        return None
+    try:
+        spec = get_dataset(name)
+    except DatasetError:
+        return None
+    return spec if spec.source is not None else None
+
+
+def dataset_top_cls_num(name: str | None) -> int:
+    """llm-supervision's top_cls_num for a dataset: its dataset.json's value, else the default 10."""
+    spec = find_dataset(name)
+    return spec.top_cls_num if spec is not None else DEFAULT_TOP_CLS_NUM
+
+
+def dataset_background(name: str | None) -> bool | None:
+    """Whether class 0 is background by the dataset's facts; None when no dataset.json says (then: by name)."""
+    spec = find_dataset(name)
+    return None if spec is None else spec.background_is_zero

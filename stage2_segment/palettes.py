@@ -7,6 +7,7 @@ Facts encoded here:
 - Cityscapes: the 19 train-id colours of the official cityscapesScripts label table.
 - VOC20 / PC59 (background dropped) take the VOC colour of their original id, so a class keeps
   its colour across the two variants.
+Which one a dataset uses is its dataset.json's "palette": a name in `PALETTES` or one [r, g, b] per class.
 Everything else (ADE20K, COCO-Stuff, COCO-Object, user classes) gets `distinct_palette`: a
 deterministic glasbey-style list, each colour the sRGB grid point farthest (in CIELAB) from
 every colour already chosen, black and white included, lightness kept within L* 25..92. Its first colours are saturated and far
@@ -16,9 +17,13 @@ name is "background" gets black for it, as in VOC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
+
+from llmseg.datasets import DatasetError, DatasetSpec, find_dataset
+from llmseg.registry import Registry
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's colour for 255, used for "ignore" in every palette
 BACKGROUND_COLOR = (0, 0, 0)
@@ -101,20 +106,51 @@ def distinct_palette(n: int) -> np.ndarray:
     return table[np.arange(n) % len(table)].copy()
 
 
-_VOC_FAMILY = {"pascal_voc": 0, "pascal_context": 0, "pascal_voc20": 1, "pascal_context59": 1}
+def _voc(num_classes: int) -> np.ndarray:
+    """VOC devkit colours of ids 0..C-1 (VOC21, PASCAL Context 60)."""
+    return voc_palette(256)[:num_classes].copy()
 
 
-def dataset_palette(dataset: str, num_classes: int) -> np.ndarray | None:
-    """The standard palette of a registered benchmark ([num_classes, 3]), or None if it has none."""
-    if dataset in _VOC_FAMILY:
-        offset = _VOC_FAMILY[dataset]
-        return voc_palette(256)[offset : offset + num_classes].copy()
-    if dataset == "cityscapes" and num_classes <= len(CITYSCAPES):
-        return np.array(CITYSCAPES[:num_classes], dtype=np.uint8)
+def _voc_no_background(num_classes: int) -> np.ndarray:
+    """VOC colours of ids 1..C: VOC20 / PC59 keep each class's colour from the variant with background."""
+    return voc_palette(256)[1 : 1 + num_classes].copy()
+
+
+def _cityscapes(num_classes: int) -> np.ndarray | None:
+    """The 19 Cityscapes train-id colours (None for longer class lists)."""
+    return np.array(CITYSCAPES[:num_classes], dtype=np.uint8) if num_classes <= len(CITYSCAPES) else None
+
+
+def _distinct(num_classes: int) -> None:
+    """The distinct palette (black for a class 0 named background): `palette_for`'s fallback."""
     return None
 
 
-def palette_for(classes: list[str] | tuple[str, ...], dataset: str | None = None) -> np.ndarray:
+# A palette name in dataset.json -> a builder of [C, 3] colours (None: fall back to the distinct palette).
+# A new palette is one `PALETTES.register("name")(builder)` call.
+PALETTES: Registry[Callable[[int], np.ndarray | None]] = Registry("palette")
+for _name, _builder in (("voc", _voc), ("voc_no_background", _voc_no_background), ("cityscapes", _cityscapes),
+                        ("distinct", _distinct)):
+    PALETTES.register(_name)(_builder)
+
+
+def dataset_palette(dataset: str | DatasetSpec, num_classes: int) -> np.ndarray | None:
+    """The palette a dataset's dataset.json names ([num_classes, 3]), or None if it names none."""
+    spec = dataset if isinstance(dataset, DatasetSpec) else find_dataset(dataset)
+    if spec is None or spec.palette is None:
+        return None
+    if isinstance(spec.palette, str):
+        if spec.palette not in PALETTES:
+            where = spec.source or spec.name
+            raise DatasetError(f"{where}: field 'palette': unknown palette '{spec.palette}': use one of "
+                               f"{', '.join(PALETTES.names())} or a list of [r, g, b]")
+        return PALETTES.get(spec.palette)(num_classes)
+    if len(spec.palette) != num_classes:
+        return None
+    return np.array(spec.palette, dtype=np.uint8)
+
+
+def palette_for(classes: list[str] | tuple[str, ...], dataset: str | DatasetSpec | None = None) -> np.ndarray:
     """One colour per class [C, 3] uint8: the dataset's standard palette, else the distinct one."""
     n = len(classes)
     if dataset is not None:

@@ -15,51 +15,33 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from llmseg.datasets import BENCHMARKS, DatasetError
+from llmseg.datasets import DatasetSpec, get_dataset
 from llmseg.io import atomic_path
 
-from .data.convert import coco_object_table, coco_stuff_table
+from .data.convert import (
+    COCO_UNUSED_THING_IDS,
+    OBJECT_SUFFIX,
+    RAW_SUFFIX,
+    STUFF_SUFFIX,
+    coco_object_table,
+    coco_stuff_table,
+)
+from .data.layouts import layout_reader
 from .palettes import voc_palette
 from .visualize import save_label_png
 
-# raw label values on disk (before reduce_zero_label / conversion) for each layout family
-_RAW_RANGE = {
-    "pascal_voc": 21,
-    "pascal_voc20": 21,
-    "pascal_context": 60,
-    "pascal_context59": 60,
-    "coco_stuff": 182,
-    "coco_object": 182,
-    "cityscapes": 19,
-    "ade20k": 151,
-}
-_CITIES = ("frankfurt", "lindau", "munster")
 
-
-def _stem(name: str, i: int) -> str:
-    if name.startswith("pascal_voc"):
-        return f"2007_{i:06d}"
-    if name.startswith("pascal_context"):
-        return f"2008_{i:06d}"
-    if name.startswith("coco"):
-        return f"{i:012d}"
-    if name == "ade20k":
-        return f"ADE_val_{i + 1:08d}"
-    city = _CITIES[i % len(_CITIES)]
-    return f"{city}/{city}_000000_{i:06d}"
-
-
-def _random_label(rng: np.random.Generator, h: int, w: int, values: np.ndarray, borders: bool) -> np.ndarray:
+def _random_label(rng: np.random.Generator, h: int, w: int, values: np.ndarray, borders: int | None) -> np.ndarray:
     label = np.full((h, w), rng.choice(values), np.int64)
     for _ in range(int(rng.integers(2, 6))):
         y0, x0 = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
         y1, x1 = int(rng.integers(y0 + 3, h + 1)), int(rng.integers(x0 + 3, w + 1))
         label[y0:y1, x0:x1] = rng.choice(values)
-        if borders:  # VOC marks object boundaries with 255
-            label[y0:y1, x0] = 255
-            label[y0:y1, x1 - 1] = 255
-            label[y0, x0:x1] = 255
-            label[y1 - 1, x0:x1] = 255
+        if borders is not None:  # VOC marks object boundaries with 255
+            label[y0:y1, x0] = borders
+            label[y0:y1, x1 - 1] = borders
+            label[y0, x0:x1] = borders
+            label[y1 - 1, x0:x1] = borders
     return label
 
 
@@ -76,8 +58,15 @@ def _save(img: Image.Image, path: Path) -> None:
         img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
+def _raw_values(spec: DatasetSpec, storage: str) -> np.ndarray:
+    """Label values as stored on disk, before reduce_zero_label / conversion."""
+    if storage == "coco":  # raw stuffthingmaps 0..181 never use the 11 unannotated thing ids
+        return np.array([v for v in range(182) if v not in COCO_UNUSED_THING_IDS])
+    return np.arange(spec.num_classes + (1 if spec.reduce_zero_label else 0))
+
+
 def write_synthetic_benchmark(
-    name: str,
+    name: str | DatasetSpec,
     root: str | os.PathLike,
     n_images: int = 4,
     size: int | tuple[int, int] = (48, 64),
@@ -85,45 +74,44 @@ def write_synthetic_benchmark(
     *,
     extra_unlisted: int = 1,
 ) -> list[str]:
-    """Write `n_images` validation samples of benchmark `name` under data root `root`.
+    """Write `n_images` validation samples of dataset `name` (a name, folder or spec) under data root `root`.
 
-    Returns the stems in evaluation order. Split-file layouts also get `extra_unlisted` images
-    that the split file does not list (a reader must not pick them up). `size` is the base
-    (H, W); image i is (H + 8 * (i % 2), W + 4 * (i % 3)).
+    Folders, suffixes and the split file come from the dataset's layout facts (dataset.json), the
+    stem naming and label storage from its layout reader. Returns the stems in evaluation order.
+    Split-file layouts also get `extra_unlisted` images that the split file does not list (a reader
+    must not pick them up). `size` is the base (H, W); image i is (H + 8 * (i % 2), W + 4 * (i % 3)).
     """
-    if name not in BENCHMARKS:
-        raise DatasetError(f"no synthetic layout for '{name}'; known: {', '.join(BENCHMARKS)}")
-    layout = BENCHMARKS[name]["layout"]
+    spec = name if isinstance(name, DatasetSpec) else get_dataset(name)
+    reader = layout_reader(spec)
+    layout, storage, ignore = reader.layout, reader.label_storage, spec.ignore_index
     base_h, base_w = (size, size) if isinstance(size, int) else size
     if base_h < 8 or base_w < 8:
         raise ValueError("synthetic images must be at least 8x8")
     rng = np.random.default_rng(seed)
-    base = Path(root) / layout.root
+    base = spec.data_dir(root)
     img_dir, ann_dir = base / layout.img_dir, base / layout.ann_dir
-    values = np.arange(_RAW_RANGE[name])
-    if name.startswith("coco"):  # raw stuffthingmaps never use the 11 unannotated thing ids
-        values = np.array([v for v in values if v not in (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)])
+    values = _raw_values(spec, storage)
     stems: list[str] = []
     total = n_images + (extra_unlisted if layout.split_file else 0)
     for i in range(total):
-        stem = _stem(name, i)
+        stem = reader.stem(i)
         h, w = base_h + 8 * (i % 2), base_w + 4 * (i % 3)
-        raw = _random_label(rng, h, w, values, borders=name.startswith("pascal_voc"))
-        if name.startswith("coco"):
-            raw[rng.random((h, w)) < 0.02] = 255  # unlabeled pixels
+        raw = _random_label(rng, h, w, values, borders=ignore if storage == "palette" else None)
+        if storage == "coco":
+            raw[rng.random((h, w)) < reader.unlabeled_fraction] = 255  # unlabeled pixels, visible in the image
         image = _image_for(raw, rng)
         _save(Image.fromarray(image), img_dir / f"{stem}{layout.img_suffix}")
-        if name.startswith("pascal_voc"):
+        if storage == "palette":
             save_label_png(ann_dir / f"{stem}{layout.seg_map_suffix}", raw, voc_palette())
-        elif name.startswith("coco"):
-            folder = ann_dir / Path(stem).parent
-            _save(Image.fromarray(raw.astype(np.uint8)), folder / f"{Path(stem).name}.png")
+        elif storage == "coco":
+            folder, leaf = ann_dir / Path(stem).parent, Path(stem).name
+            _save(Image.fromarray(raw.astype(np.uint8)), folder / f"{leaf}{RAW_SUFFIX}")
             stuff = coco_stuff_table()[raw]
-            _save(Image.fromarray(stuff), folder / f"{Path(stem).name}_labelTrainIds.png")
-            _save(Image.fromarray(coco_object_table()[stuff]), folder / f"{Path(stem).name}_instanceTrainIds.png")
+            _save(Image.fromarray(stuff), folder / f"{leaf}{STUFF_SUFFIX}")
+            _save(Image.fromarray(coco_object_table()[stuff]), folder / f"{leaf}{OBJECT_SUFFIX}")
         else:
-            if name == "cityscapes":
-                raw[rng.random((h, w)) < 0.05] = 255
+            if reader.unlabeled_fraction:  # unlabeled pixels the image does not show (Cityscapes' void)
+                raw[rng.random((h, w)) < reader.unlabeled_fraction] = ignore
             _save(Image.fromarray(raw.astype(np.uint8)), ann_dir / f"{stem}{layout.seg_map_suffix}")
         if i < n_images:
             stems.append(stem)

@@ -1,5 +1,6 @@
 """Datasets on disk: benchmark readers (MMSeg layout), user-image folders, converters and checks."""
 
+from .layouts import LAYOUTS, LayoutReader, layout_reader
 from .readers import (
     BenchmarkDataset,
     DataError,
@@ -14,8 +15,11 @@ __all__ = [
     "BenchmarkDataset",
     "DataError",
     "FolderDataset",
+    "LAYOUTS",
+    "LayoutReader",
     "SampleRef",
     "list_samples",
     "load_image",
+    "layout_reader",
     "load_label",
 ]

@@ -20,16 +20,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from llmseg.datasets import Layout, get_dataset
 from llmseg.io import atomic_path
 
 from .pool import parallel_map
 from .readers import DataError
 
 COCO_UNUSED_THING_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
-RAW_SUFFIX = ".png"
-STUFF_SUFFIX = "_labelTrainIds.png"
-OBJECT_SUFFIX = "_instanceTrainIds.png"
-CONVERTERS = ("coco_stuff", "coco_object")
+RAW_SUFFIX = ".png"  # the raw stuffthingmaps: <stem>.png
+CONVERTERS = ("coco_stuff", "coco_object")  # each writes the label files of the dataset of that name
+
+
+def _layout(dataset: str) -> Layout:
+    layout = get_dataset(dataset).layout
+    if layout is None:  # pragma: no cover - the bundled dataset.json has one
+        raise DataError(f"dataset '{dataset}' has no layout in its dataset.json")
+    return layout
+
+
+# the converted files' names, from the datasets' own layout facts (label_sets/<name>/dataset.json)
+STUFF_SUFFIX = _layout("coco_stuff").seg_map_suffix
+OBJECT_SUFFIX = _layout("coco_object").seg_map_suffix
 
 
 def coco_stuff_table() -> np.ndarray:
@@ -104,9 +115,11 @@ def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str,
     if kind not in CONVERTERS:
         raise DataError(f"unknown converter '{kind}'; choose one of {', '.join(CONVERTERS)}")
     root = Path(root)
-    ann = root / "annotations"
+    layout = _layout(kind)
+    ann_folder = Path(layout.ann_dir).parts[0]  # every split under it: annotations/{train,val}2017
+    ann = root / ann_folder
     if not ann.is_dir():
-        raise DataError(f"{root} has no annotations/ folder (expected DATA_ROOT/coco_stuff164k)")
+        raise DataError(f"{root} has no {ann_folder}/ folder (expected DATA_ROOT/{layout.root})")
     tasks = []
     for path in sorted(ann.rglob("*.png")):
         name = path.name
@@ -116,7 +129,7 @@ def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str,
             if name.endswith(STUFF_SUFFIX) or name.endswith(OBJECT_SUFFIX):
                 continue
             dst = path.with_name(name[: -len(RAW_SUFFIX)] + STUFF_SUFFIX)
-        else:
+        else:  # coco_object is derived from coco_stuff's train-id files
             if not name.endswith(STUFF_SUFFIX):
                 continue
             dst = path.with_name(name[: -len(STUFF_SUFFIX)] + OBJECT_SUFFIX)

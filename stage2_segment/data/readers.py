@@ -1,4 +1,4 @@
-"""Read benchmark images and label maps in the MMSegmentation on-disk layout.
+"""Read benchmark images and label maps; which files form a dataset is its layout's job (layouts.py).
 
 Labels are class indices, never colours: a palette PNG ('P' mode) decodes to its indices
 through `np.array`, a greyscale PNG to its values. `reduce_zero_label` (VOC20, PC59, ADE)
@@ -34,34 +34,10 @@ class SampleRef:
 
 
 def list_samples(spec: DatasetSpec, data_root: str | os.PathLike, limit: int | None = None) -> list[SampleRef]:
-    """The benchmark's validation samples, in the split file's order or sorted path order."""
-    layout = spec.layout
-    if layout is None:
-        raise DatasetError(f"dataset '{spec.name}' has no on-disk layout registered")
-    base = spec.data_dir(data_root)
-    img_dir, ann_dir = base / layout.img_dir, base / layout.ann_dir
-    if layout.split_file is not None:
-        split = base / layout.split_file
-        if not split.is_file():
-            raise DataError(f"{spec.name}: split file not found: {split} (expected under --data-root {data_root})")
-        stems = [line.strip() for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        if not img_dir.is_dir():
-            raise DataError(f"{spec.name}: image folder not found: {img_dir} (expected under --data-root {data_root})")
-        suffix = layout.img_suffix
-        stems = sorted(
-            p.relative_to(img_dir).as_posix()[: -len(suffix)]
-            for p in img_dir.rglob(f"*{suffix}")
-            if p.is_file()
-        )
-    if not stems:
-        raise DataError(f"{spec.name}: no images listed under {base}")
-    if limit is not None:
-        stems = stems[: max(0, int(limit))]
-    return [
-        SampleRef(stem, img_dir / f"{stem}{layout.img_suffix}", ann_dir / f"{stem}{layout.seg_map_suffix}")
-        for stem in stems
-    ]
+    """The dataset's evaluation samples, as its layout's reader lists them (split-file order or sorted paths)."""
+    from .layouts import layout_reader  # the layouts import this module's SampleRef
+
+    return layout_reader(spec).list_samples(data_root, limit)
 
 
 def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> np.ndarray:

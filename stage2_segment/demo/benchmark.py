@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmseg.datasets import BENCHMARKS, DatasetSpec
+from llmseg.datasets import DatasetSpec, get_dataset
 from llmseg.io import atomic_path, atomic_write_json, atomic_write_text
 
 from .generator import BACKGROUNDS, COLOURS, FAMILIES, RENDER_SIZE, boundary, family_labels, render_scene
@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 
 def demo_spec() -> DatasetSpec:
     """The demo as a dataset: its classes file plus the VOC layout."""
-    layout = BENCHMARKS["pascal_voc"]["layout"]
+    layout = get_dataset("pascal_voc").layout
     return DatasetSpec.from_classes_file(CLASSES_FILE, name=DATASET_NAME, layout=layout, domain="synthetic pictures of coloured shapes")
 
 

@@ -22,8 +22,6 @@ from .presets import (
     DEFAULT_PRESET,
     DENSE_KEYS,
     METHOD_TEMPLATES,
-    TOP_CLS_NUM,
-    TOP_CLS_NUM_DEFAULT,
     load_preset,
     preset_settings,
 )
@@ -76,10 +74,15 @@ def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[st
 def _dataset_background(dataset: str | None) -> bool | None:
     if dataset is None:
         return None
-    from llmseg.datasets import BENCHMARKS
+    from llmseg.datasets import dataset_background
 
-    facts = BENCHMARKS.get(dataset)
-    return None if facts is None else bool(facts.get("background_is_zero", False))
+    return dataset_background(dataset)  # the dataset.json's "background"; None: no facts, judge by name
+
+
+def _dataset_top_cls_num(dataset: str | None) -> int:
+    from llmseg.datasets import dataset_top_cls_num
+
+    return dataset_top_cls_num(dataset)  # the dataset.json's "top_cls_num", else 10 (clamped to C by the method)
 
 
 def build_method(
@@ -161,7 +164,7 @@ def build_method(
     if config.method == "llm-supervision":
         from .llm_supervision import LLMSupervisionMethod
 
-        top = config.top_cls_num if config.top_cls_num is not None else TOP_CLS_NUM.get(dataset or "", TOP_CLS_NUM_DEFAULT)
+        top = config.top_cls_num if config.top_cls_num is not None else _dataset_top_cls_num(dataset)
         return LLMSupervisionMethod(
             backbone,
             names,

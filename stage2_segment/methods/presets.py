@@ -25,9 +25,8 @@ DENSE_KEYS = ("dense_mode", "short_side", "crop", "stride", "logit_scale", "prob
 
 DEFAULT_PRESET = "sclip"
 
-# llm-supervision: SimSeg's hard-coded top_cls_num per dataset (seed-method.md section 3), clamped to C.
-TOP_CLS_NUM: dict[str, int] = {"pascal_voc": 10, "pascal_context": 30, "coco_object": 10}
-TOP_CLS_NUM_DEFAULT = 10
+# llm-supervision's per-dataset top_cls_num (SimSeg's hard-coded values) is data: "top_cls_num" in
+# label_sets/<dataset>/dataset.json (llmseg.datasets.dataset_top_cls_num).
 
 # Template set and assembly defaults per method.
 METHOD_TEMPLATES = {"dense": "openai80", "llm-supervision": "seed13"}

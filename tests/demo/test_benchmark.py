@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from llmseg.datasets import BENCHMARKS, get_dataset
+from llmseg.datasets import get_dataset
 from llmseg.labelset import load_label_set, load_meta, validate_label_set
 from llmseg.stage2.data.readers import BenchmarkDataset, list_samples, load_label
 from llmseg.stage2.demo.benchmark import (
@@ -35,7 +35,7 @@ def test_writes_the_voc_layout(tmp_path):
         values = np.array(label)
         assert set(np.unique(values)) <= {0, 1, 2, 255}
         assert np.array_equal(values, label_map(render_scene(77, i)))
-    assert spec.layout == BENCHMARKS["pascal_voc"]["layout"]
+    assert spec.layout == get_dataset("pascal_voc").layout
     assert spec.classes == ("background", "warm-coloured shape", "cool-coloured shape")
     assert spec.background_is_zero
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmseg.datasets import BENCHMARKS, get_dataset
+from llmseg.datasets import bundled_datasets, get_dataset
 from llmseg.stage2.data import (
     BenchmarkDataset,
     DataError,
@@ -36,7 +36,7 @@ EXPECTED_FILES["pascal_voc20"] = EXPECTED_FILES["pascal_voc"]
 EXPECTED_FILES["pascal_context59"] = EXPECTED_FILES["pascal_context"]
 
 
-@pytest.mark.parametrize("name", list(BENCHMARKS))
+@pytest.mark.parametrize("name", bundled_datasets())
 def test_synthetic_layout_and_reader(name, tmp_path):
     stems = write_synthetic_benchmark(name, tmp_path, n_images=3, size=(20, 24), seed=1)
     for pattern in EXPECTED_FILES[name]:

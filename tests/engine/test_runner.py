@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from engine_refmethods import build_oracle, expected_metrics
 
-from llmseg.datasets import BENCHMARKS
+from llmseg.datasets import bundled_datasets
 from llmseg.stage2.data import DataError, load_label
 from llmseg.stage2.runner import RunConfig, RunError, evaluate, score
 
@@ -32,7 +32,7 @@ def _assert_matches(report: dict, want: dict) -> None:
         assert (g is None) == (w is None) and (g is None or g == pytest.approx(w, abs=1e-3))
 
 
-@pytest.mark.parametrize("name", list(BENCHMARKS))
+@pytest.mark.parametrize("name", bundled_datasets())
 def test_evaluate_every_benchmark_layout(name, synthetic, tmp_path):
     root = synthetic(name, n=4)
     spec, method = build_oracle(name, root, noise=0.25)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from llmseg.datasets import (
-    BENCHMARKS,
     DatasetError,
     DatasetSpec,
+    bundled_datasets,
     get_dataset,
     list_datasets,
     read_classes_file,
@@ -39,7 +39,7 @@ def test_benchmark_class_counts_and_conventions(name):
 
 def test_registry_lists_every_benchmark():
     assert set(EXPECTED) <= set(list_datasets())
-    assert set(BENCHMARKS) == set(EXPECTED)
+    assert set(bundled_datasets()) == set(EXPECTED)
 
 
 def test_voc_uses_the_seed_short_names_and_reduced_sets_drop_background():
