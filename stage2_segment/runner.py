@@ -21,6 +21,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,164 @@ def _describe(method: Any) -> dict[str, Any]:
     return json.loads(json.dumps(description, default=str))
 
 
+@dataclass
+class _Session:
+    """What one run of `evaluate` on one rank has done so far (the checkpoint holds the durable part)."""
+
+    finished: list[str]
+    skipped: list[dict[str, str]]
+    wall_before: float  # seconds spent by earlier, interrupted sessions of the same run
+    start: float = field(default_factory=time.perf_counter)
+    images: int = 0  # images scored in this session (skipped files excluded)
+    since_checkpoint: int = 0
+    first_done: float | None = None
+    last_done: float | None = None
+
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.start
+
+    def steady_rate(self) -> float | None:
+        """Images per second after the first one (start-up of worker processes excluded)."""
+        if self.images >= 3 and self.last_done is not None and self.first_done is not None and self.last_done > self.first_done:
+            return (self.images - 1) / (self.last_done - self.first_done)
+        return None
+
+
+class _RankLoop:
+    """One rank's pass over its images: forward in batches, CPU finish (inline or pooled), score, checkpoint.
+
+    Invariant: the metric's confusion matrix holds exactly the images in `session.finished`, so a
+    checkpoint written at any moment (also from an exception) is a consistent resumption point.
+    """
+
+    def __init__(self, method: SegmentationMethod, spec: DatasetSpec, cfg: RunConfig, out: Path, metric: SegMetric,
+                 checkpoint: _Checkpoint, session: _Session, global_index: dict[str, int], bar: Any,
+                 pool: ProcessPoolExecutor | None) -> None:
+        self.method, self.spec, self.cfg = method, spec, cfg
+        self.metric, self.checkpoint, self.session = metric, checkpoint, session
+        self.global_index, self.bar, self.pool = global_index, bar, pool
+        self.pred_dir, self.vis_dir = out / "pred", out / "vis"
+        self.suffix = spec.layout.seg_map_suffix if spec.layout else ".png"
+        self.max_in_flight = cfg.max_in_flight or (2 * cfg.post_workers + cfg.batch_size)
+        self.inflight: deque[tuple[dict[str, Any], Future | SegResult]] = deque()
+
+    def run(self, loader: Any) -> None:
+        try:
+            for batch in loader:
+                self._batch(batch)
+            self._drain(everything=True)
+        except BaseException:
+            self.save_checkpoint(complete=False)
+            raise
+
+    def save_checkpoint(self, complete: bool) -> None:
+        s = self.session
+        self.checkpoint.save(self.metric, s.finished, s.skipped, s.wall(), complete=complete)
+
+    def _batch(self, batch: list[dict[str, Any]]) -> None:
+        import torch
+
+        good = []
+        for item in batch:
+            if "error" not in item:
+                good.append(item)
+                continue
+            if not self.cfg.skip_bad:
+                raise DataError(f"{item['error']} (pass --skip-bad to skip such files)")
+            self.session.skipped.append({"stem": item["stem"], "error": item["error"]})
+            self._mark_done(item["stem"])
+        if not good:
+            return
+        with torch.inference_mode():
+            pendings = self.method.forward([item["image"] for item in good])
+        if len(pendings) != len(good):
+            raise RunError(f"method returned {len(pendings)} results for a batch of {len(good)} images")
+        for item, pending in zip(good, pendings, strict=True):
+            if self.pool is not None and getattr(pending, "needs_cpu", True):
+                self.inflight.append((item, self.pool.submit(_finish, pending)))
+            else:
+                self.inflight.append((item, pending.finish()))
+        self._drain()
+        elapsed = time.perf_counter() - self.session.start
+        self.bar.set_postfix_str(_postfix(self.metric, self.session.images, elapsed), refresh=False)
+
+    def _drain(self, everything: bool = False) -> None:
+        inflight = self.inflight
+        while inflight and (everything or len(inflight) > self.max_in_flight or _ready(inflight[0][1])):
+            item, job = inflight.popleft()
+            self._consume(item, job.result() if isinstance(job, Future) else job)
+
+    def _consume(self, item: dict[str, Any], result: SegResult) -> None:
+        import torch
+
+        labels = np.asarray(result.labels)
+        target = item["label"]
+        if labels.shape != target.shape:
+            raise RunError(
+                f"prediction for {item['image_path']} is {labels.shape[1]}x{labels.shape[0]} but its label "
+                f"{item['label_path']} is {target.shape[1]}x{target.shape[0]} (WxH)"
+            )
+        try:
+            self.metric.update(torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(target))
+        except ValueError as exc:
+            raise RunError(f"{item['image_path']} / {item['label_path']}: {exc}") from exc
+        if self.cfg.save_pred:
+            save_prediction(self.pred_dir, item["stem"], labels, self.suffix)
+        if self.global_index[item["stem"]] < self.cfg.save_vis:
+            save_overlay(self.vis_dir / f"{item['stem']}.png", item["image"], labels, self.spec.classes, self.spec.name)
+        self._mark_done(item["stem"])
+        s = self.session
+        s.images += 1
+        now = time.perf_counter()
+        if s.first_done is None:
+            s.first_done = now
+        s.last_done = now
+
+    def _mark_done(self, stem: str) -> None:
+        s = self.session
+        s.finished.append(stem)
+        self.bar.update(1)
+        s.since_checkpoint += 1
+        if s.since_checkpoint >= self.cfg.checkpoint_every:
+            self.save_checkpoint(complete=False)
+            s.since_checkpoint = 0
+
+
+def _check_method_device(method: Any, device: str, info: distributed.DistInfo) -> None:
+    """Under torchrun every rank must compute on its own GPU: a backbone built elsewhere is refused."""
+    built_on = str(getattr(getattr(method, "backbone", None), "device", "") or "")
+    if info.enabled and built_on.startswith("cuda") and built_on != device:
+        raise RunError(
+            f"rank {info.rank}: the method's backbone is on {built_on} but this rank computes on {device}; build it "
+            "with device=distributed.this_rank_device(...) before loading (the CLI does)"
+        )
+
+
+def _resume_session(checkpoint: _Checkpoint, metric: SegMetric, resume: bool) -> tuple[_Session, bool]:
+    """A fresh session, or one continuing the checkpoint (its metric loaded); and whether it resumed."""
+    state = checkpoint.load() if resume else None
+    if state is None:
+        return _Session(finished=[], skipped=[], wall_before=0.0), False
+    metric.load_state_dict(state["metric"])
+    session = _Session(list(state["finished"]), list(state["skipped"]), float(state["wall_time_s"]))
+    return session, True
+
+
+def _loader(spec: DatasetSpec, data_root: str | os.PathLike, todo: list[SampleRef], cfg: RunConfig) -> Any:
+    """Decoding in spawn worker processes (none when nothing is left to do)."""
+    import torch
+
+    workers = cfg.num_workers if todo else 0
+    return torch.utils.data.DataLoader(
+        BenchmarkDataset(spec, data_root, errors="report", samples=todo),
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        multiprocessing_context=mp.get_context("spawn") if workers > 0 else None,
+    )
+
+
 def evaluate(
     method: SegmentationMethod,
     spec: DatasetSpec,
@@ -156,175 +315,102 @@ def evaluate(
     extra_info: dict | None = None,
 ) -> dict[str, Any]:
     """Evaluate `method` on benchmark `spec` under `data_root`; returns the metrics.json document."""
-    import torch
-    from tqdm import tqdm
-
     info = distributed.init_distributed(cfg.device)
     try:
-        device = distributed.rank_device(cfg.device, info)
-        out = cfg.out_dir(spec.name)
-        out.mkdir(parents=True, exist_ok=True)
-        description = _describe(method)
-        if int(getattr(method, "num_classes", spec.num_classes)) != spec.num_classes:
-            raise RunError(f"method predicts {method.num_classes} classes but {spec.name} has {spec.num_classes}")
-
-        all_samples = list_samples(spec, data_root, cfg.limit)
-        global_index = {ref.stem: i for i, ref in enumerate(all_samples)}
-        mine = distributed.shard(all_samples, info)
-
-        metric = SegMetric(spec.num_classes, spec.ignore_index, device=device)
-        checkpoint = _Checkpoint(_checkpoint_path(out, info), _fingerprint(spec, data_root, cfg, description, info))
-        finished: list[str] = []
-        skipped: list[dict[str, str]] = []
-        wall_before = 0.0
-        state = checkpoint.load() if cfg.resume else None
-        if state is not None:
-            metric.load_state_dict(state["metric"])
-            finished, skipped, wall_before = list(state["finished"]), list(state["skipped"]), float(state["wall_time_s"])
-        done = set(finished)
-        todo = [ref for ref in mine if ref.stem not in done]
-
-        dataset = BenchmarkDataset(spec, data_root, errors="report", samples=todo)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            num_workers=cfg.num_workers if todo else 0,
-            collate_fn=_collate,
-            multiprocessing_context=mp.get_context("spawn") if cfg.num_workers > 0 and todo else None,
-        )
-        pool = None
-        if cfg.post_workers > 0 and todo:
-            pool = ProcessPoolExecutor(max_workers=cfg.post_workers, mp_context=mp.get_context("spawn"))
-        max_in_flight = cfg.max_in_flight or (2 * cfg.post_workers + cfg.batch_size)
-        inflight: deque[tuple[dict[str, Any], Future | SegResult]] = deque()
-        pred_dir, vis_dir = out / "pred", out / "vis"
-        suffix = spec.layout.seg_map_suffix if spec.layout else ".png"
-        session = {"images": 0, "since_ckpt": 0}
-        start = time.perf_counter()
-        bar = tqdm(
-            total=len(mine),
-            initial=len(mine) - len(todo),
-            desc=f"{spec.name}" + (f" [rank {info.rank}]" if info.enabled else ""),
-            unit="img",
-            disable=not cfg.progress,
-            position=info.rank if info.enabled else None,
-            dynamic_ncols=True,
-        )
-
-        def wall() -> float:
-            return wall_before + time.perf_counter() - start
-
-        def consume(item: dict[str, Any], result: SegResult) -> None:
-            labels = np.asarray(result.labels)
-            target = item["label"]
-            if labels.shape != target.shape:
-                raise RunError(
-                    f"prediction for {item['image_path']} is {labels.shape[1]}x{labels.shape[0]} but its label "
-                    f"{item['label_path']} is {target.shape[1]}x{target.shape[0]} (WxH)"
-                )
-            try:
-                metric.update(torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(target))
-            except ValueError as exc:
-                raise RunError(f"{item['image_path']} / {item['label_path']}: {exc}") from exc
-            if cfg.save_pred:
-                save_prediction(pred_dir, item["stem"], labels, suffix)
-            if global_index[item["stem"]] < cfg.save_vis:
-                save_overlay(vis_dir / f"{item['stem']}.png", item["image"], labels, spec.classes, spec.name)
-            mark_done(item["stem"])
-            session["images"] += 1
-            now = time.perf_counter()
-            session.setdefault("first_done", now)
-            session["last_done"] = now
-
-        def mark_done(stem: str) -> None:
-            finished.append(stem)
-            bar.update(1)
-            session["since_ckpt"] += 1
-            if session["since_ckpt"] >= cfg.checkpoint_every:
-                checkpoint.save(metric, finished, skipped, wall(), complete=False)
-                session["since_ckpt"] = 0
-
-        def drain(everything: bool = False) -> None:
-            while inflight and (everything or len(inflight) > max_in_flight or _ready(inflight[0][1])):
-                item, job = inflight.popleft()
-                consume(item, job.result() if isinstance(job, Future) else job)
-
-        try:
-            for batch in loader:
-                good = []
-                for item in batch:
-                    if "error" in item:
-                        if not cfg.skip_bad:
-                            raise DataError(f"{item['error']} (pass --skip-bad to skip such files)")
-                        skipped.append({"stem": item["stem"], "error": item["error"]})
-                        mark_done(item["stem"])
-                    else:
-                        good.append(item)
-                if not good:
-                    continue
-                with torch.inference_mode():
-                    pendings = method.forward([item["image"] for item in good])
-                if len(pendings) != len(good):
-                    raise RunError(f"method returned {len(pendings)} results for a batch of {len(good)} images")
-                for item, pending in zip(good, pendings, strict=True):
-                    if pool is not None and getattr(pending, "needs_cpu", True):
-                        inflight.append((item, pool.submit(_finish, pending)))
-                    else:
-                        inflight.append((item, pending.finish()))
-                drain()
-                bar.set_postfix_str(_postfix(metric, session["images"], time.perf_counter() - start), refresh=False)
-            drain(everything=True)
-        except BaseException:
-            # keep what is consistent: the confusion matrix holds exactly the images in `finished`
-            checkpoint.save(metric, finished, skipped, wall(), complete=False)
-            raise
-        finally:
-            bar.close()
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        session_time = time.perf_counter() - start
-        checkpoint.save(metric, finished, skipped, wall(), complete=True)
-
-        # all ranks: sum the counts; rank 0 writes
-        metric.all_reduce()
-        steady = None
-        if session["images"] >= 3 and session["last_done"] > session["first_done"]:
-            steady = (session["images"] - 1) / (session["last_done"] - session["first_done"])
-        gathered = distributed.gather_objects(
-            {"skipped": skipped, "images": session["images"], "wall": wall(), "session": session_time, "steady": steady},
-            info,
-        )
-        all_skipped = sorted((s for g in gathered for s in g["skipped"]), key=lambda s: global_index.get(s["stem"], 0))
-        summary = metric.compute()
-        report = build_report(
-            spec=spec,
-            summary=summary,
-            method_description=description,
-            settings={
-                "run": cfg.model_dump(mode="json"),
-                "data_root": str(data_root),
-                "world_size": info.world_size,
-                "out": str(out),
-            },
-            extra_info=extra_info,
-            skipped=all_skipped,
-            wall_time_s=max(g["wall"] for g in gathered),
-            images_this_session=sum(g["images"] for g in gathered),
-            device=device,
-            resumed=state is not None,
-        )
-        if max(g["session"] for g in gathered) > 0:
-            report["images_per_s"] = round(report["images_this_session"] / max(g["session"] for g in gathered), 4)
-        rates = [g["steady"] for g in gathered]
-        # throughput after the first image (start-up of worker processes excluded), summed over ranks
-        report["images_per_s_steady"] = round(sum(rates), 4) if all(r is not None for r in rates) else None
-        if info.is_main:
-            write_results(out, report, metric.confusion.cpu().numpy())
-        distributed.barrier(info)
-        return report
+        return _evaluate_rank(method, spec, data_root, cfg, info, extra_info)
     finally:
         distributed.shutdown(info)
+
+
+def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig,
+                   info: distributed.DistInfo, extra_info: dict | None) -> dict[str, Any]:
+    """This rank's share of the run, then the summed metrics (rank 0 writes them)."""
+    from tqdm import tqdm
+
+    device = distributed.rank_device(cfg.device, info)
+    _check_method_device(method, device, info)
+    out = cfg.out_dir(spec.name)
+    out.mkdir(parents=True, exist_ok=True)
+    description = _describe(method)
+    if int(getattr(method, "num_classes", spec.num_classes)) != spec.num_classes:
+        raise RunError(f"method predicts {method.num_classes} classes but {spec.name} has {spec.num_classes}")
+
+    all_samples = list_samples(spec, data_root, cfg.limit)
+    global_index = {ref.stem: i for i, ref in enumerate(all_samples)}
+    mine = distributed.shard(all_samples, info)
+    metric = SegMetric(spec.num_classes, spec.ignore_index, device=device)
+    checkpoint = _Checkpoint(_checkpoint_path(out, info), _fingerprint(spec, data_root, cfg, description, info))
+    session, resumed = _resume_session(checkpoint, metric, cfg.resume)
+    done = set(session.finished)
+    todo = [ref for ref in mine if ref.stem not in done]
+
+    loader = _loader(spec, data_root, todo, cfg)
+    pool = None
+    if cfg.post_workers > 0 and todo:
+        pool = ProcessPoolExecutor(max_workers=cfg.post_workers, mp_context=mp.get_context("spawn"))
+    session.start = time.perf_counter()
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        desc=f"{spec.name}" + (f" [rank {info.rank}]" if info.enabled else ""),
+        unit="img",
+        disable=not cfg.progress,
+        position=info.rank if info.enabled else None,
+        dynamic_ncols=True,
+    )
+    loop = _RankLoop(method, spec, cfg, out, metric, checkpoint, session, global_index, bar, pool)
+    try:
+        loop.run(loader)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    session_time = time.perf_counter() - session.start
+    loop.save_checkpoint(complete=True)
+    return _final_report(
+        spec, data_root, cfg, info, metric, session, session_time, global_index, description, extra_info, device,
+        resumed, out,
+    )
+
+
+def _final_report(spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig, info: distributed.DistInfo,
+                  metric: SegMetric, session: _Session, session_time: float, global_index: dict[str, int],
+                  description: dict, extra_info: dict | None, device: str, resumed: bool, out: Path) -> dict[str, Any]:
+    """All ranks: sum the counts and gather the timings; rank 0 writes metrics.json / metrics.md."""
+    metric.all_reduce()
+    gathered = distributed.gather_objects(
+        {"skipped": session.skipped, "images": session.images, "wall": session.wall(), "session": session_time,
+         "steady": session.steady_rate()},
+        info,
+    )
+    all_skipped = sorted((s for g in gathered for s in g["skipped"]), key=lambda s: global_index.get(s["stem"], 0))
+    report = build_report(
+        spec=spec,
+        summary=metric.compute(),
+        method_description=description,
+        settings={
+            "run": cfg.model_dump(mode="json"),
+            "data_root": str(data_root),
+            "world_size": info.world_size,
+            "out": str(out),
+        },
+        extra_info=extra_info,
+        skipped=all_skipped,
+        wall_time_s=max(g["wall"] for g in gathered),
+        images_this_session=sum(g["images"] for g in gathered),
+        device=device,
+        resumed=resumed,
+    )
+    longest = max(g["session"] for g in gathered)
+    if longest > 0:
+        report["images_per_s"] = round(report["images_this_session"] / longest, 4)
+    rates = [g["steady"] for g in gathered]
+    # throughput after the first image (start-up of worker processes excluded), summed over ranks
+    report["images_per_s_steady"] = round(sum(rates), 4) if all(r is not None for r in rates) else None
+    if info.is_main:
+        write_results(out, report, metric.confusion.cpu().numpy())
+    distributed.barrier(info)
+    return report
 
 
 def _ready(job: Future | SegResult) -> bool:
