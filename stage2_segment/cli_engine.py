@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from llmseg.cli_support import fail, option_errors
+
 from . import cli_options as opts
 
 _R = "Run"
@@ -23,18 +25,11 @@ METHOD_FIELDS = (
 )
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 def _spec(dataset: str, classes_file: Path | None):
-    from llmseg.datasets import DatasetError, get_dataset
+    """The benchmark; an unknown name or a bad class file raises DatasetError (the root app: exit 2)."""
+    from llmseg.datasets import get_dataset
 
-    try:
-        return get_dataset(dataset, classes_file=classes_file)
-    except DatasetError as exc:
-        raise _fail(str(exc)) from exc
+    return get_dataset(dataset, classes_file=classes_file)
 
 
 def default_run_name(config: Any) -> str:
@@ -81,12 +76,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Derive benchmark label files; idempotent (identical outputs are left alone), atomic per file."""
         from .data.convert import convert
-        from .data.readers import DataError
 
-        try:
-            report = convert(kind, root, workers=workers, progress=progress)
-        except DataError as exc:
-            raise _fail(str(exc)) from exc
+        report = convert(kind, root, workers=workers, progress=progress)  # DataError: exit 2
         for message in report.errors:
             typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         typer.echo(f"{kind}: {len(report.written)} written, {len(report.skipped)} already up to date, "
@@ -136,8 +127,8 @@ def register(app: typer.Typer) -> None:
                         device=device, progress=progress, run_name="score")
         try:
             report = score(spec, data_root, pred_dir, cfg)
-        except DataError as exc:
-            raise _fail(str(exc), 1) from exc
+        except DataError as exc:  # a missing/bad prediction or label: the run failed, exit 1
+            raise fail(str(exc), 1) from exc
         typer.echo(_summary_line(report, Path(report["settings"]["out"])))
 
     @app.command("evaluate")
@@ -186,12 +177,12 @@ def register(app: typer.Typer) -> None:
         """Evaluate a method on a benchmark: mIoU / mAcc / aAcc as MMSegmentation computes them."""
         from pydantic import ValidationError
 
-        from llmseg.datasets import DatasetError
-        from llmseg.labelset import LabelSetError
-
+        from .distributed import this_rank_device
         from .interface import MethodConfig
 
         spec = _spec(dataset, classes_file)
+        # under torchrun each rank builds its model on its own GPU: settle the device before anything is built
+        device = this_rank_device(device)
         given = opts.method_fields(
             method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, text_tokenizer=text_tokenizer,
             dense_mode=dense_mode, preset=preset, label_set=label_set, assembly=assembly,
@@ -203,24 +194,24 @@ def register(app: typer.Typer) -> None:
         try:
             config = MethodConfig(**given)
         except ValidationError as exc:
-            raise _fail(f"invalid method settings: {exc}") from exc
+            raise option_errors(exc, "invalid method settings") from exc
         from .data.readers import DataError
         from .methods import build_method
         from .runner import RunConfig, RunError, evaluate
 
-        run_cfg = RunConfig(
-            out=str(out) if out else None, run_name=run_name or default_run_name(config), limit=limit,
-            batch_size=batch_size, num_workers=num_workers, post_workers=post_workers, save_pred=save_pred,
-            save_vis=save_vis, skip_bad=skip_bad, checkpoint_every=checkpoint_every, resume=resume, device=device,
-            progress=progress,
-        )
         try:
-            built = build_method(config, classes=spec.classes, dataset=spec.name)
-        except (DatasetError, LabelSetError, FileNotFoundError, ValueError) as exc:
-            raise _fail(str(exc)) from exc
+            run_cfg = RunConfig(
+                out=str(out) if out else None, run_name=run_name or default_run_name(config), limit=limit,
+                batch_size=batch_size, num_workers=num_workers, post_workers=post_workers, save_pred=save_pred,
+                save_vis=save_vis, skip_bad=skip_bad, checkpoint_every=checkpoint_every, resume=resume, device=device,
+                progress=progress,
+            )
+        except ValidationError as exc:
+            raise option_errors(exc, "invalid run settings") from exc
+        built = build_method(config, classes=spec.classes, dataset=spec.name)  # bad settings/files: LlmsegError, exit 2
         try:
             report = evaluate(built, spec, data_root, run_cfg, extra_info={"method_config": config.model_dump(mode="json")})
-        except (DataError, RunError) as exc:
-            raise _fail(str(exc), 1) from exc
+        except (DataError, RunError) as exc:  # the data or the run failed part-way: exit 1
+            raise fail(str(exc), 1) from exc
         if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (and writes)
             typer.echo(_summary_line(report, run_cfg.out_dir(spec.name)))
