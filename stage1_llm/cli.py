@@ -80,7 +80,7 @@ def _command_line(dataset: str, options: dict[str, Any]) -> str:
 def generate_command(
     dataset: Annotated[str, typer.Argument(help="A registered dataset (pascal_voc, coco_stuff, ...) or any name with --classes-file.")],
     k: Annotated[int, typer.Option("--k", min=1, help="Subclasses per class.")] = 5,
-    backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible server) or hf (local transformers model).")] = "openai",
+    backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible server), hf (local transformers model) or another name registered in llmseg.stage1.backends.BACKENDS.")] = "openai",
     model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4o-mini) or hub id / local folder (hf).")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL or OpenAI).")] = None,
     api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the API key.")] = "OPENAI_API_KEY",

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Completion, FatalBackendError, Sampling
+from .registry import BACKENDS
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -22,6 +25,17 @@ def offline_mode() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+class HFSettings(BaseModel):
+    """Settings of the `hf` backend (a local transformers causal LM)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str | None = Field(None, description="torch device (default cuda if available, else cpu)")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    trust_remote_code: bool = False
+
+
+@BACKENDS.register("hf", config=HFSettings, help="a local transformers model (hub id or folder)")
 class HFBackend:
     """`AutoTokenizer` + `AutoModelForCausalLM.generate` behind the backend interface."""
 

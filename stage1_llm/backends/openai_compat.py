@@ -14,6 +14,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from .base import (
     Completion,
     FatalBackendError,
@@ -22,6 +24,7 @@ from .base import (
     StructuredOutputUnsupported,
     TransientError,
 )
+from .registry import BACKENDS
 
 PLACEHOLDER_KEY = "sk-no-key-required"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
 _SCHEMA_WORDS = ("response_format", "json_schema", "structured output", "guided_json")
@@ -86,6 +89,18 @@ def _is_schema_complaint(status: int | None, message: str) -> bool:
     return status in (400, 422) and any(word in lowered for word in _SCHEMA_WORDS)
 
 
+class OpenAISettings(BaseModel):
+    """Settings of the `openai` backend (any OpenAI-compatible server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(None, description="server URL, e.g. http://localhost:8000/v1 (default $OPENAI_BASE_URL or OpenAI)")
+    api_key: str | None = Field(None, repr=False, description="the key itself (prefer api_key_env)")
+    api_key_env: str = Field("OPENAI_API_KEY", min_length=1, description="environment variable holding the key")
+    timeout: float = Field(60.0, gt=0, description="seconds before a request times out")
+
+
+@BACKENDS.register("openai", config=OpenAISettings, help="any OpenAI-compatible chat-completions server")
 class OpenAIBackend:
     """Chat completions over HTTP; `schema` is sent as `response_format` when given."""
 
