@@ -2,6 +2,9 @@
 
 A reader never sees a half-written file: data goes to a temporary file in the same
 folder, is flushed and fsync'ed, then renamed over the target (atomic on POSIX).
+The temporary is private (0600) while it is written; the file that replaces the target gets
+the permissions an ordinary `open(path, "w")` would give (0666 minus the umask), or keeps
+those of the file it replaces.
 """
 
 from __future__ import annotations
@@ -31,6 +34,28 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(target: Path) -> int:
+    """Permission bits for the file that replaces `target`: its current ones, else 0666 & ~umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` if the block succeeds.
@@ -48,6 +73,7 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
+            os.fchmod(fh.fileno(), _final_mode(target))  # mkstemp's 0600 would make every output private
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)

@@ -60,3 +60,38 @@ def test_hashes_match_hashlib_and_are_order_independent(tmp_path):
     assert sha256_file(path, chunk_size=1 << 16) == hashlib.sha256(data).hexdigest()
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring the old one afterwards."""
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077, 0o027])
+def test_new_files_get_the_permissions_of_a_plain_open(tmp_path, umask, mask):
+    umask(mask)
+    reference = tmp_path / "plain.txt"
+    with open(reference, "w") as fh:  # what any ordinary writer creates under this umask
+        fh.write("x")
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    with atomic_path(tmp_path / "via_path.bin") as tmp:
+        tmp.write_bytes(b"x")
+    want = reference.stat().st_mode & 0o777
+    assert want == 0o666 & ~mask
+    assert written.stat().st_mode & 0o777 == want
+    assert (tmp_path / "via_path.bin").stat().st_mode & 0o777 == want
+
+
+def test_replacing_a_file_keeps_its_permissions(tmp_path, umask):
+    umask(0o022)
+    target = tmp_path / "shared.json"
+    atomic_write_json(target, {"v": 1})
+    os.chmod(target, 0o640)
+    atomic_write_json(target, {"v": 2})
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert json.loads(target.read_text()) == {"v": 2}
