@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import LlmsegError
 from .resources import label_sets_dir
@@ -115,20 +115,30 @@ class DatasetFile(BaseModel):
     reduce_zero_label: bool = False
     ignore_index: int = Field(IGNORE_INDEX, ge=0, le=255)
     domain: str = Field(DEFAULT_DOMAIN, min_length=1)
-    palette: str | list[tuple[int, int, int]] | None = None
+    palette: str | list[list[int]] | None = Field(None, description="a palette name (voc, cityscapes, ...) or [r, g, b] per class")
     top_cls_num: int | None = Field(None, ge=1)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> DatasetFile:
-        if self.background not in (None, 0):
-            raise ValueError(f"background must be 0 or null (the methods treat class 0 as background), got {self.background}")
-        if self.layout is not None:
-            missing = [key for key in ("data_dir", "img_dir", "ann_dir") if getattr(self, key) is None]
-            if missing:
-                raise ValueError(f"layout '{self.layout}' needs {', '.join(missing)}")
-        if isinstance(self.palette, list) and any(not 0 <= c <= 255 for rgb in self.palette for c in rgb):
-            raise ValueError("palette colours are [r, g, b] with values 0..255")
-        return self
+    @field_validator("background")
+    @classmethod
+    def _background_is_class_zero(cls, value: int | None) -> int | None:
+        if value not in (None, 0):
+            raise ValueError(f"must be 0 or null (the methods treat class 0 as background), got {value}")
+        return value
+
+    @field_validator("palette")
+    @classmethod
+    def _rgb_colours(cls, value: str | list[list[int]] | None) -> str | list[list[int]] | None:
+        if isinstance(value, list):
+            for index, rgb in enumerate(value):
+                if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+                    raise ValueError(f"colour {index} is {rgb}: expected [r, g, b] with values 0..255")
+        return value
+
+    def missing_layout_fields(self) -> list[str]:
+        """The folders a layout needs that the file leaves out."""
+        if self.layout is None:
+            return []
+        return [key for key in ("data_dir", "img_dir", "ann_dir") if getattr(self, key) is None]
 
     def to_layout(self) -> Layout | None:
         if self.layout is None:
@@ -182,7 +192,7 @@ def read_dataset_file(path: str | Path) -> DatasetFile:
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object of dataset facts, got {type(data).__name__}")
     try:
-        return DatasetFile.model_validate(data)
+        facts = DatasetFile.model_validate(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -190,6 +200,10 @@ def read_dataset_file(path: str | Path) -> DatasetFile:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"field '{where}': {message}")
         raise DatasetError(f"{path}: " + "; ".join(problems)) from exc
+    missing = facts.missing_layout_fields()
+    if missing:
+        raise DatasetError(f"{path}: " + "; ".join(f"field '{key}': required with layout '{facts.layout}'" for key in missing))
+    return facts
 
 
 def _bundled_dir() -> Path | None:

@@ -78,7 +78,7 @@ def _command_line(dataset: str, options: dict[str, Any]) -> str:
 
 @subclasses_app.command("generate", help=GENERATE_HELP, no_args_is_help=True)
 def generate_command(
-    dataset: Annotated[str, typer.Argument(help="A registered dataset (pascal_voc, coco_stuff, ...) or any name with --classes-file.")],
+    dataset: Annotated[str, typer.Argument(help="A registered dataset (pascal_voc, coco_stuff, ...), a dataset folder, or any name with --classes-file.")],
     k: Annotated[int, typer.Option("--k", min=1, help="Subclasses per class.")] = 5,
     backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible server), hf (local transformers model) or another name registered in llmseg.stage1.backends.BACKENDS.")] = "openai",
     model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4o-mini) or hub id / local folder (hf).")] = None,

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
     @data_app.command("check")
     def check_command(
-        dataset: Annotated[str, typer.Argument(help="Benchmark name, e.g. pascal_voc.")],
+        dataset: Annotated[str, typer.Argument(help="Benchmark name, e.g. pascal_voc, or a dataset folder (classes.txt + dataset.json).")],
         data_root: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = Path("data"),
         classes_file: Annotated[Path | None, typer.Option(help="Override the class list.")] = None,
         limit: Annotated[int | None, typer.Option(help="Check the first N samples only.")] = None,
