@@ -58,7 +58,8 @@ def test_wheel_has_one_top_level_package_and_no_user_label_sets(wheel):
     bundled = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "label_sets").glob("*/*") if p.is_file())
     shipped = sorted(n.removeprefix("llmseg/") for n in label_files)
     assert set(shipped) <= set(bundled)
-    for required in ("label_sets/pascal_voc/classes.txt", "label_sets/pascal_voc/top5.json", "label_sets/ade20k/top5.meta.json"):
+    for required in ("label_sets/pascal_voc/classes.txt", "label_sets/pascal_voc/top5.json", "label_sets/ade20k/top5.meta.json",
+                     *(f"label_sets/{p.parent.name}/dataset.json" for p in (REPO / "label_sets").glob("*/dataset.json"))):
         assert required in shipped
     assert any(n.startswith("llmseg/prompts/") and n.endswith(".md") for n in names)
     assert any(n.endswith(".safetensors") for n in names), "the demo CLIP weights are missing"
