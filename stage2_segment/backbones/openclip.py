@@ -1,10 +1,13 @@
 """`openclip:<arch>`: any open_clip ViT, with the dense modes applied to its last block.
 
-The pooled image embedding is the model's own `encode_image` output; the dense features are the
-patch tokens after the (wrapped) last block, ln_post and proj. The patch positional embedding is
-resized bicubically at run time (class position kept) so any input that is a multiple of the
-patch size works. Text uses open_clip's tokenizer and modules; for causal CLIP text towers the
-token context is cut to the longest prompt of the batch (exact: pooling is at the EOT token).
+The model is never changed: `encode_image(images, dense_mode=..., naclip_std=..., pos_embed=...)`
+chooses the mode per call, and `with_mode(mode, ...)` returns a light view (same weights) whose
+`encode_image` uses that mode, so two methods on one backbone each keep their own. The pooled
+image embedding is open_clip's own `encode_image` output; the dense features are the patch tokens
+after the dense last block, ln_post and proj (dense_block.py, public open_clip modules only). The
+patch positional embedding is resized per grid by a `PosEmbedRule` (presets give the peers' rule).
+Text uses open_clip's tokenizer and modules; for causal CLIP text towers the token context is cut
+to the longest prompt of the batch (exact: pooling is at the EOT token).
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from llmseg.errors import ConfigError
 from llmseg.io import sha256_file
 
 from .base import Backbone, BackboneError
-from .dense_block import DenseLastBlock
+from .dense_block import PosEmbedRule, run_tower
+from .dense_modes import DENSE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,10 @@ _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
-    """[1+G, C] (or [1, 1+G, C]) positional embedding -> new grid, bicubic on the patch part, cls kept."""
+    """[1+G, C] (or [1, 1+G, C]) positional embedding -> new grid, bicubic on the patch part, cls kept.
+
+    The SimSeg backbone's rule (size-based bicubic in float32); open_clip towers use a PosEmbedRule.
+    """
     squeeze = pos.ndim == 2
     p = pos.unsqueeze(0) if squeeze else pos
     if tuple(old_grid) == tuple(new_grid):
@@ -116,13 +124,22 @@ class OpenClipBackbone(Backbone):
         missing = [name for name in needed if not hasattr(visual, name)]
         if missing or getattr(visual, "attn_pool", None) is not None:
             raise BackboneError(f"openclip:{arch}: dense features need a plain ViT image tower (missing {missing or 'attn_pool'})")
-        if getattr(visual, "pool_type", "tok") != "tok":
-            log.warning("openclip:%s pools by '%s': the global vector will include the dense-mode tokens", arch, visual.pool_type)
+        if getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
+            raise BackboneError(f"openclip:{arch}: pool_type '{visual.pool_type}' gives no single image vector")
+        blocks = visual.transformer.resblocks
+        attn = getattr(blocks[-1], "attn", None)
+        if not isinstance(attn, torch.nn.MultiheadAttention) or not getattr(attn, "_qkv_same_embed_dim", False):
+            raise BackboneError(
+                f"openclip:{arch}: dense modes need a last block with a plain nn.MultiheadAttention "
+                f"(found {type(attn).__name__}); this architecture is not supported"
+            )
 
         self.model = model
         self.arch = arch
         self.pretrained = pretrained
-        self.dense_mode = dense_mode
+        self.dense_mode = check_dense_mode(dense_mode)
+        self.naclip_std = float(naclip_std)
+        self.pos_embed = PosEmbedRule()
         self.device = device
         self.precision = precision
         self.name = f"openclip:{arch}"
@@ -135,18 +152,14 @@ class OpenClipBackbone(Backbone):
         pp = getattr(visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pp.get("mean", _CLIP_MEAN))
         self.std = tuple(pp.get("std", _CLIP_STD))
-        blocks = visual.transformer.resblocks
-        self.last_block = DenseLastBlock(blocks[-1], dense_mode, naclip_std=naclip_std)
-        blocks[-1] = self.last_block
-        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._pos_cache: dict = {}
         self.tokenizer = open_clip.get_tokenizer(arch)
 
     # ------------------------------------------------------------------ image
 
-    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
-        if grid not in self._pos_cache:
-            self._pos_cache[grid] = resize_pos_embed(self.model.visual.positional_embedding.detach(), self.native_grid, grid)
-        return self._pos_cache[grid]
+    def with_mode(self, mode: str, *, naclip_std: float | None = None, pos_embed: PosEmbedRule | dict | None = None):
+        """A view of this backbone (same weights, no copy) whose `encode_image` uses this dense mode and options."""
+        return DenseModeView(self, mode, naclip_std=naclip_std, pos_embed=pos_embed)
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -155,25 +168,25 @@ class OpenClipBackbone(Backbone):
         return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
 
     @torch.no_grad()
-    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        visual = self.model.visual
+    def encode_image(
+        self,
+        images: torch.Tensor,
+        *,
+        dense_mode: str | None = None,
+        naclip_std: float | None = None,
+        pos_embed: PosEmbedRule | dict | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global [B, D], dense [B, h, w, D]), L2-normalised; the mode/options default to the backbone's."""
+        mode = check_dense_mode(dense_mode or self.dense_mode)
+        rule = as_pos_rule(pos_embed) if pos_embed is not None else self.pos_embed
+        options = {"naclip_std": float(naclip_std if naclip_std is not None else self.naclip_std)}
         b, _, height, width = images.shape
         p = self.patch_size
         if height % p or width % p:
             raise ValueError(f"{self.name}: input {height}x{width} is not a multiple of the patch size {p}")
         grid = (height // p, width // p)
-        self.last_block.grid = grid
         with self._autocast():
-            x = visual.conv1(images.to(self.device))
-            x = x.reshape(b, x.shape[1], -1).permute(0, 2, 1)
-            cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(b, 1, -1)
-            x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
-            x = visual.ln_pre(x)
-            x = visual.transformer(x)
-            pooled, tokens = visual._pool(x)
-            if visual.proj is not None:
-                pooled = pooled @ visual.proj
-                tokens = tokens @ visual.proj
+            pooled, tokens = run_tower(self.model.visual, images.to(self.device), grid, mode, rule, options, self._pos_cache)
         pooled = F.normalize(pooled.float(), dim=-1)
         dense = F.normalize(tokens.float(), dim=-1).reshape(b, grid[0], grid[1], -1)
         return pooled, dense
@@ -232,12 +245,70 @@ class OpenClipBackbone(Backbone):
             "weights_sha256": self.weights_sha256,
             "quick_gelu_forced": self.quick_gelu_forced,
             "dense_mode": self.dense_mode,
+            "naclip_std": self.naclip_std if self.dense_mode == "naclip" else None,
+            "pos_embed": self.pos_embed.model_dump(),
             "patch_size": self.patch_size,
             "native_size": self.native_size,
             "mean": list(self.mean),
             "std": list(self.std),
             "precision": self.precision,
         }
+
+
+def check_dense_mode(mode: str) -> str:
+    """The mode name if registered, else a ConfigError listing the registered dense modes."""
+    if mode not in DENSE_MODES:
+        raise ConfigError(f"unknown dense mode '{mode}': use one of {', '.join(DENSE_MODES.names())} (--dense-mode)")
+    return mode
+
+
+def as_pos_rule(value: PosEmbedRule | dict) -> PosEmbedRule:
+    """A preset's `pos_embed` entry as a rule (ConfigError naming the bad field)."""
+    if isinstance(value, PosEmbedRule):
+        return value
+    try:
+        return PosEmbedRule.model_validate(value)
+    except Exception as exc:
+        raise ConfigError(f"preset key 'pos_embed' {value!r}: {exc}") from None
+
+
+class DenseModeView:
+    """An open_clip backbone seen through one dense mode: shares the model, text cache and every attribute.
+
+    Only `encode_image` (this view's mode and options), `dense_mode` and `describe` differ, so a
+    method holding a view never changes what another method sees on the same backbone.
+    """
+
+    def __init__(self, base: OpenClipBackbone, mode: str, *, naclip_std: float | None = None,
+                 pos_embed: PosEmbedRule | dict | None = None) -> None:
+        base = base.base if isinstance(base, DenseModeView) else base
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "dense_mode", check_dense_mode(mode))
+        object.__setattr__(self, "naclip_std", float(naclip_std) if naclip_std is not None else base.naclip_std)
+        object.__setattr__(self, "pos_embed", as_pos_rule(pos_embed) if pos_embed is not None else base.pos_embed)
+
+    def __getattr__(self, name: str):
+        return getattr(self.base, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"a dense-mode view is read-only; set '{name}' on its backbone or make a new view")
+
+    def with_mode(self, mode: str, **options):
+        return DenseModeView(self.base, mode, **options)
+
+    def encode_image(self, images: torch.Tensor, **overrides):
+        kwargs = {"dense_mode": self.dense_mode, "naclip_std": self.naclip_std, "pos_embed": self.pos_embed}
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return self.base.encode_image(images, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        info = self.base.describe()
+        info.update(
+            dense_mode=self.dense_mode,
+            naclip_std=self.naclip_std if self.dense_mode == "naclip" else None,
+            pos_embed=self.pos_embed.model_dump(),
+        )
+        return info
 
 
 def convert_torchscript_checkpoint(src: str | Path, dst: str | Path) -> Path:

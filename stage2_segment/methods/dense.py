@@ -1,37 +1,51 @@
 """`dense`: the SCLIP-family protocol (protocols.md section 2) over any backbone.
 
 Per image: resize so the short side is S (aspect kept, long side capped at 2048 as mmseg's
-Resize(scale=(2048, S)) does), normalise, slide a crop x crop window with the given stride (crops
-padded to a multiple of the patch, batched through the backbone across images), per-name cosine
-logits upsampled bilinearly to each crop and averaged where crops overlap, bilinear resize to the
-original size, optional PAMR there (on the input resized likewise, as NACLIP does), then the assembly rule with the logit scale. finish() (CPU, numpy)
-does the optional multi-label CRF, area threshold, argmax and probability threshold.
+Resize(scale=(2048, S)) does, by OpenCV on the uint8 image), normalise as SegDataPreProcessor,
+slide a crop x crop window with the given stride (batched through the backbone across images),
+per-name cosine logits upsampled bilinearly to each crop and averaged where crops overlap,
+bilinear resize to the original size, optional PAMR there (on the input resized likewise, as
+NACLIP does), then the assembly rule with the logit scale. finish() (CPU, numpy) does the
+optional multi-label CRF, area threshold, argmax and probability threshold.
+
+Where the peers' released code differs, the difference is data in the preset (ProtocolRules):
+a crop whose side is not a multiple of the patch is either zero-padded about its centre and the
+logits cut back (ClearCLIP's windows: `pad`) or given to the ViT as it is, the conv dropping the
+remainder rows/columns and the grid's logits stretched over the whole crop (SCLIP, NACLIP and
+every whole-image path: `truncate`); the whole-image logits go to the resized size and then to the
+original (NACLIP: `resized`) or straight to the original (SCLIP/ClearCLIP: `original`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llmseg.errors import ConfigError
 
 from ..assembly import assemble, group_softmax
 from ..interface import SegResult
+from ..preprocess import (
+    LONG_SIDE_CAP,
+    NormalizeRule,
+    ResizeRule,
+    normalize,
+    pixel_stats,
+    resize_uint8,
+    resized_shape,
+)
 from .common import NameTable
 
-LONG_SIDE_CAP = 2048
+__all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "backbone_view_options", "resized_shape",
+           "slide_windows"]
+
 BAND_ELEMENTS = 1 << 26  # names x rows x width per assembly band (256 MB of float32)
-
-
-def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """mmseg's keep-ratio rescale to (LONG_SIDE_CAP, short_side): int(x * scale + 0.5)."""
-    if not short_side:
-        return height, width
-    scale = min(LONG_SIDE_CAP / max(height, width), short_side / min(height, width))
-    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -59,6 +73,39 @@ def linear_rows(in_size: int, out_size: int, device=None) -> tuple[torch.Tensor,
     hi = torch.where(lo < in_size - 1, lo + 1, lo)
     frac = (src - lo).to(torch.float32)
     return lo.to(device), hi.to(device), frac.to(device)
+
+
+class ProtocolRules(BaseModel):
+    """The preset keys that say how a peer's released code does each step (defaults: mmseg's)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    resize: ResizeRule = ResizeRule()
+    normalize: NormalizeRule = NormalizeRule()
+    crop_remainder: Literal["pad", "truncate"] = "pad"
+    whole_remainder: Literal["pad", "truncate"] = "pad"
+    whole_upsample: Literal["resized", "original"] = "resized"
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> ProtocolRules:
+        try:
+            rules = cls.model_validate({k: v for k, v in settings.items() if k in cls.model_fields and v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"preset '{settings.get('preset')}': {problems}") from None
+        if rules.whole_upsample == "original" and rules.whole_remainder != "truncate":
+            raise ConfigError(f"preset '{settings.get('preset')}': whole_upsample 'original' needs whole_remainder 'truncate'")
+        return rules
+
+
+def backbone_view_options(config, dataset: str | None) -> dict[str, Any]:
+    """naclip_std and the positional-embedding rule of the config's preset (for `backbone.with_mode`)."""
+    from .presets import DEFAULT_PRESET, preset_settings
+
+    preset = config.preset or (DEFAULT_PRESET if config.method == "dense" else None)
+    settings = preset_settings(preset, dataset) if preset else {}
+    std = getattr(config, "naclip_std", None)
+    return {"naclip_std": std if std is not None else settings.get("naclip_std"), "pos_embed": settings.get("pos_embed")}
 
 
 @dataclass
@@ -135,68 +182,93 @@ class DenseMethod:
         self.queries = queries.to(device)
         self.num_names = text.shape[0]
         self.text = text.to(device)
-        self.mean = torch.tensor(backbone.mean, device=device).reshape(3, 1, 1)
-        self.std = torch.tensor(backbone.std, device=device).reshape(3, 1, 1)
+        self.rules = ProtocolRules.from_settings(self.settings)
+        mean255, std255 = pixel_stats(tuple(backbone.mean), tuple(backbone.std), self.rules.normalize)
+        self.mean = torch.tensor(mean255, dtype=torch.float32, device=device).reshape(3, 1, 1)
+        self.std = torch.tensor(std255, dtype=torch.float32, device=device).reshape(3, 1, 1)
 
     # ---------------------------------------------------------------- preprocessing
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side (bilinear, no antialias, uint8 rounding)."""
+        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side (mmseg's Resize, then SegDataPreProcessor)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"dense: images must be uint8 HxWx3, got {image.dtype} {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.backbone.device).permute(2, 0, 1).float()
         size = resized_shape(image.shape[0], image.shape[1], self.settings.get("short_side"))
-        if size != tuple(image.shape[:2]):
-            # mmseg resizes the uint8 image (OpenCV bilinear, no antialiasing): keep the uint8 rounding
-            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0].round().clamp(0, 255)
-        return (x / 255.0 - self.mean) / self.std
+        return normalize(resize_uint8(image, size, self.rules.resize), self.mean, self.std, self.backbone.device)
 
     # ---------------------------------------------------------------- device work
 
+    def _job(self, i: int, window: tuple[int, int, int, int], whole: bool, original: tuple[int, int]):
+        """How one window goes through the backbone: the slice fed, its zero padding, the logits' size and
+        offset, and where they go on the canvas."""
+        patch = self.backbone.patch_size
+        y1, y2, x1, x2 = window
+        ch, cw = y2 - y1, x2 - x1
+        remainder = self.rules.whole_remainder if whole else self.rules.crop_remainder
+        if remainder == "truncate":
+            fh, fw = ch - ch % patch, cw - cw % patch
+            if not fh or not fw:
+                raise ValueError(f"dense: a {ch}x{cw} window is smaller than the patch size {patch}")
+            out = original if whole and self.rules.whole_upsample == "original" else (ch, cw)
+            place = (0, out[0], 0, out[1]) if out != (ch, cw) else window
+            return {"i": i, "place": place, "feed": (y1, y1 + fh, x1, x1 + fw), "pad": (0, 0, 0, 0), "out": out,
+                    "offset": (0, 0)}
+        ph, pw = (-ch) % patch, (-cw) % patch
+        pt, pl = ph // 2, pw // 2
+        return {"i": i, "place": window, "feed": window, "pad": (pt, ph - pt, pl, pw - pl), "out": (ch + ph, cw + pw),
+                "offset": (pt, pl)}
+
     @torch.no_grad()
     def logits_at_resized(self, images: Sequence[np.ndarray]):
-        """Per image: averaged per-query cosine logits [Q, h, w] at the resized size, global vector, input tensor."""
-        patch = self.backbone.patch_size
+        """Per image: averaged per-query cosine logits [Q, h, w] at the resized size, global vector, input tensor.
+
+        With whole_upsample 'original' (whole image, SCLIP/ClearCLIP) the logits are at the original size already.
+        """
         crop = int(self.settings.get("crop") or 0)
         stride = int(self.settings.get("stride") or crop or 1)
         prepared = [self._prepare(img) for img in images]
         canvases, counts, globals_ = [], [], []
         jobs = []
-        for i, x in enumerate(prepared):
+        for i, (x, img) in enumerate(zip(prepared, images, strict=True)):
             h, w = x.shape[-2:]
-            canvases.append(torch.zeros(self.queries.shape[0], h, w, device=x.device))
-            counts.append(torch.zeros(1, h, w, device=x.device))
+            whole = crop <= 0
+            original = tuple(img.shape[:2])
+            size = original if whole and self.rules.whole_upsample == "original" else (h, w)
+            canvases.append(torch.zeros(self.queries.shape[0], *size, device=x.device))
+            counts.append(torch.zeros(1, *size, device=x.device))
             globals_.append([])
-            for y1, y2, x1, x2 in slide_windows(h, w, crop, stride):
-                ch, cw = y2 - y1, x2 - x1
-                ph, pw = (-ch) % patch, (-cw) % patch
-                jobs.append((i, (y1, y2, x1, x2), (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)))
-        # batch crops of one padded shape together, in order
-        groups: dict[tuple[int, int], list] = {}
+            for window in slide_windows(h, w, crop, stride):
+                jobs.append(self._job(i, window, whole, original))
+        # batch the windows of one fed shape and one logits size together, in order
+        groups: dict[tuple, list] = {}
         for job in jobs:
-            i, (y1, y2, x1, x2), (pt, pb, pl, pr) = job
-            groups.setdefault((y2 - y1 + pt + pb, x2 - x1 + pl + pr), []).append(job)
-        for shape, group in groups.items():
+            y1, y2, x1, x2 = job["feed"]
+            pt, pb, pl, pr = job["pad"]
+            groups.setdefault((y2 - y1 + pt + pb, x2 - x1 + pl + pr, job["out"]), []).append(job)
+        for (_fh, _fw, out), group in groups.items():
             for start in range(0, len(group), self.crop_batch_size):
                 chunk = group[start : start + self.crop_batch_size]
-                batch = torch.stack(
-                    [
-                        F.pad(prepared[i][:, y1:y2, x1:x2], (pl, pr, pt, pb)) if pl + pr + pt + pb else prepared[i][:, y1:y2, x1:x2]
-                        for i, (y1, y2, x1, x2), (pt, pb, pl, pr) in chunk
-                    ]
-                )
-                pooled, dense = self.backbone.encode_image(batch)
+                crops = []
+                for job in chunk:
+                    y1, y2, x1, x2 = job["feed"]
+                    pt, pb, pl, pr = job["pad"]
+                    c = prepared[job["i"]][:, y1:y2, x1:x2]
+                    crops.append(F.pad(c, (pl, pr, pt, pb)) if pl + pr + pt + pb else c)
+                pooled, dense = self.backbone.encode_image(torch.stack(crops))
                 logits = torch.einsum("bhwd,qd->bqhw", dense, self.queries)
-                logits = F.interpolate(logits, size=shape, mode="bilinear", align_corners=False)
-                for k, (i, (y1, y2, x1, x2), (pt, _pb, pl, _pr)) in enumerate(chunk):
-                    canvases[i][:, y1:y2, x1:x2] += logits[k, :, pt : pt + y2 - y1, pl : pl + x2 - x1]
+                logits = F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+                for k, job in enumerate(chunk):
+                    i = job["i"]
+                    y1, y2, x1, x2 = job["place"]
+                    ot, ol = job["offset"]
+                    canvases[i][:, y1:y2, x1:x2] += logits[k, :, ot : ot + y2 - y1, ol : ol + x2 - x1]
                     counts[i][:, y1:y2, x1:x2] += 1
                     globals_[i].append(pooled[k])
-        out = []
+        out_list = []
         for canvas, count, g, x in zip(canvases, counts, globals_, prepared, strict=True):
             canvas /= count
-            out.append((canvas, F.normalize(torch.stack(g).mean(dim=0), dim=-1), x))
-        return out
+            out_list.append((canvas, F.normalize(torch.stack(g).mean(dim=0), dim=-1), x))
+        return out_list
 
     @torch.no_grad()
     def class_scores(self, canvas: torch.Tensor, global_vec: torch.Tensor, image: torch.Tensor, height: int, width: int):

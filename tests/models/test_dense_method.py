@@ -106,20 +106,21 @@ def test_presets_per_dataset_and_overrides():
     assert resolve_dense_settings(MethodConfig(), None)["preset"] == "sclip"
 
 
-def _direct_scores(backbone, text, image, short, logit_scale, pad_to=16):
-    """Whole-image protocol written out: resize, normalise, pad, encode, logits, upsample, softmax."""
-    x = torch.from_numpy(image).permute(2, 0, 1).float()[None]
+def _direct_scores(backbone, text, image, short, logit_scale, patch=16):
+    """ClearCLIP's whole-image path written out: OpenCV resize of the uint8 image, (x - mean) / std with the
+    constants in 0..255 units rounded to 3 decimals, the ViT on the image as it is (the conv drops the
+    remainder), logits from the patch grid straight to the original size, softmax."""
+    import cv2
+
     size = resized_shape(image.shape[0], image.shape[1], short)
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round().clamp(0, 255)
-    mean = torch.tensor(backbone.mean).reshape(1, 3, 1, 1)
-    std = torch.tensor(backbone.std).reshape(1, 3, 1, 1)
-    x = (x / 255.0 - mean) / std
-    ph, pw = (-size[0]) % pad_to, (-size[1]) % pad_to
-    xp = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-    _, dense = backbone.encode_image(xp)
+    resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(resized).permute(2, 0, 1).float()[None]
+    mean = torch.tensor([round(m * 255, 3) for m in backbone.mean]).reshape(1, 3, 1, 1)
+    std = torch.tensor([round(s * 255, 3) for s in backbone.std]).reshape(1, 3, 1, 1)
+    x = (x - mean) / std
+    x = x[:, :, : size[0] // patch * patch, : size[1] // patch * patch]
+    _, dense = backbone.encode_image(x)
     logits = torch.einsum("bhwd,nd->bnhw", dense, text)
-    logits = F.interpolate(logits, size=xp.shape[-2:], mode="bilinear", align_corners=False)
-    logits = logits[:, :, ph // 2 : ph // 2 + size[0], pw // 2 : pw // 2 + size[1]]
     logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
     return torch.softmax(logit_scale * logits, dim=0)
 
@@ -131,7 +132,7 @@ def test_whole_image_method_equals_direct_computation(tiny_openclip):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
     (pending,) = method.forward([image])
-    probs = _direct_scores(backbone, method.text, image, 72, 50.0)
+    probs = _direct_scores(method.backbone, method.text, image, 72, 50.0)
     expected = torch.stack([probs[0], probs[1:3].max(0).values, probs[3:5].max(0).values])
     np.testing.assert_allclose(pending.scores, expected.numpy(), atol=2e-5)
     result = pending.finish()
@@ -151,7 +152,7 @@ def test_sliding_window_averages_overlapping_crops(tiny_openclip):
     ref = torch.zeros(3, 64, 96)
     count = torch.zeros(64, 96)
     for y1, y2, x1, x2 in slide_windows(64, 96, 32, 16):
-        _, dense = backbone.encode_image(x[None, :, y1:y2, x1:x2])
+        _, dense = method.backbone.encode_image(x[None, :, y1:y2, x1:x2])
         lg = torch.einsum("bhwd,nd->bnhw", dense, method.text)
         ref[:, y1:y2, x1:x2] += F.interpolate(lg, size=(32, 32), mode="bilinear", align_corners=False)[0]
         count[y1:y2, x1:x2] += 1
@@ -168,7 +169,7 @@ def test_presets_run_end_to_end_with_label_set(tiny_openclip, preset):
     if preset == "clearclip":
         config = config.model_copy(update={"crop": 32, "stride": 16})
     method = build_method(config, CLASSES, dataset="pascal_voc", backbone=backbone, label_set=LABELS)
-    assert backbone.last_block.mode == preset
+    assert method.backbone.dense_mode == preset and backbone.dense_mode == "vanilla"  # a view; the backbone is unchanged
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), rng.integers(0, 256, (70, 50, 3), dtype=np.uint8)]
     results = [p.finish() for p in method.forward(images)]
