@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from llmseg.cli_support import fail
+
 demo_app = typer.Typer(
     name="demo",
     help="The offline demo world: a small CLIP trained on generated shapes, names vs LLM subclasses.",
@@ -15,21 +17,16 @@ demo_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 @demo_app.command("train")
 def train_command(
-    out: Annotated[Path | None, typer.Option(help="Where to write the compact weights (default: the shipped asset).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the compact weights (default: ./llmseg-demo-clip.safetensors in the working directory; the shipped weights in the installed package are never overwritten). Use them with: llmseg demo run --weights PATH.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 400).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=2, help="Batch size (default 128).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 0,
     pool_size: Annotated[int | None, typer.Option(min=8, help="Distinct generated training scenes (default 4096).")] = None,
 ) -> None:
     """Train the demo CLIP contrastively (open_clip.ClipLoss) on generated image/caption pairs."""
-    from .train import WEIGHTS_PATH, TrainConfig, save_compact, train
+    from .train import TrainConfig, default_train_out, save_compact, train
 
     cfg = TrainConfig(seed=seed)
     if steps is not None:
@@ -38,15 +35,14 @@ def train_command(
         cfg.batch_size = batch_size
     if pool_size is not None:
         cfg.pool_size = pool_size
-    target = out or WEIGHTS_PATH
-    try:
-        result = train(cfg)
-        save_compact(result, target, cfg)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    target = out or default_train_out()
+    if target.suffix != ".safetensors":
+        raise fail(f"--out must end in .safetensors: {target}")
+    result = train(cfg)
+    save_compact(result, target, cfg)
     typer.echo(
         f"trained {cfg.steps} steps in {result.seconds:.0f} s: contrastive loss {result.losses[0]:.3f} -> "
-        f"{result.losses[-1]:.3f}; weights: {target}"
+        f"{result.losses[-1]:.3f}; weights: {target} (use them: llmseg demo run --weights {target})"
     )
 
 
@@ -62,25 +58,20 @@ def run_command(
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
 ) -> None:
     """Benchmark -> demo CLIP -> stage one (scripted server, offline) -> stage two -> mIoU table."""
-    from llmseg.datasets import DatasetError
-    from llmseg.labelset import LabelSetError
-
     from .run import DEFAULT_IMAGES, QUICK_IMAGES, run_demo
 
     count = n_images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)
-    try:
-        result = run_demo(
-            out,
-            count,
-            weights=weights,
-            steps=steps,
-            crf=crf,
-            save_vis=min(save_vis, count),
-            progress=progress,
-            echo=typer.echo,
-        )
-    except (OSError, RuntimeError, ValueError, DatasetError, LabelSetError) as exc:
-        raise _fail(str(exc)) from exc
+    # a missing or bad --weights file raises an LlmsegError: the root app reports it (exit 2)
+    result = run_demo(
+        out,
+        count,
+        weights=weights,
+        steps=steps,
+        crf=crf,
+        save_vis=min(save_vis, count),
+        progress=progress,
+        echo=typer.echo,
+    )
     typer.echo("")
     typer.echo(result.table)
     typer.echo("")

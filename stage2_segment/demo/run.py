@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmseg.errors import MissingFileError
 from llmseg.io import atomic_write_json, atomic_write_text
 
 from .benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec, write_benchmark
@@ -77,7 +78,7 @@ def ensure_weights(
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"demo weights not found: {path}")
+            raise MissingFileError(f"demo weights not found: {path}")
         return path
     if shipped.is_file():
         return shipped

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmseg.errors import LlmsegError, MissingFileError
 from llmseg.io import atomic_path, sha256_file
 
 from .generator import caption, region_captions, render_scene
@@ -25,9 +26,22 @@ from .generator import caption, region_captions, render_scene
 ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_NAME = "llmseg-demo-clip"
 CONFIG_PATH = ASSETS / f"{MODEL_NAME}.json"
-WEIGHTS_PATH = ASSETS / f"{MODEL_NAME}.safetensors"
+WEIGHTS_PATH = ASSETS / f"{MODEL_NAME}.safetensors"  # shipped with the package: read, never written by a command
 TOKEN_KEY = "token_embedding.weight"
 EMBED_INIT_STD = 0.02
+
+
+class DemoWeightsError(LlmsegError, ValueError):
+    """A file given as demo weights that is not a compact demo weights file."""
+
+
+def default_train_out(cwd: str | Path | None = None) -> Path:
+    """Where `llmseg demo train` writes without --out: the working directory, never the installed package.
+
+    The package folder may be site-packages (read-only, shared, replaced on upgrade); the shipped
+    weights there stay what was released.
+    """
+    return Path(cwd if cwd is not None else Path.cwd()) / f"{MODEL_NAME}.safetensors"
 
 
 @dataclass
@@ -61,7 +75,7 @@ def register_model_config(path: str | Path = CONFIG_PATH) -> str:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"open_clip model config not found: {path}")
+        raise MissingFileError(f"open_clip model config not found: {path}")
     if path.stem not in open_clip.list_models():
         open_clip.add_model_config(path)
     return path.stem
@@ -283,25 +297,28 @@ def save_compact(result: TrainResult, path: str | Path, cfg: TrainConfig) -> Pat
 def materialize(compact: str | Path, cache_dir: str | Path) -> Path:
     """A full open_clip state dict (loadable as `pretrained=<file>`) from the compact weights; cached by hash."""
     import torch
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import save_file
 
     compact = Path(compact)
     if not compact.is_file():
-        raise FileNotFoundError(f"demo weights not found: {compact}")
+        raise MissingFileError(f"demo weights not found: {compact}")
     digest = sha256_file(compact)[:16]
     target = Path(cache_dir) / f"{compact.stem}-full-{digest}.safetensors"
     if target.is_file():
         return target
-    with safe_open(str(compact), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        state = {key: fh.get_tensor(key) for key in fh.keys()}
+    try:
+        with safe_open(str(compact), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
+    except SafetensorError as exc:
+        raise DemoWeightsError(f"{compact}: not a safetensors file ({exc})") from exc
     try:
         ids = state.pop("_demo.token_ids")
         rows = state.pop("_demo.token_rows")
         vocab, seed = int(meta["vocab_size"]), int(meta["embed_seed"])
     except KeyError as exc:
-        raise ValueError(f"{compact}: not a compact demo weights file (missing {exc})") from exc
+        raise DemoWeightsError(f"{compact}: not a compact demo weights file (missing {exc})") from exc
     table = torch.from_numpy(token_embedding_init(vocab, rows.shape[1], seed=seed))
     table[ids] = rows
     state[TOKEN_KEY] = table

@@ -100,3 +100,40 @@ def test_missing_weights_are_trained_once_and_cached(tmp_path):
     assert again == first and len(messages) == 1  # cached: no second training
     with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
         ensure_weights(tmp_path / "out", weights=tmp_path / "nowhere.safetensors")
+
+
+def test_train_default_output_is_outside_the_package(tmp_path, monkeypatch):
+    """`llmseg demo train` without --out writes to the working directory, never into the installed package."""
+    from typer.testing import CliRunner
+
+    import llmseg
+    import llmseg.stage2
+    from llmseg.cli import app
+    from llmseg.stage2.demo.train import WEIGHTS_PATH, default_train_out
+
+    package_dirs = [Path(llmseg.__file__).resolve().parent, Path(llmseg.stage2.__file__).resolve().parent]
+    assert default_train_out(tmp_path) == tmp_path / WEIGHTS_PATH.name
+    monkeypatch.chdir(tmp_path)
+    default = default_train_out().resolve()
+    for folder in package_dirs:
+        assert not default.is_relative_to(folder), (default, folder)
+    shipped_before = WEIGHTS_PATH.read_bytes() if WEIGHTS_PATH.is_file() else None
+    listing_before = sorted(p.name for p in WEIGHTS_PATH.parent.iterdir())
+    result = CliRunner().invoke(app, ["demo", "train", "--steps", "1", "--batch-size", "2", "--pool-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / WEIGHTS_PATH.name).is_file() and str(tmp_path / WEIGHTS_PATH.name) in result.output
+    assert (WEIGHTS_PATH.read_bytes() if WEIGHTS_PATH.is_file() else None) == shipped_before
+    assert sorted(p.name for p in WEIGHTS_PATH.parent.iterdir()) == listing_before
+    # the file written is usable as --weights: it materialises into a full open_clip state dict
+    assert materialize(tmp_path / WEIGHTS_PATH.name, tmp_path / "cache").is_file()
+
+
+def test_bad_weights_files_are_user_errors(tmp_path):
+    from llmseg.errors import LlmsegError
+
+    with pytest.raises(LlmsegError, match="nowhere.safetensors"):
+        materialize(tmp_path / "nowhere.safetensors", tmp_path / "cache")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file" * 4)
+    with pytest.raises(LlmsegError, match="junk.safetensors"):
+        materialize(junk, tmp_path / "cache")
