@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Completion, FatalBackendError, Sampling
 from .registry import BACKENDS
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
 
 
 def offline_mode() -> bool:
@@ -31,7 +32,7 @@ class HFSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: str | None = Field(None, description="torch device (default cuda if available, else cpu)")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Dtype = "auto"
     trust_remote_code: bool = False
 
 
