@@ -18,6 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
+from llmseg.cli_support import fail, option_errors
+from llmseg.errors import LlmsegError
+
 from . import cli_options as opts
 
 RUN_RECORD = "segment_run"  # <out>/segment_run.json: configuration, method description, images done/failed
@@ -45,10 +48,10 @@ def _read_classes(classes: str | None, dataset: str | None, classes_file: Path |
     """(class names, DatasetSpec or None) from --classes / --dataset / --classes-file."""
     from llmseg.datasets import get_dataset, read_classes_file
 
-    from .api import parse_classes
+    from .api import SegmentInputError, parse_classes
 
     if classes is not None and (dataset is not None or classes_file is not None):
-        raise ValueError("give either --classes or --dataset/--classes-file, not both")
+        raise SegmentInputError("give either --classes or --dataset/--classes-file, not both")
     if classes is not None:
         return parse_classes(classes, source="--classes"), None
     if dataset is not None:
@@ -56,7 +59,7 @@ def _read_classes(classes: str | None, dataset: str | None, classes_file: Path |
         return list(spec.classes), spec
     if classes_file is not None:
         return parse_classes(read_classes_file(classes_file), source=str(classes_file)), None
-    raise ValueError("give the class names: --classes 'cat, dog' or --dataset NAME or --classes-file FILE")
+    raise SegmentInputError("give the class names: --classes 'cat, dog' or --dataset NAME or --classes-file FILE")
 
 
 def _auto_label_set(classes: list[str], out: Path, *, backend: str, model: str, k: int, base_url: str | None,
@@ -108,6 +111,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: opts.Checkpoint = None,
         text_tokenizer: opts.TextTokenizer = None,
         dense_mode: opts.DenseMode = None,
+        naclip_std: opts.NaclipStd = None,
         preset: opts.Preset = None,
         assembly: opts.Assembly = None,
         include_class_name: opts.IncludeClassName = None,
@@ -128,11 +132,9 @@ def register(app: typer.Typer) -> None:
         text_cache_dir: opts.TextCacheDir = None,
     ) -> None:
         """Segment your own images: label map, overlay with legend, subclass map and a JSON summary per image."""
-        from llmseg.cli import fail
-
         fields = opts.method_fields(
             method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, preset=preset,
-            text_tokenizer=text_tokenizer, dense_mode=dense_mode, assembly=assembly, templates=templates,
+            text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, assembly=assembly, templates=templates,
             include_class_name=include_class_name, top_cls_num=top_cls_num, candidates=candidates,
             short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
             area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, precision=precision,
@@ -141,9 +143,23 @@ def register(app: typer.Typer) -> None:
         code = run_segment(
             images, out, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
             subclasses=subclasses, backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-            k=k, llm_cache=llm_cache, device=device, config_fields=fields, fail=fail, resume=resume,
+            k=k, llm_cache=llm_cache, device=device, config_fields=fields, resume=resume,
         )
         raise typer.Exit(code)
+
+
+def _out_of_memory_error() -> type[BaseException]:
+    """torch's out-of-memory exception (a RuntimeError subclass), the one failure besides bad input that skips an image."""
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _finished_images(out: Path, fingerprint: str) -> dict[str, str]:
@@ -161,47 +177,47 @@ def _finished_images(out: Path, fingerprint: str) -> dict[str, str]:
 
 def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file, label_set, subclasses, backend,
                 model, base_url, api_key_env, k, llm_cache, device,
-                config_fields: dict[str, Any], fail, resume: bool = True) -> int:
-    """The body of `llmseg segment`; returns the exit code (0 all done, 1 some images failed)."""
+                config_fields: dict[str, Any], fail=fail, resume: bool = True) -> int:
+    """The body of `llmseg segment`; returns the exit code (0 all done, 1 some images failed).
+
+    Whole-run problems raise (or `fail` reports) an LlmsegError before anything is written; any
+    other exception is a bug and propagates with its traceback.
+    """
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from llmseg.datasets import DatasetError
     from llmseg.io import atomic_write_json, stable_hash
-    from llmseg.labelset import LabelSetError
 
     from .api import Segmenter, SegmentInputError, resolve_label_set
-    from .data import DataError
     from .interface import MethodConfig
 
     # 1. everything that concerns the whole run, before any LLM is asked, model loaded or file written
     try:
         names, spec = _read_classes(classes, dataset, classes_file)
         if label_set is not None and subclasses is not None:
-            raise ValueError("give either --label-set or --subclasses auto, not both")
+            raise SegmentInputError("give either --label-set or --subclasses auto, not both")
         if subclasses is not None and subclasses != "auto":
-            raise ValueError(f"--subclasses takes 'auto' (stage one on the fly), got '{subclasses}'")
+            raise SegmentInputError(f"--subclasses takes 'auto' (stage one on the fly), got '{subclasses}'")
         resolved = resolve_label_set(label_set, names) if label_set is not None else None
         paths = _expand_images(images)
         if not paths:
-            raise ValueError("no images given (the folders hold no images)")
+            raise SegmentInputError("no images given (the folders hold no images)")
         config = MethodConfig(device=device, **config_fields)
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
-        raise fail(f"bad method options: {problems}") from exc
-    except (SegmentInputError, DatasetError, LabelSetError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(option_errors(exc, "method options"))) from exc
+    except LlmsegError as exc:  # the class list, label set or images: nothing is written
         raise fail(str(exc)) from exc
     if subclasses == "auto":
         try:
             generated = _auto_label_set(names, out, backend=backend, model=model, k=k, base_url=base_url,
                                         api_key_env=api_key_env, cache=llm_cache, spec=spec)
             resolved = resolve_label_set(generated, names)
-        except Exception as exc:  # stage one's errors (network, parse, validation) all stop the run here
+        except LlmsegError as exc:  # stage one's errors (server, answers, validation) all stop the run here
             raise fail(f"--subclasses auto: stage one failed: {exc}") from exc
     try:
         segmenter = Segmenter(config)
         method = segmenter.method_for(names, resolved, spec)[0]  # builds the method (text embeddings) once, up front
-    except (SegmentInputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
+    except LlmsegError as exc:  # the backbone, checkpoint, templates or label set cannot be used
         raise fail(str(exc)) from exc
 
     # 2. one image at a time; a failure skips that image only. The run record is rewritten after each
@@ -217,6 +233,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     }
     record["fingerprint"] = stable_hash(json.loads(json.dumps(record, default=str)))
     finished = _finished_images(out, record["fingerprint"]) if resume else {}
+    out_of_memory = _out_of_memory_error()
     failures: list[tuple[Path, str]] = []
     owners: dict[str, Path] = {}
     done = skipped = 0
@@ -245,8 +262,12 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         try:
             output = segmenter(path, names, resolved, spec)
             output.save(out, stem)
-        except (SegmentInputError, DataError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory
-            failures.append((path, str(exc) or type(exc).__name__))
+        except SegmentInputError as exc:  # a missing or unreadable image: reported, the others go on
+            failures.append((path, str(exc)))
+            continue
+        except out_of_memory as exc:  # deliberate: one image too large for the device does not stop the run
+            _release_device_memory()
+            failures.append((path, f"out of memory ({exc}); try a smaller --short-side or --crop"))
             continue
         owners[stem] = path
         done += 1

@@ -118,3 +118,66 @@ def test_evaluate_cli_end_to_end_with_a_tiny_model(tmp_path):
 def test_stage_two_commands_are_mounted():
     names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
     assert {"evaluate", "score", "data", "segment", "demo"} <= names
+
+
+def _evaluate_args(tmp_path) -> list[str]:
+    root = tmp_path / "data"
+    write_synthetic_benchmark("pascal_voc", root, 1, (16, 16))
+    return ["evaluate", "--dataset", "pascal_voc", "--data-root", str(root), "--out", str(tmp_path / "res"),
+            "--backbone", "openclip:ViT-S-16", "--num-workers", "0", "--no-progress"]
+
+
+def test_a_bug_inside_evaluate_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only LlmsegErrors become `error: ...` exit 2; a plain KeyError/ValueError is a bug and propagates."""
+    import llmseg.stage2.methods as methods
+
+    for bug in (KeyError("num_classes"), ValueError("shapes (3,) and (4,) not aligned")):
+        def broken(*args, _bug=bug, **kwargs):
+            raise _bug
+
+        monkeypatch.setattr(methods, "build_method", broken)
+        res = runner.invoke(app, _evaluate_args(tmp_path))
+        assert res.exception is bug, res.output
+        assert res.exit_code != 2 and "error:" not in res.output
+        with pytest.raises(type(bug)):
+            runner.invoke(app, _evaluate_args(tmp_path), catch_exceptions=False)
+
+
+def test_an_llmseg_error_inside_evaluate_is_reported_with_exit_2(tmp_path, monkeypatch):
+    import llmseg.stage2.methods as methods
+    from llmseg.errors import ConfigError, LlmsegError
+
+    for error in (ConfigError("--assembly max needs a label set (--label-set)"), LlmsegError("checkpoint x.pth is not a SimSeg one")):
+        def refused(*args, _error=error, **kwargs):
+            raise _error
+
+        monkeypatch.setattr(methods, "build_method", refused)
+        res = runner.invoke(app, _evaluate_args(tmp_path), catch_exceptions=False)
+        assert res.exit_code == 2
+        assert f"error: {error}" in res.output
+    assert not (tmp_path / "res" / "metrics.json").exists()
+
+
+def test_evaluate_builds_the_backbone_on_the_ranks_gpu(tmp_path, monkeypatch):
+    """Under torchrun with --device cuda, rank 2 of 4 configures cuda:2 before anything is built."""
+    import torch
+
+    import llmseg.stage2.methods as methods
+    from llmseg.errors import LlmsegError
+
+    seen: list[str] = []
+
+    def capture(config, *args, **kwargs):
+        seen.append(config.device)
+        raise LlmsegError("stop here: nothing is built")
+
+    monkeypatch.setattr(methods, "build_method", capture)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    env = {"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "2"}
+    res = runner.invoke(app, [*_evaluate_args(tmp_path), "--device", "cuda"], env=env, catch_exceptions=False)
+    assert res.exit_code == 2 and seen == ["cuda:2"], res.output
+    res = runner.invoke(app, [*_evaluate_args(tmp_path), "--device", "cuda:1"], env=env, catch_exceptions=False)
+    assert res.exit_code == 2 and "CUDA_VISIBLE_DEVICES" in res.output and seen == ["cuda:2"]
+    res = runner.invoke(app, [*_evaluate_args(tmp_path), "--device", "cpu"], env=env, catch_exceptions=False)
+    assert res.exit_code == 2 and seen == ["cuda:2", "cpu"]
