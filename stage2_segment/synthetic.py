@@ -1,4 +1,4 @@
-"""Tiny synthetic benchmarks written in each benchmark's exact on-disk layout (MMSeg layout).
+"""Tiny synthetic benchmarks written in each dataset's exact on-disk layout (its dataset.json's facts).
 
 Used by the tests, the demo and the benchmarks: no real dataset can be downloaded here. Label
 maps are random rectangles of random classes (stored as the benchmark stores them: VOC as a
