@@ -34,10 +34,10 @@ class LlmsegGroup(TyperGroup):
             raise fail(str(exc)) from exc
 
 
-def option_errors(exc: Any, what: str = "method options") -> ConfigError:
-    """A pydantic ValidationError about CLI settings as a ConfigError naming each `--option`."""
+def option_errors(exc: Any, prefix: str = "bad method options") -> ConfigError:
+    """A pydantic ValidationError about CLI settings as a ConfigError naming each `--option`: `prefix: --x: why`."""
     problems = "; ".join(
         f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" if e.get("loc") else e["msg"]
         for e in exc.errors()
     )
-    return ConfigError(f"bad {what}: {problems}")
+    return ConfigError(f"{prefix}: {problems}")

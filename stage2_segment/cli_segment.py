@@ -204,7 +204,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             raise SegmentInputError("no images given (the folders hold no images)")
         config = MethodConfig(device=device, **config_fields)
     except ValidationError as exc:
-        raise fail(str(option_errors(exc, "method options"))) from exc
+        raise fail(str(option_errors(exc, "bad method options"))) from exc
     except LlmsegError as exc:  # the class list, label set or images: nothing is written
         raise fail(str(exc)) from exc
     if subclasses == "auto":
