@@ -95,6 +95,7 @@ def _mount_stages() -> None:
 
     register_stage1(app)
     register_stage2(app)
+    __import__("llmseg.stage2.app.cli", fromlist=["register"]).register(app)  # `llmseg app`: Gradio loads lazily
 
 
 _mount_stages()

@@ -1,0 +1,65 @@
+"""`llmseg app`: registered without importing Gradio or torch, so `llmseg --help` stays fast without the extra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_M = "Model"
+_L = "Subclasses from an LLM"
+_S = "Server"
+
+
+def register(app: typer.Typer) -> None:
+    """Add `app` to the root `llmseg` app."""
+
+    @app.command("app")
+    def app_command(
+        host: Annotated[str, typer.Option(help="Address to serve on (keep 127.0.0.1 unless you mean to expose it).", rich_help_panel=_S)] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=0, max=65535, help="Port.", rich_help_panel=_S)] = 7860,
+        backbone: Annotated[str, typer.Option(help="Default backbone: 'demo' (the bundled demo CLIP, offline), 'openclip:ARCH' or 'simseg'.", rich_help_panel=_M)] = "demo",
+        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or file for the default backbone.", rich_help_panel=_M)] = None,
+        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint for --backbone simseg.", rich_help_panel=_M)] = None,
+        method: Annotated[str, typer.Option(help="Default method.", rich_help_panel=_M)] = "dense",
+        preset: Annotated[str | None, typer.Option(help="Default preset (dense).", rich_help_panel=_M)] = None,
+        device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...", rich_help_panel=_M)] = "cpu",
+        base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for 'subclasses from an LLM'.", rich_help_panel=_L)] = None,
+        llm_model: Annotated[str, typer.Option(help="The LLM to ask.", rich_help_panel=_L)] = "gpt-4o-mini",
+        llm_backend: Annotated[str, typer.Option(help="Stage-one backend: openai | hf.", rich_help_panel=_L)] = "openai",
+        api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.", rich_help_panel=_L)] = "OPENAI_API_KEY",
+        k: Annotated[int, typer.Option(min=1, help="Subclasses per class.", rich_help_panel=_L)] = 5,
+        cache_dir: Annotated[Path | None, typer.Option(help="Demo weights, examples, stage-one answers and outputs (default ~/.cache/llmseg).", rich_help_panel=_S)] = None,
+        max_pixels: Annotated[int, typer.Option(min=1, help="Largest image accepted, in pixels.", rich_help_panel=_S)] = 4096 * 4096,
+        max_file_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted, in MB.", rich_help_panel=_S)] = 50.0,
+    ) -> None:
+        """A local web page: upload an image, type classes, see the overlay, legend and downloads (needs the app extra: llmseg\\[app])."""
+        from llmseg.errors import LlmsegError
+
+        from .core import AppSettings, user_cache_dir
+
+        try:
+            from .ui import import_gradio, launch
+
+            import_gradio()
+            settings = AppSettings(
+                backbone=backbone,
+                weights=checkpoint if backbone == "simseg" else pretrained,
+                method=method,
+                preset=preset,
+                device=device,
+                cache_dir=cache_dir or user_cache_dir(),
+                max_pixels=max_pixels,
+                max_file_mb=max_file_mb,
+                llm_backend=llm_backend,
+                llm_model=llm_model,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                k=k,
+            )
+            typer.echo(f"llmseg app: loading {backbone} ({method}) ...")
+            launch(settings, host=host, port=port)
+        except (LlmsegError, OSError, ValueError) as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from exc
