@@ -227,3 +227,98 @@ def test_random_weights_are_seeded_so_every_process_builds_the_same_model(tiny_a
     sa, sb, sc = (m.model.state_dict() for m in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_a_dense_mode_registered_from_outside_is_used(tiny_openclip):
+    """A new mode is one registered function; the backbone runs it by name and --dense-mode accepts it."""
+    from llmseg.stage2.backbones.dense_modes import DENSE_MODES
+    from llmseg.stage2.interface import MethodConfig
+
+    @DENSE_MODES.register("value-only-test", help="out_proj(v) plus the residual")
+    def value_only(parts):
+        return parts.residual(parts.out_proj(parts.v))
+
+    try:
+        backbone = tiny_openclip("vanilla")
+        images = torch.randn(1, 3, 64, 64)
+        _, dense = backbone.encode_image(images, dense_mode="value-only-test")
+        _, plain = backbone.encode_image(images, dense_mode="maskclip")
+        assert (dense - plain).abs().max() > 1e-3  # the residual makes it differ from maskclip
+        assert MethodConfig(dense_mode="value-only-test").dense_mode == "value-only-test"
+        with torch.no_grad():  # written out: x + out_proj(v) after ln_post/proj
+            v = backbone.model.visual
+            blocks = list(v.transformer.resblocks)
+            x = v.conv1(images).flatten(2).transpose(1, 2)
+            x = torch.cat([v.class_embedding.reshape(1, 1, -1), x], 1) + v.positional_embedding
+            x = v.ln_pre(x)
+            for blk in blocks[:-1]:
+                x = blk(x)
+            last = blocks[-1]
+            val = F.linear(last.ln_1(x), last.attn.in_proj_weight, last.attn.in_proj_bias).chunk(3, -1)[2]
+            out = x + last.attn.out_proj(val)
+            ref = F.normalize(v.ln_post(out[:, 1:]) @ v.proj, dim=-1).reshape(1, 4, 4, -1)
+        torch.testing.assert_close(dense, ref, atol=1e-5, rtol=0)
+    finally:
+        DENSE_MODES.unregister("value-only-test")
+
+
+def test_unknown_dense_mode_lists_the_registered_ones(tiny_openclip):
+    from llmseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="naclip"):
+        tiny_openclip("vanilla").encode_image(torch.randn(1, 3, 64, 64), dense_mode="nope")
+
+
+def test_two_methods_on_one_backbone_keep_their_own_modes(tiny_openclip):
+    """build_method gives each method a view; the backbone and its model are never changed."""
+    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.methods import build_method
+
+    backbone = tiny_openclip("vanilla", seed=4)
+    state_before = {k: t.clone() for k, t in backbone.model.state_dict().items()}
+    modules_before = [type(m) for m in backbone.model.modules()]
+    classes = ["cat", "dog"]
+    a = build_method(MethodConfig(preset="sclip", templates="single"), classes, backbone=backbone)
+    b = build_method(MethodConfig(preset="naclip", templates="single", naclip_std=2.0), classes, backbone=backbone)
+    images = torch.randn(1, 3, 64, 96)
+    rule = a.backbone.pos_embed
+    _, da = a.backbone.encode_image(images)
+    _, db = b.backbone.encode_image(images)
+    _, ea = backbone.encode_image(images, dense_mode="sclip", pos_embed=rule)
+    _, eb = backbone.encode_image(images, dense_mode="naclip", naclip_std=2.0, pos_embed=rule)
+    torch.testing.assert_close(da, ea, atol=0, rtol=0)
+    torch.testing.assert_close(db, eb, atol=0, rtol=0)
+    _, e5 = backbone.encode_image(images, dense_mode="naclip", naclip_std=5.0, pos_embed=rule)
+    assert (db - e5).abs().max() > 1e-4  # the view's std is used
+    assert backbone.dense_mode == "vanilla" and a.backbone.dense_mode == "sclip" and b.backbone.dense_mode == "naclip"
+    assert a.backbone.text_memory is backbone.text_memory  # the text cache is shared
+    assert [type(m) for m in backbone.model.modules()] == modules_before
+    assert all(torch.equal(state_before[k], t) for k, t in backbone.model.state_dict().items())
+    with pytest.raises(AttributeError, match="read-only"):
+        a.backbone.dense_mode = "vanilla"
+    assert a.describe()["backbone"]["dense_mode"] == "sclip" and b.describe()["backbone"]["naclip_std"] == 2.0
+
+
+@pytest.mark.parametrize("vision_extra", [{"pool_type": "avg"}, {"final_ln_after_pool": True}, {}],
+                         ids=["avg", "ln-after-pool", "tok"])
+@pytest.mark.parametrize("mode", ["vanilla", "clearclip"])
+def test_pooling_follows_open_clip_encode_image(tmp_path, vision_extra, mode):
+    """The global vector is computed from public modules the way open_clip pools (pool_type, ln_post order)."""
+    import json
+
+    import open_clip
+
+    from llmseg.stage2.backbones.openclip import OpenClipBackbone
+
+    name = "LlmsegPool-" + "-".join(f"{k}{v}" for k, v in vision_extra.items()) + "-16"
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 16, **vision_extra},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    backbone = OpenClipBackbone(name, None, dense_mode=mode, init_seed=2)
+    images = torch.randn(2, 3, 64, 64)
+    pooled, _ = backbone.encode_image(images)
+    with torch.no_grad():
+        expected = backbone.model.encode_image(images, normalize=True)
+    torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=0)
