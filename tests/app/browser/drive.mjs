@@ -1,5 +1,6 @@
 // Drives the llmseg page in headless Chromium through playwright-core; prints one JSON line with what it saw.
-// Usage: node drive.mjs '{"url": ..., "image": ..., "classes": ..., "bad_classes": ..., "screenshot": ..., "chromium": ...}'
+// Usage: node drive.mjs '{"url": ..., "image": ..., "classes": ..., "label_set": ..., "bad_classes": ..., "screenshot": ..., "chromium": ...}'
+// (label_set and screenshot are optional)
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,6 +37,10 @@ try {
   await page.locator("#image-file input[type=file]").setInputFiles(opts.image);
   await page.locator("#preview img").waitFor();  // the upload reached the server and came back as the preview
   await page.locator("#classes textarea, #classes input").first().fill(opts.classes);
+  if (opts.label_set) {
+    await page.locator("#label-mode").getByText("label set", { exact: true }).click();
+    await page.locator("#label-set textarea").fill(opts.label_set);
+  }
   await page.locator("#run").click();
   await page.locator("#message .ok").waitFor();
   await page.locator("#overlay img").waitFor();
