@@ -63,9 +63,11 @@ def _backbone():
     (folder / f"{ARCH}.json").write_text(json.dumps(CFG))
     open_clip.add_model_config(folder / f"{ARCH}.json")
     backbone = OpenClipBackbone(ARCH, None, init_seed=7)
+    gen = torch.Generator().manual_seed(11)  # the same model in every process (the test and bench_parity.py)
     with torch.no_grad():  # random weights of a realistic scale: a non-trivial positional table and class token
-        backbone.model.visual.positional_embedding.normal_(std=0.5)
-        backbone.model.visual.class_embedding.normal_(std=0.5)
+        visual = backbone.model.visual
+        visual.positional_embedding.copy_(torch.randn(visual.positional_embedding.shape, generator=gen) * 0.5)
+        visual.class_embedding.copy_(torch.randn(visual.class_embedding.shape, generator=gen) * 0.5)
     return backbone
 
 
