@@ -96,6 +96,11 @@ class AppSettings:
     api_key_env: str = "OPENAI_API_KEY"
     k: int = 5
 
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir).expanduser()
+        if self.work_dir is not None:
+            self.work_dir = Path(self.work_dir).expanduser()
+
     @property
     def outputs(self) -> Path:
         return self.work_dir if self.work_dir is not None else self.cache_dir / "app" / "outputs"

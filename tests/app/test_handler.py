@@ -155,3 +155,11 @@ def test_cli_stays_light_and_names_the_extra_without_gradio(tmp_path):
     code_line, output = done.stdout.split("\n", 1)
     assert code_line == "2"
     assert "pip install 'llmseg[app]'" in output
+
+
+def test_settings_take_string_folders(tmp_path):
+    from llmseg.stage2.app.core import AppSettings
+
+    settings = AppSettings(cache_dir=str(tmp_path))
+    assert settings.outputs == tmp_path / "app" / "outputs"
+    assert AppSettings(cache_dir=str(tmp_path), work_dir=str(tmp_path / "w")).outputs == tmp_path / "w"
