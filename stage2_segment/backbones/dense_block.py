@@ -139,7 +139,3 @@ def run_tower(
         pooled = pooled @ visual.proj
         dense = dense @ visual.proj
     return pooled, dense
-
-
-def known_modes() -> list[str]:
-    return DENSE_MODES.names()

@@ -81,7 +81,7 @@ class BlockParts:
 def block_parts(block: nn.Module, x: torch.Tensor, grid: tuple[int, int], options: Mapping[str, Any]) -> BlockParts:
     """q, k, v of the block's attention (open_clip's fused in_proj) for a batch-first input."""
     attn = block.attn
-    if not isinstance(attn, nn.MultiheadAttention) or not getattr(attn, "_qkv_same_embed_dim", False):
+    if not isinstance(attn, nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None:
         raise ValueError(
             f"dense modes need a last block with a plain nn.MultiheadAttention (found {type(attn).__name__}); "
             "this open_clip architecture is not supported"

@@ -128,7 +128,7 @@ class OpenClipBackbone(Backbone):
             raise BackboneError(f"openclip:{arch}: pool_type '{visual.pool_type}' gives no single image vector")
         blocks = visual.transformer.resblocks
         attn = getattr(blocks[-1], "attn", None)
-        if not isinstance(attn, torch.nn.MultiheadAttention) or not getattr(attn, "_qkv_same_embed_dim", False):
+        if not isinstance(attn, torch.nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None:
             raise BackboneError(
                 f"openclip:{arch}: dense modes need a last block with a plain nn.MultiheadAttention "
                 f"(found {type(attn).__name__}); this architecture is not supported"
