@@ -399,6 +399,11 @@ class SegmentApp:
             method=method or s.method,
             preset=preset or None,
         )
+        if choice.backbone.startswith("openclip:") and not choice.weights:
+            raise AppInputError(
+                f"backbone '{choice.backbone}' needs weights: an open_clip pretrained tag (e.g. 'openai') or a "
+                "weights file in the Weights box (without them the model would be random)"
+            )
         try:
             segmenter = self.pool.get(choice)
         except LlmsegError:

@@ -96,7 +96,8 @@ def bad_files(tmp_path):
         ({"label_mode": "label set", "label_set_text": '{"background": ['}, "not valid JSON"),
         ({"label_mode": "label set", "label_set_text": '{"cat": ["tabby"]}'}, "background"),
         ({"label_mode": "subclasses from an LLM"}, "--base-url"),
-        ({"backbone": "openclip:no-such-arch"}, "no-such-arch"),
+        ({"backbone": "openclip:no-such-arch", "weights": "openai"}, "no-such-arch"),
+        ({"backbone": "openclip:ViT-B-16"}, "needs weights"),
         ({"method": "no-such-method"}, "no-such-method"),
     ],
 )
