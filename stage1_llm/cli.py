@@ -106,6 +106,11 @@ def generate_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backoff_base: Annotated[float, typer.Option(hidden=True, help="Seconds of the first retry backoff.")] = 1.0,
+    batch: Annotated[bool, typer.Option("--batch", help="openai: send every class's first request as one Batch API job (cheaper for large vocabularies; resumable by the batch id in the cache); failed answers are repaired one by one.")] = False,
+    batch_poll_interval: Annotated[float, typer.Option(help="--batch: seconds between the first status polls (doubling up to 300).")] = 10.0,
+    batch_timeout: Annotated[float, typer.Option(help="--batch: give up waiting after this many seconds (rerun to resume the same batch).")] = 86400.0,
+    batch_prices: Annotated[str | None, typer.Option(help="--batch: 'IN,OUT' USD per million prompt and completion tokens, for a cost line.")] = None,
+    gguf_file: Annotated[str | None, typer.Option(help="hf: load this GGUF file (a path, or a file name inside --model's folder or hub repo; needs the gguf package).")] = None,
 ) -> None:
     from llmseg.datasets import get_dataset
     from llmseg.labelset import LabelSetError, load_label_set, save_label_set
@@ -166,6 +171,9 @@ def generate_command(
             dtype=dtype,
             backoff=Backoff(base=backoff_base),
             progress=not quiet,
+            batch=batch,
+            batch_options=_batch_options(batch_poll_interval, batch_timeout, batch_prices) if batch else None,
+            gguf_file=gguf_file,
         )
     except GenerationError as exc:  # some classes got no usable answer: exit 1, the rest is cached
         typer.secho(str(exc), err=True, fg=typer.colors.RED)
@@ -189,6 +197,8 @@ def generate_command(
             "no_structured": not structured,
             "device": device,
             "dtype": dtype if backend == "hf" else None,
+            "gguf_file": gguf_file,
+            "batch": batch,
             "out": out,
         },
     )
@@ -203,6 +213,23 @@ def generate_command(
     from .generate import RunStats
 
     typer.echo(RunStats(**{k_: v for k_, v in stats.items()}).summary())
+    if meta.model_extra and meta.model_extra.get("batch"):
+        from .batch import BatchReport
+
+        typer.echo(BatchReport(**meta.model_extra["batch"]).summary())
+
+
+def _batch_options(poll_interval: float, timeout: float, prices: str | None) -> Any:
+    from .batch import BatchOptions
+
+    parsed = None
+    if prices:
+        try:
+            low, high = (float(p) for p in prices.split(","))
+        except ValueError as exc:
+            raise fail(f"--batch-prices takes 'IN,OUT' (USD per million tokens), got {prices!r}") from exc
+        parsed = (low, high)
+    return BatchOptions(poll_interval=poll_interval, timeout=timeout, prices=parsed)
 
 
 @subclasses_app.command("diff", no_args_is_help=True)

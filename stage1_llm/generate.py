@@ -36,6 +36,7 @@ from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 
 from .backends import Backend, Sampling, make_backend
 from .backends.base import BackendError, StructuredOutputUnsupported
+from .batch import BatchOptions, prefill_from_batch
 from .cache import AnswerCache, request_key
 from .parse import answer_schema, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
@@ -357,6 +358,9 @@ def generate_label_set(
     backoff: Backoff | None = None,
     progress: bool = True,
     backend_instance: Backend | None = None,
+    batch: bool = False,
+    batch_options: BatchOptions | None = None,
+    gguf_file: str | None = None,
 ) -> tuple[LabelSet, LabelSetMeta]:
     """Ask the LLM for exactly `k` subclasses of every class; return the label set and its provenance.
 
@@ -369,6 +373,9 @@ def generate_label_set(
     refresh: ignore cached answers (new ones are still logged).
     other_classes: put the dataset's other class names into the prompt ({other_classes}).
     structured: ask for json_schema structured output where the backend supports it.
+    batch: send every class's first request as one OpenAI Batch API job (`llmseg.stage1.batch`;
+    openai backend only), then parse, validate and repair as usual. `batch_options`: polling and prices.
+    gguf_file: hf backend: load this GGUF file (a path, or a name inside the `model` folder or hub repo).
 
     Raises GenerationError naming every class without a usable answer (the others stay cached),
     FatalBackendError when the backend cannot work at all (bad key, unknown model), ValueError
@@ -388,7 +395,7 @@ def generate_label_set(
     sampling = Sampling(temperature=temperature, seed=seed, max_tokens=max_tokens)
     own_backend = backend_instance is None
     engine = backend_instance or make_backend(
-        backend, model, base_url=base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, device=device, dtype=dtype
+        backend, model, base_url=base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, device=device, dtype=dtype, gguf_file=gguf_file
     )
     if engine.max_concurrency:
         concurrency = min(concurrency, engine.max_concurrency)
@@ -409,7 +416,11 @@ def generate_label_set(
         structured=structured,
     )
     started = time.monotonic()
+    batch_report = None
     try:
+        if batch:
+            batch_report = prefill_from_batch(run, names, batch_options)
+            run.stats.add(prompt_tokens=batch_report.prompt_tokens, completion_tokens=batch_report.completion_tokens)
         outcomes = _run_all(run, names, concurrency, progress)
     finally:
         run.stats.wall_s = time.monotonic() - started
@@ -446,6 +457,7 @@ def generate_label_set(
         stats=run.stats.as_dict(),
         cache=str(cache_path) if cache_path else None,
         warnings=[str(issue) for issue in report.warnings],
+        **({"batch": batch_report.as_dict()} if batch_report is not None else {}),
     )
     return label_set, meta
 

@@ -144,6 +144,7 @@ class ScriptedLLMServer:
         class_pattern: str = DEFAULT_CLASS_PATTERN,
         k_pattern: str = DEFAULT_K_PATTERN,
         model: str = "scripted",
+        batch_polls: int = 0,
     ):
         self.scripts: dict[str, list[Step]] = {name: list(steps) for name, steps in (scripts or {}).items()}
         self.default = default or generic_answer
@@ -154,6 +155,8 @@ class ScriptedLLMServer:
         self.model = model
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        self.files = _Files()
+        self.batches = _Batches(self, polls=batch_polls)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._url: str | None = None
@@ -239,6 +242,42 @@ class ScriptedLLMServer:
                 return script.pop(0)
         return valid()
 
+    def chat(self, path: str, body: dict[str, Any], auth: str | None) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """One chat-completions request (over HTTP or as a batch line): status, JSON payload, headers."""
+        entry = LoggedRequest(0, path, None, None, "", 0, body, auth)
+        if not path.split("?", 1)[0].rstrip("/").endswith("/chat/completions"):
+            entry.step, entry.status = "no-route", 404
+            self.record(entry)
+            return 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}, []
+        class_name, k = self.find_class(body.get("messages") or [])
+        entry.class_name, entry.k = class_name, k
+        fmt = body.get("response_format")
+        if self.reject_json_schema and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            entry.step, entry.status = "reject-json-schema", 400
+            self.record(entry)
+            message = "response_format type 'json_schema' is not supported by this server"
+            return 400, {"error": {"message": message, "type": "invalid_request_error", "param": "response_format", "code": None}}, []
+        if class_name is None:
+            entry.step, entry.status = "unknown-class", 400
+            self.record(entry)
+            message = f"scripted server: no line matching {self.class_pattern.pattern!r} in the user messages"
+            return 400, {"error": {"message": message, "type": "invalid_request_error"}}, []
+        step = self.next_step(class_name)
+        entry.step, entry.status = step.kind, step.status
+        self.record(entry)
+        delay = self.latency + step.delay
+        if delay:
+            time.sleep(delay)
+        if step.kind == "http":
+            return step.status, step.error_body or {}, list(step.headers)
+        try:
+            payload = _completion(entry, step, self, class_name, k)
+        except Exception as exc:  # a failing answer generator: say so instead of dropping the connection
+            message = f"scripted server: the answer generator failed for class '{class_name}': {exc!r}"
+            entry.step, entry.status = "generator-error", 500
+            return 500, {"error": {"message": message, "type": "server_error"}}, []
+        return 200, payload, [("x-request-id", f"req_scripted_{entry.n}")]
+
     def record(self, entry: LoggedRequest) -> None:
         with self._lock:
             entry.n = len(self.log) + 1
@@ -266,59 +305,57 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
             pass
 
+    def _send_bytes(self, data: bytes) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.owner.model, "object": "model", "owned_by": "llmseg"}]})
+        owner = self.owner
+        route = self.path.split("?", 1)[0].rstrip("/")
+        if route.endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": owner.model, "object": "model", "owned_by": "llmseg"}]})
+        elif "/files/" in route:
+            file_id, _, rest = route.split("/files/", 1)[1].partition("/")
+            found = owner.files.get(file_id)
+            if found is None:
+                self._send(404, {"error": {"message": f"no file {file_id}", "type": "invalid_request_error"}})
+            elif rest == "content":
+                self._send_bytes(found.data)
+            else:
+                self._send(200, found.info())
+        elif "/batches/" in route:
+            self._send(*owner.batches.retrieve(route.split("/batches/", 1)[1]))
         else:
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
     def do_POST(self) -> None:
         owner = self.owner
         length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length)
+        route = self.path.split("?", 1)[0].rstrip("/")
+        if route.endswith("/files"):
+            status, payload = owner.files.upload(self.headers.get("Content-Type") or "", data)
+            self._send(status, payload)
+            return
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = json.loads(data or b"{}")
         except json.JSONDecodeError:
             self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
             return
-        auth = self.headers.get("Authorization")
-        entry = LoggedRequest(0, self.path, None, None, "", 0, body, auth)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            entry.step, entry.status = "no-route", 404
-            owner.record(entry)
-            self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+        if route.endswith("/batches"):
+            self._send(*owner.batches.create(body))
             return
-        class_name, k = owner.find_class(body.get("messages") or [])
-        entry.class_name, entry.k = class_name, k
-        fmt = body.get("response_format")
-        if owner.reject_json_schema and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            entry.step, entry.status = "reject-json-schema", 400
-            owner.record(entry)
-            message = "response_format type 'json_schema' is not supported by this server"
-            self._send(400, {"error": {"message": message, "type": "invalid_request_error", "param": "response_format", "code": None}})
+        if route.endswith("/cancel") and "/batches/" in route:
+            self._send(*owner.batches.cancel(route.split("/batches/", 1)[1].split("/")[0]))
             return
-        if class_name is None:
-            entry.step, entry.status = "unknown-class", 400
-            owner.record(entry)
-            message = f"scripted server: no line matching {owner.class_pattern.pattern!r} in the user messages"
-            self._send(400, {"error": {"message": message, "type": "invalid_request_error"}})
-            return
-        step = owner.next_step(class_name)
-        entry.step, entry.status = step.kind, step.status
-        owner.record(entry)
-        delay = owner.latency + step.delay
-        if delay:
-            time.sleep(delay)
-        if step.kind == "http":
-            self._send(step.status, step.error_body or {}, step.headers)
-            return
-        try:
-            payload = _completion(entry, step, owner, class_name, k)
-        except Exception as exc:  # a failing answer generator: say so instead of dropping the connection
-            message = f"scripted server: the answer generator failed for class '{class_name}': {exc!r}"
-            entry.step, entry.status = "generator-error", 500
-            self._send(500, {"error": {"message": message, "type": "server_error"}})
-            return
-        self._send(200, payload, [("x-request-id", f"req_scripted_{entry.n}")])
+        status, payload, headers = owner.chat(self.path, body, self.headers.get("Authorization"))
+        self._send(status, payload, headers)
 
 
 def _answer_text(step: Step, owner: ScriptedLLMServer, class_name: str, k: int) -> str:
@@ -351,3 +388,183 @@ def _completion(entry: LoggedRequest, step: Step, owner: ScriptedLLMServer, clas
         ],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+# ---------------------------------------------------------------------- Files and Batches API
+
+
+@dataclass
+class StoredFile:
+    """An uploaded (or server-written) file: its bytes and the metadata the Files API reports."""
+
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+        }
+
+
+class _Files:
+    """`POST /v1/files` (multipart upload), `GET /v1/files/{id}` and `GET /v1/files/{id}/content`, in memory."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, StoredFile] = {}
+        self._lock = threading.Lock()
+
+    def add(self, filename: str, purpose: str, data: bytes) -> StoredFile:
+        with self._lock:
+            stored = StoredFile(f"file-scripted-{len(self._files) + 1}", filename, purpose, data)
+            self._files[stored.id] = stored
+        return stored
+
+    def get(self, file_id: str) -> StoredFile | None:
+        with self._lock:
+            return self._files.get(file_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._files)
+
+    def upload(self, content_type: str, data: bytes) -> tuple[int, dict[str, Any]]:
+        from email.parser import BytesParser
+        from email.policy import HTTP
+
+        if not content_type.startswith("multipart/form-data"):
+            return 400, {"error": {"message": "files: expected multipart/form-data", "type": "invalid_request_error"}}
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + data)
+        fields: dict[str, tuple[str | None, bytes]] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+        if "file" not in fields or "purpose" not in fields:
+            return 400, {"error": {"message": "files: 'file' and 'purpose' are required", "type": "invalid_request_error"}}
+        filename, content = fields["file"]
+        stored = self.add(filename or "upload", fields["purpose"][1].decode(), content)
+        return 200, stored.info()
+
+
+@dataclass
+class ScriptedBatch:
+    """One batch job: it completes on the `polls`-th retrieve (0: already done when created)."""
+
+    id: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    polls_left: int
+    status: str = "validating"
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
+    retrievals: int = 0
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "request_counts": dict(self.counts),
+            "errors": None,
+            "metadata": None,
+        }
+
+
+class _Batches:
+    """`POST /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`.
+
+    Each input line is answered through the same scripts as `/v1/chat/completions` (so a class's
+    script steps are used by batch lines too); 2xx answers go to the output file, others to the
+    error file, in the Batch API's line format.
+    """
+
+    def __init__(self, owner: ScriptedLLMServer, polls: int):
+        self.owner = owner
+        self.polls = polls
+        self.jobs: dict[str, ScriptedBatch] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def created(self) -> int:
+        with self._lock:
+            return len(self.jobs)
+
+    def create(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        source = self.owner.files.get(str(body.get("input_file_id")))
+        if source is None:
+            return 400, {"error": {"message": f"batches: no file {body.get('input_file_id')!r}", "type": "invalid_request_error"}}
+        with self._lock:
+            job = ScriptedBatch(
+                f"batch_scripted_{len(self.jobs) + 1}",
+                source.id,
+                str(body.get("endpoint")),
+                str(body.get("completion_window")),
+                self.polls,
+            )
+            self.jobs[job.id] = job
+        if job.polls_left <= 0:
+            self._finish(job)
+        else:
+            job.status = "in_progress"
+        return 200, job.info()
+
+    def retrieve(self, batch_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            job = self.jobs.get(batch_id)
+        if job is None:
+            return 404, {"error": {"message": f"no batch {batch_id}", "type": "invalid_request_error"}}
+        job.retrievals += 1
+        if job.status == "in_progress":
+            job.polls_left -= 1
+            if job.polls_left <= 0:
+                self._finish(job)
+        return 200, job.info()
+
+    def cancel(self, batch_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            job = self.jobs.get(batch_id)
+        if job is None:
+            return 404, {"error": {"message": f"no batch {batch_id}", "type": "invalid_request_error"}}
+        if job.status not in ("completed", "failed", "expired"):
+            job.status = "cancelled"
+        return 200, job.info()
+
+    def _finish(self, job: ScriptedBatch) -> None:
+        source = self.owner.files.get(job.input_file_id)
+        lines = [line for line in (source.data.decode("utf-8").splitlines() if source else []) if line.strip()]
+        out: list[str] = []
+        errors: list[str] = []
+        for number, line in enumerate(lines, start=1):
+            request = json.loads(line)
+            custom_id = request.get("custom_id")
+            status, payload, _ = self.owner.chat(str(request.get("url")), request.get("body") or {}, None)
+            record = {"id": f"batch_req_{job.id}_{number}", "custom_id": custom_id}
+            if 200 <= status < 300:
+                record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": payload}, "error": None}
+                out.append(json.dumps(record))
+            else:
+                record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": payload}, "error": None}
+                errors.append(json.dumps(record))
+        job.counts = {"total": len(lines), "completed": len(out), "failed": len(errors)}
+        if out:
+            job.output_file_id = self.owner.files.add(f"{job.id}_output.jsonl", "batch_output", ("\n".join(out) + "\n").encode()).id
+        if errors:
+            job.error_file_id = self.owner.files.add(f"{job.id}_error.jsonl", "batch_output", ("\n".join(errors) + "\n").encode()).id
+        job.status = "completed"
