@@ -14,7 +14,17 @@ from typing import Any
 
 from llmseg.errors import LlmsegError
 
-from .core import DEMO, LABEL_MODES, LABEL_SET, NAMES_ONLY, AppSettings, SegmentApp, method_names, prepare_examples, preset_names
+from .core import (
+    DEMO,
+    LABEL_MODES,
+    LABEL_SET,
+    NAMES_ONLY,
+    AppSettings,
+    SegmentApp,
+    method_names,
+    prepare_examples,
+    preset_names,
+)
 
 INSTALL_HINT = "pip install 'llmseg[app]'"
 NO_PRESET = "(method default)"
