@@ -5,16 +5,19 @@ of name n (contiguous, ascending: LabelSet.flat_names order). Every function ret
 (class values [C, ...], winner [C, ...] int64 flat name index of the winning name per class).
 
 Two levels: `combine_similarities` mixes cosines (the llm-supervision maps, the seed's softmax
-query), `assemble` gives probabilities for the dense protocol (softmax with a logit scale).
+query), `assemble` gives probabilities for the dense protocol (softmax with a logit scale). Each
+rule is an `AssemblyRule` registered by name in `registries.ASSEMBLY_RULES`; a new rule is one
+subclass with `@ASSEMBLY_RULES.register("name")`, usable as `--assembly name`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
-RULES = ("none", "max", "mean", "softmax", "chils")
+from .registries import ASSEMBLY_RULES
 
 
 def class_slices(owners: Sequence[int], num_classes: int) -> list[slice]:
@@ -69,15 +72,102 @@ def _reduce(values: torch.Tensor, slices: list[slice], how: str, score: torch.Te
     return torch.stack(outs), torch.stack(wins)
 
 
-def _check(rule: str, sims: torch.Tensor, owners: Sequence[int], num_classes: int) -> list[slice]:
-    if rule not in RULES:
-        raise ValueError(f"unknown assembly '{rule}': use one of {', '.join(RULES)}")
+class AssemblyRule:
+    """A subclass-assembly rule: per-name similarities [N, ...] -> per-class values and winners [C, ...].
+
+    `slices[c]` is the block of rows of class c. `combine` works on cosines, `assemble` returns the
+    dense protocol's class probabilities. The methods pass `weights` [N] (image-level, the seed's
+    group softmax) for the rule `softmax` and `class_sims` [C, ...] for `chils`.
+    """
+
+    one_name_per_class: ClassVar[bool] = False  # the rule needs exactly one name per class
+
+    def combine(self, sims: torch.Tensor, slices: list[slice], num_classes: int, *, weights: torch.Tensor | None):
+        raise NotImplementedError(f"assembly '{type(self).__name__}' has no cosine-level form")
+
+    def assemble(
+        self,
+        sims: torch.Tensor,
+        slices: list[slice],
+        num_classes: int,
+        *,
+        logit_scale: float,
+        class_sims: torch.Tensor | None,
+        weights: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"assembly '{type(self).__name__}' has no probability-level form")
+
+
+def _weighted(rule: str, sims: torch.Tensor, slices: list[slice], weights: torch.Tensor | None):
+    if weights is None:
+        raise ValueError(f"assembly '{rule}' needs image-level weights")
+    w = weights.to(sims.dtype).reshape(-1, *([1] * (sims.ndim - 1)))
+    weighted = sims * w
+    return _reduce(weighted, slices, "sum")
+
+
+@ASSEMBLY_RULES.register("none", help="one name per class: the class names themselves")
+class NoAssembly(AssemblyRule):
+    one_name_per_class = True
+
+    def combine(self, sims, slices, num_classes, *, weights):
+        idx = torch.arange(num_classes, device=sims.device).reshape(-1, *([1] * (sims.ndim - 1)))
+        return sims, idx.expand_as(sims)
+
+    def assemble(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        probs = torch.softmax(sims * logit_scale, dim=0)
+        return self.combine(probs, slices, num_classes, weights=None)
+
+
+@ASSEMBLY_RULES.register("max", help="the best name of each class (the SCLIP family)")
+class MaxAssembly(AssemblyRule):
+    how = "max"
+
+    def combine(self, sims, slices, num_classes, *, weights):
+        return _reduce(sims, slices, self.how)
+
+    def assemble(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        probs = torch.softmax(sims * logit_scale, dim=0)
+        return _reduce(probs, slices, self.how)
+
+
+@ASSEMBLY_RULES.register("mean", help="the mean over each class's names")
+class MeanAssembly(MaxAssembly):
+    how = "mean"
+
+
+@ASSEMBLY_RULES.register("softmax", help="the seed's image-level softmax-weighted query per class")
+class SoftmaxAssembly(AssemblyRule):
+    def combine(self, sims, slices, num_classes, *, weights):
+        return _weighted("softmax", sims, slices, weights)
+
+    def assemble(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        combined, winner = self.combine(sims, slices, num_classes, weights=weights)
+        return torch.softmax(combined * logit_scale, dim=0), winner
+
+
+@ASSEMBLY_RULES.register("chils", help="CHiLS: best subclass probability x class-name probability")
+class ChilsAssembly(AssemblyRule):
+    def combine(self, sims, slices, num_classes, *, weights):
+        return _weighted("chils", sims, slices, weights)
+
+    def assemble(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        if class_sims is None or class_sims.shape[0] != num_classes:
+            raise ValueError("assembly 'chils' needs the class-name similarities [C, ...]")
+        p_sub = torch.softmax(sims * logit_scale, dim=0)
+        p_super = torch.softmax(class_sims * logit_scale, dim=0)
+        best, winner = _reduce(p_sub, slices, "max")
+        return best * p_super, winner
+
+
+def _check(rule: str, sims: torch.Tensor, owners: Sequence[int], num_classes: int) -> tuple[AssemblyRule, list[slice]]:
+    impl = ASSEMBLY_RULES.build(rule)
     if sims.shape[0] != len(owners):
         raise ValueError(f"assembly: {sims.shape[0]} similarity rows for {len(owners)} names")
     slices = class_slices(owners, num_classes)
-    if rule == "none" and len(owners) != num_classes:
-        raise ValueError(f"assembly 'none' needs one name per class, got {len(owners)} names for {num_classes} classes")
-    return slices
+    if impl.one_name_per_class and len(owners) != num_classes:
+        raise ValueError(f"assembly '{rule}' needs one name per class, got {len(owners)} names for {num_classes} classes")
+    return impl, slices
 
 
 def combine_similarities(
@@ -93,17 +183,8 @@ def combine_similarities(
     `weights` [N] (softmax, chils): image-level weights, e.g. `group_softmax` of the global cosines
     (the seed) or `group_argmax_onehot` (CHiLS picks one subclass per class).
     """
-    slices = _check(rule, sims, owners, num_classes)
-    if rule == "none":
-        idx = torch.arange(num_classes, device=sims.device).reshape(-1, *([1] * (sims.ndim - 1)))
-        return sims, idx.expand_as(sims)
-    if rule in ("max", "mean"):
-        return _reduce(sims, slices, rule)
-    if weights is None:
-        raise ValueError(f"assembly '{rule}' needs image-level weights")
-    w = weights.to(sims.dtype).reshape(-1, *([1] * (sims.ndim - 1)))
-    weighted = sims * w
-    return _reduce(weighted, slices, "sum")
+    impl, slices = _check(rule, sims, owners, num_classes)
+    return impl.combine(sims, slices, num_classes, weights=weights)
 
 
 def assemble(
@@ -123,19 +204,5 @@ def assemble(
     softmax(scale x .) over classes. chils: p_sub = softmax over all names, p_super = softmax of
     `class_sims` (class-name cosines) over classes; class score = max_n p_sub(n) x p_super(class).
     """
-    slices = _check(rule, sims, owners, num_classes)
-    if rule == "none":
-        probs = torch.softmax(sims * logit_scale, dim=0)
-        return combine_similarities("none", probs, owners, num_classes)
-    if rule in ("max", "mean"):
-        probs = torch.softmax(sims * logit_scale, dim=0)
-        return _reduce(probs, slices, rule)
-    if rule == "softmax":
-        combined, winner = combine_similarities("softmax", sims, owners, num_classes, weights=weights)
-        return torch.softmax(combined * logit_scale, dim=0), winner
-    if class_sims is None or class_sims.shape[0] != num_classes:
-        raise ValueError("assembly 'chils' needs the class-name similarities [C, ...]")
-    p_sub = torch.softmax(sims * logit_scale, dim=0)
-    p_super = torch.softmax(class_sims * logit_scale, dim=0)
-    best, winner = _reduce(p_sub, slices, "max")
-    return best * p_super, winner
+    impl, slices = _check(rule, sims, owners, num_classes)
+    return impl.assemble(sims, slices, num_classes, logit_scale=logit_scale, class_sims=class_sims, weights=weights)

@@ -19,7 +19,7 @@ _R = "Run"
 
 # MethodConfig fields that `evaluate` exposes as options; a test checks this covers every field.
 METHOD_FIELDS = (
-    "method", "backbone", "pretrained", "checkpoint", "text_tokenizer", "dense_mode", "preset", "label_set",
+    "method", "backbone", "pretrained", "checkpoint", "text_tokenizer", "dense_mode", "naclip_std", "preset", "label_set",
     "assembly", "include_class_name", "templates", "top_cls_num", "candidates", "short_side", "crop", "stride",
     "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations", "device", "precision", "text_cache_dir",
 )
@@ -154,6 +154,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: opts.Checkpoint = None,
         text_tokenizer: opts.TextTokenizer = None,
         dense_mode: opts.DenseMode = None,
+        naclip_std: opts.NaclipStd = None,
         preset: opts.Preset = None,
         label_set: opts.LabelSetPath = None,
         assembly: opts.Assembly = None,
@@ -185,7 +186,7 @@ def register(app: typer.Typer) -> None:
         device = this_rank_device(device)
         given = opts.method_fields(
             method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, text_tokenizer=text_tokenizer,
-            dense_mode=dense_mode, preset=preset, label_set=label_set, assembly=assembly,
+            dense_mode=dense_mode, naclip_std=naclip_std, preset=preset, label_set=label_set, assembly=assembly,
             include_class_name=include_class_name, templates=templates, top_cls_num=top_cls_num, candidates=candidates,
             short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
             area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, device=device,

@@ -1,54 +1,124 @@
-"""The `MethodConfig` fields as typer options, defined once for `evaluate` and `segment`.
+"""The `MethodConfig` fields as typer options for `evaluate` and `segment`, made from the model itself.
 
-Every option defaults to None, meaning "not given": `method_config` then leaves the field to the
+Each option's help is its field's description (interface.MethodConfig), followed by the names the
+registries offer (methods, backbones, assembly rules, bundled presets) and by which method or
+backbone reads it, so a new field or a new registered name shows up here without an edit.
+Every option defaults to None, meaning "not given": `method_fields` then leaves the field to the
 preset's or the method's default, so the CLI and the Python API resolve defaults in one place.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import types
+import typing
+from typing import Annotated, Any, Literal
 
 import typer
 
+from .interface import MethodConfig
+
 METHOD_PANEL = "Method"
 PROTOCOL_PANEL = "Dense protocol and refinement"
+# Where each option is listed in --help (presentation only); unlisted fields go to METHOD_PANEL.
+PANELS: dict[str, str | None] = {
+    **dict.fromkeys(
+        ("short_side", "crop", "stride", "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations"),
+        PROTOCOL_PANEL,
+    ),
+    **dict.fromkeys(("device", "precision", "text_cache_dir"), None),
+}
 
 
-def _opt(help_text: str, *flags: str, panel: str = METHOD_PANEL) -> Any:
-    return typer.Option(*flags, help=help_text, rich_help_panel=panel)
+def _choices(field: str) -> str:
+    """' Registered: ...' for the fields whose values are registry names."""
+    from .methods.presets import bundled_presets
+    from .registries import ASSEMBLY_RULES, BACKBONES, METHODS
+
+    if field == "method":
+        return " Registered: " + ", ".join(METHODS.names()) + "."
+    if field == "assembly":
+        return " Registered: " + ", ".join(ASSEMBLY_RULES.names()) + "."
+    if field == "preset":
+        return " Bundled: " + ", ".join(bundled_presets()) + "."
+    if field == "backbone":
+        spelled = []
+        for name in BACKBONES.names():
+            config = BACKBONES.entry(name).config
+            spelled.append(f"{name}:<{config.arg_name}>" if getattr(config, "takes_arg", False) else name)
+        return " Registered: " + ", ".join(spelled) + "."
+    return ""
 
 
-Method = Annotated[str | None, _opt("dense | llm-supervision (default dense).")]
-Backbone = Annotated[str | None, _opt("openclip:<arch> or simseg (default openclip:ViT-B-16).")]
-Pretrained = Annotated[str | None, _opt("open_clip weights tag or local weights file.")]
-Checkpoint = Annotated[str | None, _opt("SimSeg checkpoint (.pth).")]
-TextTokenizer = Annotated[str | None, _opt("SimSeg text tokenizer (HF id or folder).")]
-DenseMode = Annotated[str | None, _opt("vanilla | maskclip | sclip | clearclip | naclip.")]
-Preset = Annotated[str | None, _opt("sclip | clearclip | naclip | a preset JSON file: every number of that paper for the dataset.")]
-LabelSetPath = Annotated[str | None, _opt("Label-set JSON {class: [subclasses]}; none = class names only.")]
-Assembly = Annotated[str | None, _opt("none | max | mean | softmax | chils.")]
-IncludeClassName = Annotated[
-    bool | None, _opt("Add each class name to its own subclasses.", "--include-class-name/--no-include-class-name")
-]
-Templates = Annotated[str | None, _opt("openai80 | seed13 | single | a file.")]
-TopClsNum = Annotated[int | None, _opt("llm-supervision: classes in the threshold statistics.")]
-Candidates = Annotated[int | None, _opt("llm-supervision: candidate classes per image.")]
-ShortSide = Annotated[int | None, _opt("Resize so the short side is this.", panel=PROTOCOL_PANEL)]
-Crop = Annotated[int | None, _opt("Sliding-window crop (0 = whole image).", panel=PROTOCOL_PANEL)]
-Stride = Annotated[int | None, _opt("Sliding-window stride.", panel=PROTOCOL_PANEL)]
-LogitScale = Annotated[float | None, _opt("Temperature of the softmax over names.", panel=PROTOCOL_PANEL)]
-ProbThd = Annotated[float | None, _opt("Background threshold on the top probability.", panel=PROTOCOL_PANEL)]
-AreaThd = Annotated[float | None, _opt("Drop classes under this share of the foreground.", panel=PROTOCOL_PANEL)]
-Pamr = Annotated[bool | None, _opt("PAMR refinement (default: the preset's).", "--pamr/--no-pamr", panel=PROTOCOL_PANEL)]
-Crf = Annotated[
-    bool | None,
-    _opt("Dense CRF (default: the method's: off for dense, the seed's binary CRF on for llm-supervision).",
-         "--crf/--no-crf", panel=PROTOCOL_PANEL),
-]
-CrfIterations = Annotated[int | None, _opt("Dense CRF iterations.", panel=PROTOCOL_PANEL)]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (under torchrun 'cuda' = this rank's GPU).")]
-Precision = Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 (autocast on GPU).")]
-TextCacheDir = Annotated[str | None, typer.Option(help="Folder for cached text embeddings.")]
+def _users(field: str) -> str:
+    """' (read by: dense)': the methods and backbones that read the field; '' for the common ones."""
+    from .registries import BACKBONES, METHODS
+
+    users = [
+        name
+        for registry in (METHODS, BACKBONES)
+        for name in registry.names()
+        if field in getattr(registry.entry(name).config, "model_fields", {})
+    ]
+    return f" (read by: {', '.join(users)})" if users else ""
+
+
+def help_text(field: str) -> str:
+    """The --help line of a MethodConfig field."""
+    info = MethodConfig.model_fields[field]
+    return (info.description or field) + _choices(field) + _users(field)
+
+
+def flags(field: str) -> tuple[str, ...]:
+    name = field.replace("_", "-")
+    return (f"--{name}/--no-{name}",) if _base_type(field) is bool else (f"--{name}",)
+
+
+def _base_type(field: str) -> type:
+    """The field's type without None; a Literal of strings is a plain str on the command line."""
+    annotation = MethodConfig.model_fields[field].annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is Literal:
+        return str
+    return annotation  # type: ignore[return-value]
+
+
+def option_type(field: str) -> Any:
+    """`Annotated[T | None, typer.Option(...)]` for one MethodConfig field (default None = not given)."""
+    base = _base_type(field)
+    option = typer.Option(*flags(field), help=help_text(field), rich_help_panel=PANELS.get(field, METHOD_PANEL))
+    return Annotated[base | None, option]  # type: ignore[valid-type]
+
+
+OPTION_TYPES: dict[str, Any] = {field: option_type(field) for field in MethodConfig.model_fields}
+
+# The names cli_engine / cli_segment annotate their parameters with.
+Method = OPTION_TYPES["method"]
+Backbone = OPTION_TYPES["backbone"]
+Pretrained = OPTION_TYPES["pretrained"]
+Checkpoint = OPTION_TYPES["checkpoint"]
+TextTokenizer = OPTION_TYPES["text_tokenizer"]
+DenseMode = OPTION_TYPES["dense_mode"]
+NaclipStd = OPTION_TYPES["naclip_std"]
+Preset = OPTION_TYPES["preset"]
+LabelSetPath = OPTION_TYPES["label_set"]
+Assembly = OPTION_TYPES["assembly"]
+IncludeClassName = OPTION_TYPES["include_class_name"]
+Templates = OPTION_TYPES["templates"]
+TopClsNum = OPTION_TYPES["top_cls_num"]
+Candidates = OPTION_TYPES["candidates"]
+ShortSide = OPTION_TYPES["short_side"]
+Crop = OPTION_TYPES["crop"]
+Stride = OPTION_TYPES["stride"]
+LogitScale = OPTION_TYPES["logit_scale"]
+ProbThd = OPTION_TYPES["prob_thd"]
+AreaThd = OPTION_TYPES["area_thd"]
+Pamr = OPTION_TYPES["pamr"]
+Crf = OPTION_TYPES["crf"]
+CrfIterations = OPTION_TYPES["crf_iterations"]
+Device = OPTION_TYPES["device"]
+Precision = OPTION_TYPES["precision"]
+TextCacheDir = OPTION_TYPES["text_cache_dir"]
 
 
 def method_fields(**given: Any) -> dict[str, Any]:

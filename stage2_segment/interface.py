@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 @dataclass
@@ -60,41 +60,81 @@ class SegmentationMethod(Protocol):
         ...
 
 
-MethodName = Literal["dense", "llm-supervision"]
-DenseMode = Literal["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
-Assembly = Literal["none", "max", "mean", "softmax", "chils"]
-
-
 class MethodConfig(BaseModel):
-    """Everything that selects and parameterises a method. None = the preset's or method's default."""
+    """Everything that selects and parameterises a method. None = the preset's or method's default.
+
+    Each field's description is its help text in the CLI too (cli_options). `method`, `assembly`
+    and `dense_mode` are checked against their registries (llmseg.stage2.registries) here,
+    `backbone` (family[:arg]) when it is loaded; a field the chosen method or backbone does not
+    read is refused when the method is built (check_applicable).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    method: MethodName = "dense"
-    backbone: str = "openclip:ViT-B-16"  # "openclip:<arch>" or "simseg"
-    pretrained: str | None = None  # open_clip tag or local weights file (openclip backbones)
-    checkpoint: str | None = None  # SimSeg checkpoint (.pth)
-    text_tokenizer: str | None = None  # SimSeg: HF tokenizer id or local folder (default bert-base-uncased)
-    dense_mode: DenseMode | None = None
-    preset: str | None = None  # a bundled preset name (sclip, clearclip, naclip) or a preset file path
-    label_set: str | None = None  # path to a label-set JSON; None = class names only
-    assembly: Assembly | None = None  # default: "max" for dense with a label set, "softmax" for llm-supervision
-    include_class_name: bool = False
-    templates: str | None = None  # "openai80" | "seed13" | "single" | file; default per method
+    method: str = Field("dense", description="The method, a registered name (default dense).")
+    backbone: str = Field("openclip:ViT-B-16", description="The backbone, family[:arg] of a registered family (default openclip:ViT-B-16).")
+    pretrained: str | None = Field(None, description="open_clip weights tag or local weights file.")
+    checkpoint: str | None = Field(None, description="SimSeg checkpoint (.pth).")
+    text_tokenizer: str | None = Field(
+        None, description="SimSeg text tokenizer: HF id or local folder (default bert-base-uncased)."
+    )
+    dense_mode: str | None = Field(
+        None, description="How the last block is rewritten: vanilla | maskclip | sclip | clearclip | naclip or a registered mode (default: the preset's, vanilla without one)."
+    )
+    naclip_std: float | None = Field(
+        None, description="NACLIP's Gaussian neighbourhood std, in patches (default: the preset's, else 5.0)."
+    )
+    preset: str | None = Field(
+        None, description="A bundled preset or a preset JSON file: every number of that paper for the dataset (default sclip)."
+    )
+    label_set: str | None = Field(None, description="Label-set JSON (class -> list of subclasses); none = class names only.")
+    assembly: str | None = Field(
+        None, description="Subclass assembly rule, a registered name (default: the method's with a label set, else none)."
+    )
+    include_class_name: bool = Field(False, description="Add each class name to its own subclasses.")
+    templates: str | None = Field(None, description="Prompt templates: openai80 | seed13 | single | a file (default per method).")
     # llm-supervision
-    top_cls_num: int | None = None
-    candidates: int = 5
+    top_cls_num: int | None = Field(None, description="Classes in the threshold statistics.")
+    candidates: int = Field(5, description="Candidate classes per image.")
     # dense protocol (None = preset / dataset default)
-    short_side: int | None = None
-    crop: int | None = None  # sliding-window crop; 0 = whole image
-    stride: int | None = None
-    logit_scale: float | None = None
-    prob_thd: float | None = None
-    area_thd: float | None = None
-    pamr: bool | None = None
-    crf: bool | None = None  # None = the method's default: off for dense, on for llm-supervision (the seed's binary CRF)
-    crf_iterations: int = 10
+    short_side: int | None = Field(None, description="Resize so the short side is this.")
+    crop: int | None = Field(None, description="Sliding-window crop (0 = whole image).")
+    stride: int | None = Field(None, description="Sliding-window stride.")
+    logit_scale: float | None = Field(None, description="Temperature of the softmax over names.")
+    prob_thd: float | None = Field(None, description="Background threshold on the top probability.")
+    area_thd: float | None = Field(None, description="Drop classes under this share of the foreground.")
+    pamr: bool | None = Field(None, description="PAMR refinement (default: the preset's).")
+    crf: bool | None = Field(
+        None, description="Dense CRF (default: the method's: off for dense, the seed's binary CRF on for llm-supervision)."
+    )
+    crf_iterations: int = Field(10, description="Dense CRF iterations.")
     # execution
-    device: str = "cpu"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    text_cache_dir: str | None = Field(default=None, description="Folder for cached text embeddings; None = no cache")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1, ... (under torchrun 'cuda' = this rank's GPU).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32 | bf16 | fp16 (autocast on GPU).")
+    text_cache_dir: str | None = Field(None, description="Folder for cached text embeddings; none = no cache.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from .registries import METHODS
+
+        METHODS.entry(value)
+        return value
+
+    @field_validator("assembly")
+    @classmethod
+    def _known_assembly(cls, value: str | None) -> str | None:
+        from .registries import ASSEMBLY_RULES
+
+        if value is not None:
+            ASSEMBLY_RULES.entry(value)
+        return value
+
+    @field_validator("dense_mode")
+    @classmethod
+    def _known_dense_mode(cls, value: str | None) -> str | None:
+        from .registries import dense_modes
+
+        if value is not None:
+            dense_modes().entry(value)
+        return value

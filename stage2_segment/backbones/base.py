@@ -1,7 +1,8 @@
 """The one interface every backbone offers: normalised text vectors, global and dense image vectors.
 
 Methods never reach inside a model: they preprocess with the backbone's own mean/std and sizes,
-call `encode_image` / `encode_text`, and work on the normalised vectors.
+call `encode_image` / `encode_text`, and work on the normalised vectors. A new backbone subclasses
+`Backbone` and registers a builder in `llmseg.stage2.registries.BACKBONES` (see backbones/builtin.py).
 """
 
 from __future__ import annotations

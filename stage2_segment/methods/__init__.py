@@ -1,9 +1,10 @@
 """Build a segmentation method from a `MethodConfig`: the one entry point of the CLI, API and `evaluate`.
 
 `load_backbone(config)` builds the model (reuse it across class lists via `build_method(...,
-backbone=...)`); `build_method` resolves the preset and per-dataset defaults (presets.py), loads
-and validates the label set, embeds the names once (per-backbone memory + optional disk cache)
-and returns a `DenseMethod` or an `LLMSupervisionMethod`.
+backbone=...)`); `build_method` refuses settings the chosen method does not read, resolves the
+preset and per-dataset defaults (presets.py), loads and validates the label set, embeds the names
+once (per-backbone memory + optional disk cache) and hands them to the method's registered
+builder (`registries.METHODS`; the built-ins are in builtin.py).
 """
 
 from __future__ import annotations
@@ -12,50 +13,51 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmseg.errors import ConfigError
 from llmseg.io import sha256_file, sha256_text, stable_hash
 from llmseg.labelset import LabelSet, load_label_set
 
-from ..backbones.base import Backbone, BackboneError
+from ..backbones import load_backbone
+from ..backbones.base import Backbone
 from ..interface import MethodConfig, SegmentationMethod
+from ..registries import ASSEMBLY_RULES, METHODS, MethodInputs, MethodOptions, check_applicable
 from .common import NameTable, has_background
-from .presets import (
-    DEFAULT_PRESET,
-    DENSE_KEYS,
-    METHOD_TEMPLATES,
-    load_preset,
-    preset_settings,
-)
+from .presets import DEFAULT_PRESET, DENSE_KEYS, NACLIP_STD_DEFAULT, load_preset, preset_settings
 
-__all__ = ["build_method", "load_backbone", "resolve_dense_mode", "resolve_dense_settings"]
+__all__ = [
+    "build_method",
+    "load_backbone",
+    "method_options_of",
+    "resolve_dense_mode",
+    "resolve_dense_settings",
+    "resolve_naclip_std",
+]
+
+
+def method_options_of(config: MethodConfig) -> type[MethodOptions]:
+    """The options model of the configured method (its fields and defaults); ConfigError if unknown."""
+    return METHODS.entry(config.method).config or MethodOptions
+
+
+def _preset_of(config: MethodConfig) -> str | None:
+    """--preset, else the method's default preset (sclip for `dense`, none for llm-supervision)."""
+    return config.preset or method_options_of(config).default_preset
 
 
 def resolve_dense_mode(config: MethodConfig) -> str:
-    """--dense-mode, else the preset's mode, else sclip's for `dense` and vanilla for llm-supervision."""
+    """--dense-mode, else the preset's mode (the method's default preset), else vanilla."""
     if config.dense_mode:
         return config.dense_mode
-    preset = config.preset or (DEFAULT_PRESET if config.method == "dense" else None)
+    preset = _preset_of(config)
     return load_preset(preset).default.get("dense_mode", "vanilla") if preset else "vanilla"
 
 
-def load_backbone(config: MethodConfig) -> Backbone:
-    """`openclip:<arch>` (with --pretrained) or `simseg` (with --checkpoint, --text-tokenizer)."""
-    if config.backbone == "simseg":
-        if not config.checkpoint:
-            raise BackboneError("backbone 'simseg' needs --checkpoint (e.g. ckpts/simseg.vit-s.pth)")
-        from ..backbones.simseg import SimSegBackbone
-
-        return SimSegBackbone(config.checkpoint, tokenizer=config.text_tokenizer, device=config.device, precision=config.precision)
-    if config.backbone.startswith("openclip:"):
-        from ..backbones.openclip import OpenClipBackbone
-
-        return OpenClipBackbone(
-            config.backbone.split(":", 1)[1],
-            config.pretrained,
-            dense_mode=resolve_dense_mode(config),
-            device=config.device,
-            precision=config.precision,
-        )
-    raise BackboneError(f"unknown backbone '{config.backbone}': use 'openclip:<arch>' or 'simseg'")
+def resolve_naclip_std(config: MethodConfig) -> float:
+    """--naclip-std, else the preset's `naclip_std`, else NACLIP's 5.0 (acts in the naclip dense mode only)."""
+    if config.naclip_std is not None:
+        return float(config.naclip_std)
+    preset = _preset_of(config)
+    return float(load_preset(preset).default.get("naclip_std", NACLIP_STD_DEFAULT) if preset else NACLIP_STD_DEFAULT)
 
 
 def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[str, Any]:
@@ -97,29 +99,32 @@ def build_method(
 
     classes = list(classes)
     if not classes:
-        raise ValueError("build_method: empty class list")
+        raise ConfigError("build_method: empty class list")
+    entry = METHODS.entry(config.method)
+    options = entry.config or MethodOptions
+    check_applicable(config)
     label_set_path = str(config.label_set) if config.label_set else None
     if label_set is None and label_set_path:
         label_set = load_label_set(label_set_path, classes)
     elif label_set is not None and label_set.classes != classes:
-        raise ValueError(f"label set classes {label_set.classes[:3]}... differ from the class list {classes[:3]}...")
-    assembly = config.assembly or (
-        ("max" if config.method == "dense" else "softmax") if label_set is not None else "none"
-    )
-    if assembly != "none" and label_set is None:
-        raise ValueError(f"--assembly {assembly} needs a label set (--label-set)")
-    names = NameTable.build(classes, label_set if assembly != "none" else None, config.include_class_name)
+        raise ConfigError(f"label set classes {label_set.classes[:3]}... differ from the class list {classes[:3]}...")
+    assembly = config.assembly or (options.default_assembly if label_set is not None else "none")
+    per_class = ASSEMBLY_RULES.get(assembly).one_name_per_class  # "none": the class names themselves
+    if not per_class and label_set is None:
+        raise ConfigError(f"--assembly {assembly} needs a label set (--label-set)")
+    names = NameTable.build(classes, None if per_class else label_set, config.include_class_name)
 
     if backbone is None:
         backbone = load_backbone(config)
     mode = resolve_dense_mode(config)
-    if hasattr(backbone, "last_block"):
-        backbone.last_block.mode = mode  # a reused open_clip backbone follows this config's mode
-        backbone.dense_mode = mode
-    elif config.dense_mode not in (None, "vanilla"):
-        raise ValueError(f"--dense-mode {config.dense_mode} applies to openclip backbones only")
+    if hasattr(backbone, "with_mode"):  # open_clip: this method's own view (mode, naclip std, pos-embed rule); the backbone is unchanged
+        from .dense import backbone_view_options
 
-    templates = config.templates or METHOD_TEMPLATES[config.method]
+        backbone = backbone.with_mode(mode, **backbone_view_options(config, dataset))
+    elif config.dense_mode not in (None, "vanilla"):
+        raise ConfigError(f"--dense-mode {config.dense_mode} applies to openclip backbones only")
+
+    templates = config.templates or options.default_templates
     from llmseg.templates import load_templates
 
     template_list = load_templates(templates)
@@ -138,44 +143,19 @@ def build_method(
         "templates": str(templates),
         "templates_sha256": sha256_text("\n".join(template_list)),
         "text_weights_fingerprint": backbone.text_fingerprint(),
-        "dense_mode": mode if hasattr(backbone, "last_block") else None,
+        "dense_mode": mode if hasattr(backbone, "with_mode") else None,
         "device": config.device,
         "precision": config.precision,
     }
-    if config.method == "dense":
-        from .dense import DenseMethod
-
-        settings = resolve_dense_settings(config, dataset)
-        if not hasattr(backbone, "last_block"):
-            settings["dense_mode"] = None  # dense modes rewrite an open_clip block; other backbones are used as they are
-        return DenseMethod(
-            backbone,
-            names,
-            text,
-            class_text,
-            num_classes=len(classes),
-            assembly=assembly,
-            settings=settings,
-            background=background,
-            crf=bool(config.crf),
-            crf_iterations=config.crf_iterations,
-            describe_extra=extra,
-        )
-    if config.method == "llm-supervision":
-        from .llm_supervision import LLMSupervisionMethod
-
-        top = config.top_cls_num if config.top_cls_num is not None else _dataset_top_cls_num(dataset)
-        return LLMSupervisionMethod(
-            backbone,
-            names,
-            text,
-            class_text,
-            num_classes=len(classes),
-            assembly=assembly,
-            top_cls_num=top,
-            candidates=config.candidates,
-            background=background,
-            crf=config.crf is not False,
-            describe_extra=extra,
-        )
-    raise ValueError(f"unknown method '{config.method}'")
+    inputs = MethodInputs(
+        backbone=backbone,
+        names=names,
+        text=text,
+        class_text=class_text,
+        classes=classes,
+        dataset=dataset,
+        assembly=assembly,
+        background=background,
+        describe_extra=extra,
+    )
+    return entry.builder(config, inputs)

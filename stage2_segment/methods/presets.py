@@ -28,8 +28,10 @@ DEFAULT_PRESET = "sclip"
 # llm-supervision's per-dataset top_cls_num (SimSeg's hard-coded values) is data: "top_cls_num" in
 # label_sets/<dataset>/dataset.json (llmseg.datasets.dataset_top_cls_num).
 
-# Template set and assembly defaults per method.
-METHOD_TEMPLATES = {"dense": "openai80", "llm-supervision": "seed13"}
+# NACLIP's Gaussian neighbourhood std (in patches) when neither --naclip-std nor the preset gives one.
+NACLIP_STD_DEFAULT = 5.0
+
+# Each method's template set and assembly defaults live on its registry entry (methods/builtin.py).
 
 
 class PresetFile(BaseModel):

@@ -1,0 +1,46 @@
+"""The built-in backbones: `openclip:<arch>` (open_clip weights, dense modes) and `simseg` (a SimSeg checkpoint).
+
+Importing this module registers them; the model code (and torch) is imported only when one is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..registries import BACKBONES, backbone_options
+from .base import Backbone, BackboneError
+
+if TYPE_CHECKING:
+    from ..interface import MethodConfig
+
+
+@BACKBONES.register(
+    "openclip",
+    config=backbone_options("pretrained", "dense_mode", "naclip_std", takes_arg=True, arg_name="arch", name="OpenClipOptions"),
+    help="openclip:<arch>: an open_clip CLIP (--pretrained tag or weights file) with a dense-mode last block",
+)
+def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
+    from ..methods import resolve_dense_mode, resolve_naclip_std
+    from .openclip import OpenClipBackbone
+
+    return OpenClipBackbone(
+        str(arch),
+        config.pretrained,
+        dense_mode=resolve_dense_mode(config),
+        naclip_std=resolve_naclip_std(config),
+        device=config.device,
+        precision=config.precision,
+    )
+
+
+@BACKBONES.register(
+    "simseg",
+    config=backbone_options("checkpoint", "text_tokenizer", name="SimSegOptions"),
+    help="simseg: a SimSeg checkpoint (--checkpoint, --text-tokenizer), the seed's backbone",
+)
+def build_simseg(config: MethodConfig, arg: str | None) -> Backbone:
+    if not config.checkpoint:
+        raise BackboneError("backbone 'simseg' needs --checkpoint (e.g. ckpts/simseg.vit-s.pth)")
+    from .simseg import SimSegBackbone
+
+    return SimSegBackbone(config.checkpoint, tokenizer=config.text_tokenizer, device=config.device, precision=config.precision)

@@ -1,0 +1,69 @@
+"""The built-in methods: `dense` (the SCLIP/ClearCLIP/NACLIP protocol) and `llm-supervision` (the seed).
+
+Importing this module registers them; each entry lists the MethodConfig fields the method reads
+(what `check_applicable` allows) and its defaults. The method classes (and torch) load on build.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..registries import METHODS, MethodInputs, method_options
+from .presets import DEFAULT_PRESET
+
+if TYPE_CHECKING:
+    from ..interface import MethodConfig, SegmentationMethod
+
+DENSE_FIELDS = ("preset", "short_side", "crop", "stride", "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations")
+
+
+@METHODS.register(
+    "dense",
+    config=method_options(*DENSE_FIELDS, templates="openai80", assembly="max", preset=DEFAULT_PRESET, name="DenseOptions"),
+    help="the training-free dense CLIP protocol (SCLIP / ClearCLIP / NACLIP presets): sliding window, thresholds, PAMR",
+)
+def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:
+    from . import resolve_dense_settings
+    from .dense import DenseMethod
+
+    settings = resolve_dense_settings(config, inputs.dataset)
+    if not hasattr(inputs.backbone, "with_mode"):
+        settings["dense_mode"] = None  # dense modes rewrite an open_clip block; other backbones are used as they are
+    return DenseMethod(
+        inputs.backbone,
+        inputs.names,
+        inputs.text,
+        inputs.class_text,
+        num_classes=inputs.num_classes,
+        assembly=inputs.assembly,
+        settings=settings,
+        background=inputs.background,
+        crf=bool(config.crf),
+        crf_iterations=config.crf_iterations,
+        describe_extra=inputs.describe_extra,
+    )
+
+
+@METHODS.register(
+    "llm-supervision",
+    config=method_options("top_cls_num", "candidates", "crf", templates="seed13", assembly="softmax", name="LLMSupervisionOptions"),
+    help="the seed (CVPRW'24): per-class subclass maps, candidate classes, thresholds, binary CRF",
+)
+def build_llm_supervision(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:
+    from . import _dataset_top_cls_num
+    from .llm_supervision import LLMSupervisionMethod
+
+    top = config.top_cls_num if config.top_cls_num is not None else _dataset_top_cls_num(inputs.dataset)
+    return LLMSupervisionMethod(
+        inputs.backbone,
+        inputs.names,
+        inputs.text,
+        inputs.class_text,
+        num_classes=inputs.num_classes,
+        assembly=inputs.assembly,
+        top_cls_num=top,
+        candidates=config.candidates,
+        background=inputs.background,
+        crf=config.crf is not False,
+        describe_extra=inputs.describe_extra,
+    )
