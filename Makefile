@@ -73,8 +73,9 @@ evaluate: install
 segment: install
 	$(call require,segment,stage two)
 	@test -n "$(IMAGES)" || { echo "error: give IMAGES='photo.jpg ...' and CLASSES='cat, dog'" >&2; exit 2; }
-	$(LLMSEG) segment $(IMAGES) --classes "$(CLASSES)" --backbone $(BACKBONE) --pretrained $(PRETRAINED) \
-	  --preset $(PRESET) --device $(DEVICE) --out $(if $(OUT),$(OUT),out)
+	$(LLMSEG) segment $(IMAGES) --classes "$(CLASSES)" --method $(METHOD) --backbone $(BACKBONE) \
+	  $(call opt,--pretrained,$(PRETRAINED)) $(call opt,--checkpoint,$(CHECKPOINT)) $(call opt,--preset,$(PRESET)) \
+	  --device $(DEVICE) --out $(if $(OUT),$(OUT),out)
 
 bench: install
 	@test -d benchmarks && ls benchmarks/bench_*.py >/dev/null 2>&1 || { echo "error: no benchmarks yet" >&2; exit 2; }
