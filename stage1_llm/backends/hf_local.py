@@ -34,6 +34,18 @@ class HFSettings(BaseModel):
     device: str | None = Field(None, description="torch device (default cuda if available, else cpu)")
     dtype: Dtype = "auto"
     trust_remote_code: bool = False
+    gguf_file: str | None = Field(None, description="a GGUF file: a path, or a file name inside the model folder / hub repo")
+
+
+def gguf_source(model: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name) for `from_pretrained`: a `.gguf` path as `model` or as `gguf_file` works too."""
+    if gguf_file is None and model.lower().endswith(".gguf"):
+        gguf_file = model
+        model = str(Path(model).expanduser().parent)
+    if gguf_file is not None and Path(gguf_file).expanduser().is_file():
+        path = Path(gguf_file).expanduser().resolve()
+        return str(path.parent), path.name
+    return model, gguf_file
 
 
 @BACKENDS.register("hf", config=HFSettings, help="a local transformers model (hub id or folder)")
@@ -44,23 +56,41 @@ class HFBackend:
     supports_schema = False
     max_concurrency: int | None = 1
 
-    def __init__(self, model: str, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        gguf_file: str | None = None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if dtype not in DTYPES:
             raise FatalBackendError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
         self.model = model
+        folder, self.gguf_file = gguf_source(model, gguf_file)
+        if self.gguf_file is not None:
+            from transformers.utils import is_gguf_available
+
+            if not is_gguf_available():
+                raise FatalBackendError(f"loading the GGUF file '{self.gguf_file}' needs the gguf package: pip install gguf")
+            model = folder
         self.local = Path(model).expanduser().exists()
         self.local_files_only = self.local or offline_mode()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
         source = str(Path(model).expanduser()) if self.local else model
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=self.local_files_only, trust_remote_code=trust_remote_code)
+            extra = {"gguf_file": self.gguf_file} if self.gguf_file is not None else {}
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                source, local_files_only=self.local_files_only, trust_remote_code=trust_remote_code, **extra
+            )
             torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
             self.lm = AutoModelForCausalLM.from_pretrained(
-                source, local_files_only=self.local_files_only, dtype=torch_dtype, trust_remote_code=trust_remote_code
+                source, local_files_only=self.local_files_only, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
             )
         except (OSError, ValueError) as exc:
             where = "the local folder" if self.local else ("the local HF cache (offline mode)" if self.local_files_only else "the hub")
@@ -79,6 +109,7 @@ class HFBackend:
             "device": str(self.device),
             "dtype": str(next(self.lm.parameters()).dtype).replace("torch.", ""),
             "model_class": type(self.lm).__name__,
+            **({"gguf_file": self.gguf_file} if self.gguf_file is not None else {}),
         }
 
     def render(self, messages: list[dict[str, str]]) -> str:

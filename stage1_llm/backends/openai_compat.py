@@ -208,6 +208,9 @@ class OpenAIBackend:
         status = exc.status_code
         message = self.redact(f"HTTP {status}: {exc.message}")
         retry_after = parse_retry_after(exc.response.headers if exc.response is not None else None)
+        if status == 500 and "json_schema" in f"{exc.message} {getattr(exc, 'body', '')}".lower():
+            # llama-cpp-python's server answers a response_format it does not know with a 500 (a validation error)
+            return StructuredOutputUnsupported(message, status=status)
         if status in (408, 409, 429) or status >= 500:
             return TransientError(message, status=status, retry_after=retry_after)
         if _is_schema_complaint(status, str(exc.message) + str(getattr(exc, "body", ""))):
