@@ -7,7 +7,12 @@
         assert server.count("cat") == 3
 
 It listens on 127.0.0.1 on a free port (standard library only) and speaks enough of the API
-for the real `openai` SDK: `POST /v1/chat/completions` and `GET /v1/models`.
+for the real `openai` SDK: `POST /v1/chat/completions` and `GET /v1/models`, plus the Files
+(`POST /v1/files`, `GET /v1/files/{id}[/content]`) and Batch (`POST /v1/batches`,
+`GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`) APIs, in memory: a batch completes on its
+`batch_polls`-th retrieve (0: at once), answering each line through the same scripts, and
+writes an output file (2xx lines) and an error file (the others). Batch lines are logged like
+HTTP requests, with `authorization` None.
 
 How a request is matched to a class: the server searches the request's user messages, first
 to last, for `class_pattern` (default: a line `Class: <name>`, which the bundled prompt
