@@ -89,7 +89,7 @@ def test_settings_keep_only_declared_fields_and_validate(canned):
 def test_builtin_backends_and_unknown_names():
     assert {"openai", "hf"} <= set(BACKENDS.names())
     assert set(BACKENDS.entry("openai").config.model_fields) == {"base_url", "api_key", "api_key_env", "timeout"}
-    assert set(BACKENDS.entry("hf").config.model_fields) == {"device", "dtype", "trust_remote_code"}
+    assert set(BACKENDS.entry("hf").config.model_fields) == {"device", "dtype", "trust_remote_code", "gguf_file"}
     with pytest.raises(ConfigError, match=r"unknown backend 'vllm': use one of .*hf.*openai"):
         make_backend("vllm", "m")
 
