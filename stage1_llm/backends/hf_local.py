@@ -78,6 +78,8 @@ class HFBackend:
             if not is_gguf_available():
                 raise FatalBackendError(f"loading the GGUF file '{self.gguf_file}' needs the gguf package: pip install gguf")
             model = folder
+            if not self.model.lower().endswith(".gguf"):  # the file is part of the model's identity (and cache keys)
+                self.model = f"{folder.rstrip('/')}/{self.gguf_file}"
         self.local = Path(model).expanduser().exists()
         self.local_files_only = self.local or offline_mode()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -146,3 +146,21 @@ def test_stage_one_runs_on_the_gguf_model_through_the_cli_option(tiny_gguf, tmp_
 
     answers = [r for r in read_jsonl(tmp_path / "log.jsonl") if r["kind"] == "answer"]
     assert len(answers) == 4 and all(0 < r["meta"]["usage"]["completion_tokens"] <= 8 for r in answers)
+
+
+def test_cli_gguf_file_option_reaches_the_backend(tiny_gguf, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llmseg.cli import app
+    from llmseg.io import read_jsonl
+
+    path, _, _ = tiny_gguf
+    (tmp_path / "classes.txt").write_text("cat\n", encoding="utf-8")
+    cache = tmp_path / "log.jsonl"
+    args = ["subclasses", "toy", "--classes-file", str(tmp_path / "classes.txt"), "--backend", "hf", "--model", str(path.parent),
+            "--gguf-file", path.name, "--device", "cpu", "--dtype", "float32", "--max-tokens", "4", "--max-retries", "0",
+            "--quiet", "--out", str(tmp_path / "top5.json"), "--cache", str(cache)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 1, result.output  # a random model gives no usable answer: the run fails, logged
+    answers = [r for r in read_jsonl(cache) if r["kind"] == "answer"]
+    assert len(answers) == 1 and answers[0]["model"] == f"{path.parent}/{path.name}"  # the file is in the cache key
