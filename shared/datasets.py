@@ -113,7 +113,8 @@ class DatasetFile(BaseModel):
     split_file: str | None = Field(None, description="file (under data_dir) listing the stems; null: every image")
     background: int | None = Field(None, description="index of the background class: 0 or null")
     reduce_zero_label: bool = False
-    ignore_index: int = Field(IGNORE_INDEX, ge=0, le=255)
+    # 65535 for the 16-bit TIFF benchmarks (ade847, pc459), whose class ids go past 255
+    ignore_index: int = Field(IGNORE_INDEX, ge=0, le=65535)
     domain: str = Field(DEFAULT_DOMAIN, min_length=1)
     palette: str | list[list[int]] | None = Field(None, description="a palette name (voc, cityscapes, ...) or [r, g, b] per class")
     top_cls_num: int | None = Field(None, ge=1)

@@ -204,8 +204,19 @@ def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str 
 
 
 def save_prediction(pred_dir: str | os.PathLike, stem: str, labels: np.ndarray, seg_map_suffix: str = ".png") -> Path:
-    """Palette PNG (VOC colours), pixel value = class id, named like the label file."""
-    return save_label_png(prediction_path(pred_dir, stem, seg_map_suffix), labels, voc_palette())
+    """Palette PNG (VOC colours), pixel value = class id, named like the label file.
+
+    A `.tif` label suffix (ade847, pc459: class ids past 255) gets a 16-bit greyscale TIFF of the ids.
+    """
+    path = prediction_path(pred_dir, stem, seg_map_suffix)
+    if seg_map_suffix.lower() in (".tif", ".tiff"):
+        from PIL import Image
+
+        ids = np.asarray(labels).astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() > 65535):
+            raise ValueError(f"a 16-bit TIFF holds ids 0..65535, the label map has {int(ids.min())}..{int(ids.max())}")
+        return save_image(path, Image.fromarray(ids.astype(np.uint16)))
+    return save_label_png(path, labels, voc_palette())
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, class_names, dataset: str | None) -> Path:

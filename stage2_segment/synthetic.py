@@ -53,7 +53,8 @@ def _image_for(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _save(img: Image.Image, path: Path) -> None:
-    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    suffix = path.suffix.lower()
+    fmt = "JPEG" if suffix in (".jpg", ".jpeg") else "TIFF" if suffix in (".tif", ".tiff") else "PNG"
     with atomic_path(path) as tmp:
         img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
 
@@ -112,7 +113,8 @@ def write_synthetic_benchmark(
         else:
             if reader.unlabeled_fraction:  # unlabeled pixels the image does not show (Cityscapes' void)
                 raw[rng.random((h, w)) < reader.unlabeled_fraction] = ignore
-            _save(Image.fromarray(raw.astype(np.uint8)), ann_dir / f"{stem}{layout.seg_map_suffix}")
+            dtype = np.uint16 if storage == "tiff16" else np.uint8  # 16-bit TIFF ids: ade847, pc459
+            _save(Image.fromarray(raw.astype(dtype)), ann_dir / f"{stem}{layout.seg_map_suffix}")
         if i < n_images:
             stems.append(stem)
     if layout.split_file:

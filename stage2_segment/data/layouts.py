@@ -25,7 +25,8 @@ class LayoutReader:
     """MMSegmentation's layout: a split file of stems, or every image under IMG_DIR (recursively)."""
 
     # how the benchmark stores raw labels: "palette" (VOC: 'P' PNG, 255 outlines), "grey" (8-bit PNG
-    # of label ids), "coco" (raw stuffthingmaps plus the converted train-id files)
+    # of label ids), "coco" (raw stuffthingmaps plus the converted train-id files), "tiff16" (16-bit
+    # TIFF of label ids, 65535 = ignore: ade847, pc459)
     label_storage = "grey"
     unlabeled_fraction = 0.0  # synthetic data: share of pixels stored as 255 (ignore)
 
@@ -127,6 +128,50 @@ class ADE20KLayout(LayoutReader):
 
     def stem(self, index: int) -> str:
         return f"ADE_val_{index + 1:08d}"
+
+
+class _Tiff16Layout(LayoutReader):
+    """The open-vocabulary field's 16-bit TIFF label ids (class ids past 255; 65535 = ignore)."""
+
+    label_storage = "tiff16"
+
+
+@LAYOUTS.register("ade847")
+class ADE847Layout(_Tiff16Layout):
+    """ADE20K-Full: images_detectron2/validation/*.jpg + annotations_detectron2/validation/*.tif (0..846)."""
+
+    unlabeled_fraction = 0.03  # objects outside the 847 classes are stored as 65535
+
+    def stem(self, index: int) -> str:
+        return f"ADE_val_{index + 1:08d}"
+
+
+@LAYOUTS.register("pc459")
+class PC459Layout(_Tiff16Layout):
+    """PASCAL Context 459: JPEGImages/*.jpg + annotations_detectron2/pc459_val/*.tif (0..458).
+
+    The samples are the label files (as detectron2's load_sem_seg lists them): JPEGImages holds
+    every VOC 2010 image, the label folder only the 5105 val ones.
+    """
+
+    def stem(self, index: int) -> str:
+        return f"2008_{index:06d}"
+
+    def list_samples(self, data_root: str | os.PathLike, limit: int | None = None) -> list[SampleRef]:
+        spec, layout = self.spec, self.layout
+        if layout.split_file is not None:
+            return super().list_samples(data_root, limit)
+        base = spec.data_dir(data_root)
+        img_dir, ann_dir = base / layout.img_dir, base / layout.ann_dir
+        if not ann_dir.is_dir():
+            raise DataError(f"{spec.name}: label folder not found: {ann_dir} (expected under --data-root {data_root})")
+        suffix = layout.seg_map_suffix
+        stems = sorted(p.name[: -len(suffix)] for p in ann_dir.glob(f"*{suffix}") if p.is_file())
+        if not stems:
+            raise DataError(f"{spec.name}: no *{suffix} label files in {ann_dir}")
+        if limit is not None:
+            stems = stems[: max(0, int(limit))]
+        return [SampleRef(s, img_dir / f"{s}{layout.img_suffix}", ann_dir / f"{s}{suffix}") for s in stems]
 
 
 def layout_reader(spec: DatasetSpec) -> LayoutReader:
