@@ -43,12 +43,21 @@ def has_background(classes: Sequence[str], dataset_background: bool | None) -> b
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of each output position for nearest resizing: floor(i * in / out) (torch 'nearest', OpenCV)."""
-    return np.minimum((np.arange(out_size) * (in_size / out_size)).astype(np.int64), in_size - 1)
+    """Source index of each output position, as OpenCV's INTER_NEAREST computes it (the seed's cv2.resize).
+
+    OpenCV takes the scale as a double, fx = out / in, inverts it, ifx = 1 / fx, and reads source
+    index floor(x * ifx), clamped to in - 1. The double rounding of 1 / (out / in) makes this differ from
+    floor(x * in / out) (torch 'nearest') for some sizes: from 288, 107 of the output sizes 1..1024,
+    among them 334, 448 and 640. See docs/methods.md, "LLM supervision", step 9.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"nearest_indices: sizes must be >= 1, got {in_size} -> {out_size}")
+    inverse = 1.0 / (float(out_size) / float(in_size))
+    return np.minimum(np.floor(np.arange(out_size, dtype=np.float64) * inverse).astype(np.int64), in_size - 1)
 
 
 def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of the last two axes."""
+    """Nearest-neighbour resize of the last two axes, OpenCV INTER_NEAREST indices (nearest_indices)."""
     rows = nearest_indices(array.shape[-2], height)
     cols = nearest_indices(array.shape[-1], width)
     return array[..., rows[:, None], cols[None, :]]

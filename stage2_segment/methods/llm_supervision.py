@@ -1,13 +1,15 @@
-"""`llm-supervision`: the seed's per-image procedure, step for step (seed-method.md section 3).
+"""`llm-supervision`: the seed's per-image procedure, step for step (docs/methods.md, "LLM supervision").
 
 Device part (forward): squash-resize to the backbone's native size with PIL bilinear, normalise,
 encode; superclass scores from the global vector; threshold = mean + std (unbiased) of the top
-`top_cls_num` scores; walk the top `candidates` classes in order, skipping background (index 0 on
-background datasets) and stopping at the first score below the threshold; per surviving class a
-query from its subclasses (the assembly rule: the seed's softmax weights by default) against the
-patch vectors; nearest upsampling by the patch size; min-max normalisation.
+`top_cls_num` scores; walk the first `candidates` of those top classes in torch.topk's order (ties as
+topk leaves them), skipping background (index 0 on background datasets) and stopping at the first
+score below the threshold; per surviving class a query from its subclasses (the assembly rule: the
+seed's softmax weights by default) against the patch vectors; nearest upsampling by the patch size;
+min-max normalisation.
 CPU part (finish): binary dense CRF on the de-normalised uint8 network input, 7x7 closing,
-nearest resize to the original size, times the class score, argmax with background default.
+nearest resize to the original size with OpenCV INTER_NEAREST's source indices, times the class
+score, argmax with background default.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..assembly import combine_similarities, group_argmax_onehot, group_softmax
+from ..assembly import combine_similarities, group_argmax_onehot
 from ..interface import SegResult
 from .common import NameTable, nearest_indices, resize_nearest
 
@@ -35,9 +37,17 @@ def threshold_of(scores: torch.Tensor, top_cls_num: int) -> float:
     return float(top.mean() + top.std())
 
 
-def select_candidates(scores: torch.Tensor, threshold: float, candidates: int, skip_background: bool) -> list[int]:
-    """Walk the top `candidates` classes by score; skip 0 (background); stop at the first below threshold."""
-    order = torch.argsort(scores, descending=True, stable=True)[: max(0, int(candidates))]
+def select_candidates(
+    scores: torch.Tensor, threshold: float, candidates: int, skip_background: bool, top_cls_num: int | None = None
+) -> list[int]:
+    """Walk the first `candidates` of torch.topk(scores, top_cls_num); skip 0 (background); stop below threshold.
+
+    The order is torch.topk's own, ties included (topk's tie order is not stable and depends on k, so k is
+    the seed's `top_cls_num`, the same call that gave the threshold); the walk is never longer than
+    `top_cls_num`. `top_cls_num=None` ranks every class.
+    """
+    k = scores.numel() if top_cls_num is None else max(1, min(int(top_cls_num), scores.numel()))
+    order = scores.topk(k).indices[: max(0, int(candidates))]
     chosen: list[int] = []
     for index in order.tolist():
         if skip_background and index == 0:
@@ -174,14 +184,15 @@ class LLMSupervisionMethod:
         sims = torch.einsum("hwd,kd->khw", dense, t)
         local_owners = [0] * t.shape[0]
         weights = None
-        if self.assembly == "softmax":
-            weights = group_softmax(t @ global_vec, local_owners, 1)
-        elif self.assembly == "chils":
+        if self.assembly == "chils":
             weights = group_argmax_onehot(t @ global_vec, local_owners, 1)
         if self.assembly in ("softmax", "chils"):
-            # the seed's query q = sum_i w_i t_i (not re-normalised); map = <f, q>
-            query = (weights[:, None] * t).sum(dim=0)
-            combined = dense @ query
+            # the seed's query q = sum_i w_i t_i (not re-normalised); map = <f, q>, with the seed's own
+            # tensor ops (elementwise-sum scores, softmax, mm, matmul) so rounding follows its loop
+            if self.assembly == "softmax":
+                weights = torch.softmax((global_vec[None] * t).sum(dim=1), dim=0)
+            query = torch.mm(weights.view(1, -1).to(t.dtype), t)[0]
+            combined = (dense.reshape(-1, dense.shape[-1]) @ query[:, None]).reshape(dense.shape[:-1])
             _, winner = combine_similarities("softmax", sims, local_owners, 1, weights=weights)
             return combined, winner[0] + sl.start
         combined, winner = combine_similarities(self.assembly, sims, local_owners, 1)
@@ -201,7 +212,7 @@ class LLMSupervisionMethod:
                 g, f = pooled[i], dense[i]
                 scores = self.class_text @ g
                 threshold = threshold_of(scores, self.top_cls_num)
-                chosen = select_candidates(scores, threshold, self.candidates, self.background)
+                chosen = select_candidates(scores, threshold, self.candidates, self.background, self.top_cls_num)
                 probs, winners = [], []
                 for cls in chosen:
                     sim, win = self._query_map(f, g, cls)
