@@ -1,8 +1,9 @@
-"""`simseg`: the seed's backbone (seed-method.md section 1) loaded strictly from a SimSeg checkpoint.
+"""`simseg`: the seed's backbone (docs/methods.md, "SimSeg") loaded strictly from a SimSeg checkpoint.
 
 Image: a timm ViT (width, depth, MLP and patch read from the checkpoint: S/16 or B/16) at 288x288,
-its pos_embed resized bicubically to 18x18 at load (class position kept); patch tokens after the
-final norm go through a bias-free projection. Global vector: LoDA top-5 pooling per channel.
+its pos_embed resized bicubically to 18x18 at load as the seed's loader does (align_corners=False,
+no antialias, class position kept); patch tokens after the final norm go through a bias-free
+projection. Global vector: LoDA top-5 pooling per channel.
 Text: BERT (no pooler) over 25 tokens, projected per token, padded positions masked, per-channel
 max. The released code loads with strict=False; here any missing or unexpected key is an error.
 """

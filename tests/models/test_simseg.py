@@ -115,3 +115,15 @@ def test_missing_checkpoint_and_tokenizer_errors(tmp_path, simseg_checkpoint):
         load_backbone(MethodConfig(backbone="simseg"))
     with pytest.raises(BackboneError, match="tokenizer"):
         SimSegBackbone(simseg_checkpoint[0], tokenizer=str(tmp_path / "no_such_folder"))
+
+
+def test_pos_embed_is_resized_as_the_seed_loader_does(simseg_checkpoint, tokenizer_dir):
+    """The released loader: patch part of pos_embed bicubic (align_corners=False, no antialias) 14x14 -> 18x18."""
+    path, sd, _, _ = simseg_checkpoint
+    backbone = SimSegBackbone(path, tokenizer=str(tokenizer_dir))
+    pos = sd["image_encoder.model.model.pos_embed"]
+    assert pos.shape == (1, 197, 64)
+    grid = pos[:, 1:].reshape(1, 14, 14, 64).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(18, 18), mode="bicubic", align_corners=False, antialias=False)
+    expected = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
+    assert torch.equal(backbone.model.image.pos_embed.detach(), expected)
