@@ -117,6 +117,42 @@ def run_prompt(prompt: str, classes: list[str], k: int, cache: Path, structured:
     }
 
 
+def summarize_cache(cache: Path, classes: list[str], k: int) -> dict:
+    """Per class, from a run's cache log (also a run that was stopped early): final answer, tries, parts.
+
+    Uses the answers as logged, parsed the way the run parsed them; a class counts as done when
+    one of its answers parsed to exactly K entries.
+    """
+    from llmseg.io import read_jsonl
+    from llmseg.stage1.parse import parse_answer
+
+    done: dict[str, list[str]] = {}
+    tries: dict[str, int] = {}
+    problems: dict[str, list[str]] = {}
+    for record in read_jsonl(cache):
+        if record.get("kind") != "answer" or record["class"] in done:
+            continue
+        name = record["class"]
+        tries[name] = tries.get(name, 0) + 1
+        parsed = parse_answer(record["text"], k, class_name=name, other_classes=classes)
+        if parsed.ok:
+            done[name] = parsed.subclasses
+        else:
+            problems.setdefault(name, []).append(parsed.describe())
+    scored = [(c, e) for c, entries in done.items() if c != "background" for e in entries]
+    parts = [f"{c}: {e}" for c, e in scored if is_part(e, c)]
+    return {
+        "cache": str(cache),
+        "classes_done": len(done),
+        "label_set": done,
+        "tries": tries,
+        "repair_problems": problems,
+        "entries_scored": len(scored),
+        "parts": parts,
+        "part_share": round(len(parts) / max(1, len(scored)), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, required=True)
@@ -131,11 +167,21 @@ def main() -> None:
         "--backend", choices=["llama-cpp", "hf"], default="llama-cpp",
         help="llama-cpp: llama_cpp.server over HTTP (openai backend); hf: the same GGUF through transformers (gguf_file)",
     )
+    parser.add_argument("--from-cache", type=Path, nargs="+", help="only summarise these cache logs (e.g. of a stopped run)")
     args = parser.parse_args()
 
     from llmseg.datasets import get_dataset
 
     classes = list(get_dataset("pascal_voc").classes)
+    if args.from_cache:
+        summaries = [summarize_cache(path, classes, args.k) for path in args.from_cache]
+        common = set.intersection(*(set(s["label_set"]) for s in summaries)) - {"background"}
+        for summary in summaries:
+            on_common = [(c, e) for c in sorted(common) for e in summary["label_set"][c]]
+            summary["common_classes"] = sorted(common)
+            summary["part_share_on_common"] = round(sum(is_part(e, c) for c, e in on_common) / max(1, len(on_common)), 3)
+        print(json.dumps(summaries, indent=1, ensure_ascii=False))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     server = None
     if args.backend == "hf":
