@@ -215,6 +215,21 @@ def _bundled_dir() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+# Datasets shipped inside a subpackage rather than label_sets/ (name -> package, folder): the demo world.
+PACKAGED_DATASETS = {"demo": ("llmseg.stage2.demo", "assets")}
+
+
+def _packaged_dataset_dir(name: str) -> Path | None:
+    if name not in PACKAGED_DATASETS:
+        return None
+    package, folder = PACKAGED_DATASETS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / folder
+    return path if (path / CLASSES_FILE).is_file() and (path / DATASET_FILE).is_file() else None
+
+
 _LOADED: dict[str, DatasetSpec] = {}  # user folders loaded by path in this process, by dataset name
 
 
@@ -305,6 +320,9 @@ def get_dataset(name: str | Path, classes_file: str | Path | None = None) -> Dat
     if not path.is_file():
         if not classes_file and text in _LOADED:
             return _LOADED[text]
+        packaged = _packaged_dataset_dir(text)
+        if not classes_file and packaged is not None:
+            return load_dataset_folder(packaged, name=text)
         known = ", ".join(list_datasets())
         hint = "" if classes_file else f"; known datasets: {known}; or pass a dataset folder or a classes file"
         raise DatasetError(f"no class file for dataset '{text}': {path} does not exist{hint}")

@@ -44,8 +44,25 @@ def _expand_images(images: list[Path]) -> list[Path]:
     return out
 
 
-def _read_classes(classes: str | None, dataset: str | None, classes_file: Path | None):
-    """(class names, DatasetSpec or None) from --classes / --dataset / --classes-file."""
+def _label_set_keys(label_set: str) -> list[str]:
+    """The classes a label-set file names (its keys, in order): the class list when no other is given."""
+    from llmseg.labelset import LabelSetError, read_label_set_json
+    from llmseg.resources import resolve_label_set_path
+
+    from .api import SegmentInputError, parse_classes
+
+    try:
+        path = resolve_label_set_path(label_set)
+        raw = read_label_set_json(path)
+    except (FileNotFoundError, LabelSetError) as exc:
+        raise SegmentInputError(str(exc)) from exc
+    if not isinstance(raw, dict) or not raw:
+        raise SegmentInputError(f"{path}: a label set is a non-empty JSON object {{class: [subclasses]}}")
+    return parse_classes(list(raw), source=f"{path} (its keys)")
+
+
+def _read_classes(classes: str | None, dataset: str | None, classes_file: Path | None, label_set: str | None = None):
+    """(class names, DatasetSpec or None) from --classes / --dataset / --classes-file, else --label-set's keys."""
     from llmseg.datasets import get_dataset, read_classes_file
 
     from .api import SegmentInputError, parse_classes
@@ -59,7 +76,10 @@ def _read_classes(classes: str | None, dataset: str | None, classes_file: Path |
         return list(spec.classes), spec
     if classes_file is not None:
         return parse_classes(read_classes_file(classes_file), source=str(classes_file)), None
-    raise SegmentInputError("give the class names: --classes 'cat, dog' or --dataset NAME or --classes-file FILE")
+    if label_set is not None:
+        return _label_set_keys(label_set), None
+    raise SegmentInputError("give the class names: --classes 'cat, dog' or --dataset NAME or --classes-file FILE "
+                            "(or a --label-set, whose keys are the classes)")
 
 
 def _auto_label_set(classes: list[str], out: Path, *, backend: str, model: str, k: int, base_url: str | None,
@@ -193,7 +213,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
 
     # 1. everything that concerns the whole run, before any LLM is asked, model loaded or file written
     try:
-        names, spec = _read_classes(classes, dataset, classes_file)
+        names, spec = _read_classes(classes, dataset, classes_file, label_set)
         if label_set is not None and subclasses is not None:
             raise SegmentInputError("give either --label-set or --subclasses auto, not both")
         if subclasses is not None and subclasses != "auto":

@@ -54,7 +54,8 @@ METHODS: Registry[Any] = Registry(
 )
 BACKBONES: Registry[Any] = Registry(
     "backbone",
-    builtins={"openclip": "llmseg.stage2.backbones.builtin", "simseg": "llmseg.stage2.backbones.builtin"},
+    builtins={"openclip": "llmseg.stage2.backbones.builtin", "simseg": "llmseg.stage2.backbones.builtin",
+              "demo-clip": "llmseg.stage2.demo.train"},
 )
 ASSEMBLY_RULES: Registry[Any] = Registry(
     "assembly rule", builtins={name: "llmseg.stage2.assembly" for name in ("none", "max", "mean", "softmax", "chils")}

@@ -91,7 +91,8 @@ class OpenClipBackbone(Backbone):
         import open_clip
 
         if open_clip.get_model_config(arch) is None:
-            raise BackboneError(f"openclip: unknown architecture '{arch}' (see open_clip.list_models())")
+            hint = "; the bundled demo CLIP is --backbone demo-clip" if arch == "llmseg-demo-clip" else ""
+            raise BackboneError(f"openclip: unknown architecture '{arch}' (see open_clip.list_models()){hint}")
         force_quick = _quickgelu_needed(arch, pretrained)
         if force_quick:
             warnings.warn(

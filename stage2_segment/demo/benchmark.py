@@ -1,6 +1,8 @@
 """The demo benchmark: generated scenes in the PASCAL VOC on-disk layout with coarse classes.
 
-Classes (assets/classes.txt): background, "warm-coloured shape", "cool-coloured shape". The
+Classes (assets/classes.txt): background, "warm-coloured shape", "cool-coloured shape"; the rest
+of the dataset's facts (VOC layout, palette: black / orange / blue) are in assets/dataset.json,
+so `--dataset demo` in the CLI is this dataset. The
 demo CLIP never read those words: its captions name colours, textures, shapes and
 backgrounds only. The curated label set (assets/label_set.json) maps each coarse class to the
 fine-grained names the model knows. Writing is idempotent: a manifest records what was written.
@@ -13,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from llmseg.datasets import DatasetSpec, get_dataset
+from llmseg.datasets import DatasetSpec, load_dataset_folder
 from llmseg.io import atomic_path, atomic_write_json, atomic_write_text
 
 from .generator import BACKGROUNDS, COLOURS, FAMILIES, RENDER_SIZE, boundary, family_labels, render_scene
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CLASSES_FILE = ASSETS / "classes.txt"
+DATASET_FILE = ASSETS / "dataset.json"
 CURATED_LABEL_SET = ASSETS / "label_set.json"
 DATASET_NAME = "demo"
 BENCHMARK_SEED = 2024  # training scenes use other seeds (TrainConfig.world_seed)
@@ -28,9 +31,8 @@ FORMAT_VERSION = 1
 
 
 def demo_spec() -> DatasetSpec:
-    """The demo as a dataset: its classes file plus the VOC layout."""
-    layout = get_dataset("pascal_voc").layout
-    return DatasetSpec.from_classes_file(CLASSES_FILE, name=DATASET_NAME, layout=layout, domain="synthetic pictures of coloured shapes")
+    """The demo as a dataset: assets/classes.txt plus assets/dataset.json (VOC layout, palette)."""
+    return load_dataset_folder(ASSETS, name=DATASET_NAME, classes_file=CLASSES_FILE, facts_file=DATASET_FILE)
 
 
 def curated_subclasses() -> dict[str, list[str]]:
@@ -81,7 +83,7 @@ def write_benchmark(
     from PIL import Image
     from tqdm import tqdm
 
-    from llmseg.stage2.palettes import voc_palette
+    from llmseg.stage2.palettes import full_palette, palette_for
     from llmseg.stage2.visualize import save_label_png
 
     spec = demo_spec()
@@ -103,7 +105,7 @@ def write_benchmark(
         )
         if same and complete:
             return spec
-    palette = voc_palette(256)
+    palette = full_palette(palette_for(list(spec.classes), spec))  # the demo palette; 255 (ignore) as in VOC
     for i, stem in enumerate(tqdm(stems, desc="writing demo benchmark", disable=not progress, leave=False)):
         scene = render_scene(seed, i, size=size)
         with atomic_path(base / layout.img_dir / f"{stem}{layout.img_suffix}") as tmp:

@@ -159,7 +159,6 @@ def method_config(run: RunSpec, pretrained: Path, label_set: Path | None, device
     return MethodConfig(**common, top_cls_num=len(demo_spec().classes))
 
 
-DEMO_COLOURS = ((0, 0, 0), (255, 120, 0), (0, 120, 255))  # background, warm, cool: colours that read as such
 COMPARE_RUNS = ("dense-names-crf", "dense-subclasses-crf")  # the pair the README picture shows
 
 
@@ -175,7 +174,7 @@ def compare_pictures(
     from llmseg.stage2.results import prediction_path
     from llmseg.stage2.visualize import legend_font, overlay, save_image
 
-    colours = np.array(DEMO_COLOURS, np.uint8) if len(spec.classes) == len(DEMO_COLOURS) else palette_for(list(spec.classes))
+    colours = palette_for(list(spec.classes), spec)  # the dataset's palette (assets/dataset.json for the demo)
     written = []
     for ref in list_samples(spec, data_root, limit=n):
         image = load_image(ref.image_path)

@@ -334,3 +334,55 @@ def load_model(weights: str | Path, cache_dir: str | Path):
     name = register_model_config()
     model = open_clip.create_model(name, pretrained=str(materialize(weights, cache_dir)))
     return model.eval()
+
+
+# ---------------------------------------------------------------- the demo CLIP as a named backbone
+
+DEMO_BACKBONE = "demo-clip"
+
+
+def user_cache_dir() -> Path:
+    """$LLMSEG_CACHE_DIR, else $XDG_CACHE_HOME/llmseg, else ~/.cache/llmseg: never the installed package."""
+    import os
+
+    if os.environ.get("LLMSEG_CACHE_DIR"):
+        return Path(os.environ["LLMSEG_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "llmseg"
+
+
+def demo_pretrained(weights: str | Path | None = None) -> Path:
+    """The full open_clip state dict of the demo CLIP (the shipped compact weights, or `weights`), in the user cache."""
+    return materialize(Path(weights) if weights else WEIGHTS_PATH, user_cache_dir() / "demo_clip")
+
+
+def _register_backbone() -> None:
+    from ..registries import BACKBONES, backbone_options
+
+    @BACKBONES.register(
+        DEMO_BACKBONE,
+        config=backbone_options("pretrained", "dense_mode", name="DemoClipOptions"),
+        help="demo-clip: the bundled demo CLIP (offline; --pretrained: compact weights from `llmseg demo train`)",
+    )
+    def build_demo_clip(config, arg: str | None):
+        import logging
+
+        from ..backbones.openclip import OpenClipBackbone
+        from ..methods import resolve_dense_mode
+
+        register_model_config()
+        pretrained = demo_pretrained(config.pretrained)
+        # the engine's warnings about foreign local weights (QuickGELU, avg pooling) do not apply here
+        logger = logging.getLogger("llmseg.stage2.backbones.openclip")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            backbone = OpenClipBackbone(MODEL_NAME, str(pretrained), dense_mode=resolve_dense_mode(config),
+                                        device=config.device, precision=config.precision)
+        finally:
+            logger.setLevel(level)
+        backbone.name = DEMO_BACKBONE
+        return backbone
+
+
+_register_backbone()
