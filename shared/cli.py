@@ -47,8 +47,21 @@ def validate_command(
     context_length: Annotated[int, typer.Option(help="Text encoder context length in tokens.")] = 77,
     templates: Annotated[str, typer.Option(help="Template set whose longest template is used for the length check.")] = "openai80",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line.")] = False,
+    backbone: Annotated[str | None, typer.Option(help="Also embed every subclass with this backbone's text encoder "
+                                                      "(family[:arg], e.g. openclip:ViT-B-16) and report ambiguous, "
+                                                      "near-duplicate and far-spread subclasses (on --templates).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="--backbone: open_clip weights tag or local weights file.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="--backbone simseg: the SimSeg checkpoint.")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="--backbone with seeded random weights (tests only).")] = False,
+    device: Annotated[str, typer.Option(help="--backbone: torch device.")] = "cpu",
+    duplicate_threshold: Annotated[float, typer.Option(help="--backbone: two subclasses of a class at or above this cosine are near-duplicates.")] = 0.95,
+    spread_threshold: Annotated[float, typer.Option(help="--backbone: a class whose subclasses' mean cosine to its name is below this spreads too far.")] = 0.7,
+    margin: Annotated[float, typer.Option(help="--backbone: a subclass is ambiguous when another class is nearer than its own by more than this cosine.")] = 0.0,
 ) -> None:
-    """Check a label set against a dataset's classes. Exit 0 clean, 1 warnings only, 2 errors."""
+    """Check a label set against a dataset's classes. Exit 0 clean, 1 warnings only, 2 errors.
+
+    With --backbone, also the CLIP-aware checks (llmseg.stage2.label_check); their findings are warnings.
+    """
     from .datasets import get_dataset
     from .labelset import clip_token_counter, read_label_set_json, validate_label_set
     from .resources import resolve_label_set_path
@@ -76,7 +89,24 @@ def validate_command(
         for issue in report.issues:
             colour = {"error": typer.colors.RED, "warning": typer.colors.YELLOW}.get(issue.severity)
             typer.secho(f"{path}: {issue}", fg=colour)
+    clip_lines: list[str] = []
+    if backbone is not None:
+        if report.errors:
+            typer.secho(f"{path}: not running the --backbone checks: fix the errors above first", err=True, fg=typer.colors.RED)
+        else:
+            from llmseg.stage2.label_check import check_label_set_clip, load_text_backbone
+
+            encoder = load_text_backbone(backbone, pretrained, random_weights=random_weights, checkpoint=checkpoint, device=device)
+            clip_report = check_label_set_clip(
+                report.fixed if report.fixed is not None else raw, encoder, templates=templates,
+                duplicate_threshold=duplicate_threshold, spread_threshold=spread_threshold, margin=margin,
+            )
+            clip_lines = clip_report.lines()
+            if not quiet:
+                for line in clip_lines:
+                    typer.secho(f"{path}: {line}", fg=typer.colors.YELLOW)
     counts = {s: sum(1 for i in report.issues if i.severity == s) for s in ("error", "warning", "info")}
+    counts["warning"] += len(clip_lines)
     typer.echo(f"{path}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes ({spec.name}, {spec.num_classes} classes)")
     if fix is not None:
         if report.fixed is None:
@@ -86,7 +116,7 @@ def validate_command(
 
             atomic_write_json(fix, report.fixed)
             typer.echo(f"wrote cleaned copy to {fix}")
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(report.exit_code or (1 if clip_lines else 0))
 
 
 def _mount_stages() -> None:

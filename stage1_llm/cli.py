@@ -2,6 +2,7 @@
 
     llmseg subclasses DATASET [OPTIONS]        generate (the default sub-command: `generate` may be omitted)
     llmseg subclasses diff A.json B.json       compare two label sets class by class
+    llmseg subclasses refine L.json -d D --backbone B   (or --refine L.json) re-ask for subclasses CLIP confuses
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class DefaultToGenerate(TyperGroup):
     default_command = "generate"
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] == "--refine":  # `llmseg subclasses --refine LABEL_SET ...` = `... refine LABEL_SET ...`
+            args = ["refine", *args[1:]]
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
@@ -262,6 +265,91 @@ def diff_command(
         for line in format_diff(result, str(a), str(b), show_all=show_all):
             typer.echo(line)
     raise typer.Exit(0 if result.identical else 1)
+
+
+@subclasses_app.command("refine", no_args_is_help=True)
+def refine_command(
+    label_set: Annotated[Path, typer.Argument(help="The label set to refine (JSON).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose classes the label set has (for the other classes and the domain).")],
+    backbone: Annotated[str, typer.Option(help="The text encoder that judges the subclasses, family[:arg] (e.g. openclip:ViT-B-16).")],
+    pretrained: Annotated[str | None, typer.Option(help="--backbone: open_clip weights tag or local weights file.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="--backbone simseg: the SimSeg checkpoint.")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="--backbone with seeded random weights (tests only).")] = False,
+    clip_device: Annotated[str, typer.Option(help="Torch device of the text encoder.")] = "cpu",
+    templates: Annotated[str, typer.Option(help="Prompt templates the subclasses are embedded with (as in segmentation).")] = "openai80",
+    duplicate_threshold: Annotated[float, typer.Option(help="Near-duplicate cosine (see llmseg validate --backbone).")] = 0.95,
+    spread_threshold: Annotated[float, typer.Option(help="Mean cosine to the class name below which a class spreads too far.")] = 0.7,
+    margin: Annotated[float, typer.Option(help="Ambiguity margin in cosine.")] = 0.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Re-ask and re-check at most this many times.")] = 2,
+    backend: Annotated[str, typer.Option(help="LLM backend: openai (any OpenAI-compatible server), hf, or a registered one.")] = "openai",
+    model: Annotated[str | None, typer.Option(help="LLM (openai; default gpt-4o-mini) or hub id / local folder (hf).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the API key.")] = "OPENAI_API_KEY",
+    prompt: Annotated[str, typer.Option(help="Prompt template the re-asks are derived from.")] = "subclasses.visual.v1",
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries per request and re-asks per class.")] = 5,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request times out.")] = 60.0,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed sent with every request.")] = 0,
+    device: Annotated[str | None, typer.Option(help="hf: torch device of the LLM.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output label set (default: LABEL_SET with .refined.json).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Request/answer log for resuming (default: beside --out in .cache/).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backoff_base: Annotated[float, typer.Option(hidden=True, help="Seconds of the first retry backoff.")] = 1.0,
+) -> None:
+    """Re-ask the LLM for the subclasses the text encoder confuses (see llmseg validate --backbone), naming each clash.
+
+    Writes the refined label set and a sidecar recording every round. Exit 0 when the final check is clean, 1 when findings remain.
+    """
+    from llmseg.datasets import get_dataset
+    from llmseg.labelset import LabelSetMeta, load_label_set, load_meta, save_label_set
+    from llmseg.resources import resolve_label_set_path
+    from llmseg.stage2.label_check import check_label_set_clip, load_text_backbone
+
+    from .generate import Backoff
+    from .refine import refine_label_set
+
+    path = resolve_label_set_path(label_set)
+    spec = get_dataset(dataset)
+    original = load_label_set(path, spec.classes)  # errors (wrong classes, bad file) stop here: exit 2
+    out = out or path.with_name(path.name[: -len(".json")] + ".refined.json")
+    if out.suffix != ".json":
+        raise fail(f"--out must end in .json: {out}")
+    if out.exists() and not force:
+        raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
+    model = model or ("gpt-4o-mini" if backend != "hf" else None)
+    if model is None:
+        raise fail("--backend hf needs --model (a hub id or a local folder)")
+    encoder = load_text_backbone(backbone, pretrained, random_weights=random_weights, checkpoint=checkpoint, device=clip_device)
+
+    def check(current):
+        return check_label_set_clip(current, encoder, templates=templates, duplicate_threshold=duplicate_threshold,
+                                    spread_threshold=spread_threshold, margin=margin)
+
+    options = {"base_url": base_url, "api_key_env": api_key_env, "timeout": timeout, "device": device}
+    result = refine_label_set(
+        original.root, check, backend=backend, model=model, prompt=prompt, rounds=rounds, domain=spec.domain,
+        cache_path=cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl",
+        backend_options={k_: v for k_, v in options.items() if v is not None},
+        max_retries=max_retries, seed=seed, backoff=Backoff(base=backoff_base), progress=not quiet,
+    )
+    for number, record in enumerate(result.rounds, start=1):
+        for name, reasons in record.flagged.items():
+            for reason in reasons.values():
+                typer.echo(f"round {number}: class '{name}': {reason}")
+            if name in record.replaced:
+                typer.echo(f"round {number}: class '{name}': asked again, new: " + ", ".join(record.replaced[name]))
+    meta = load_meta(path) or LabelSetMeta(generator="refined", dataset=spec.name)
+    meta = meta.model_copy(update={"refined_from": str(path), "refine": {
+        **result.as_dict(), "backbone": backbone, "pretrained": pretrained, "templates": templates, "llm": f"{backend}:{model}",
+        "duplicate_threshold": duplicate_threshold, "spread_threshold": spread_threshold, "margin": margin,
+    }})
+    save_label_set(out, result.label_set, meta)
+    load_label_set(out, spec.classes)
+    remaining = result.remaining.lines()
+    for line in remaining:
+        typer.secho(line, fg=typer.colors.YELLOW)
+    typer.echo(f"wrote {out}: {len(result.rounds)} rounds, {len(remaining)} findings remain")
+    raise typer.Exit(1 if remaining else 0)
 
 
 def register(app: typer.Typer) -> None:
