@@ -25,14 +25,26 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
+PROMPTS_PER_CALL = 16384  # names x templates per encode_text call: bounds the [prompts, D] block (847 x 5 x 80 = 338800)
+
+
 def embed_prompts(backbone: Backbone, names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """[N, D] float32: mean over templates of the normalised prompt embeddings, normalised again."""
+    """[N, D] float32: mean over templates of the normalised prompt embeddings, normalised again.
+
+    Names go to the encoder in chunks of about PROMPTS_PER_CALL prompts, so 4235 subclasses x 80
+    templates never hold all 338800 prompt vectors at once; each name's average is unchanged.
+    """
     if not names:
         return torch.zeros(0, backbone.embed_dim)
-    prompts = [template.format(name) for name in names for template in templates]
-    feats = backbone.encode_text(prompts).float().cpu()
-    feats = F.normalize(feats, dim=-1).reshape(len(names), len(templates), -1)
-    return F.normalize(feats.mean(dim=1), dim=-1)
+    step = max(1, PROMPTS_PER_CALL // max(1, len(templates)))
+    out = []
+    for start in range(0, len(names), step):
+        chunk = names[start : start + step]
+        prompts = [template.format(name) for name in chunk for template in templates]
+        feats = backbone.encode_text(prompts).float().cpu()
+        feats = F.normalize(feats, dim=-1).reshape(len(chunk), len(templates), -1)
+        out.append(F.normalize(feats.mean(dim=1), dim=-1))
+    return torch.cat(out)
 
 
 def cache_key(backbone: Backbone, templates: Sequence[str], names: Sequence[str]) -> str:

@@ -7,6 +7,13 @@
 - coco_object: `*_labelTrainIds.png` -> `*_instanceTrainIds.png` (81 classes): the 80 thing train
   ids 0..79 -> 1..80, every stuff id (80..170) and unlabeled (255) -> 0 = background, as the seed
   does (seed-method.md section 4).
+- ade847: ADE20K-Full (ADE20K_2021_17_01) validation, as the open-vocabulary field prepares it (CAT-Seg's
+  prepare_ade20k_full.py): every images/ADE/validation/**/ADE_val_*.jpg with its *_seg.png; the object
+  class of a pixel is (R // 10) * 256 + G of the seg PNG, mapped to the 847 train ids by the raw ids in
+  label_sets/ade847/ade20k_full_ids.txt (line = train id), everything else 65535; an image whose short
+  side is over 512 is resized to 512 (image bilinear, label nearest, cv2); the image is re-saved as
+  JPEG (Pillow's default quality) to images_detectron2/validation/, the label as a 16-bit TIFF to
+  annotations_detectron2/validation/.
 Each output is written atomically; an existing output with identical pixels is left alone, so a
 second run is a no-op.
 """
@@ -28,7 +35,8 @@ from .readers import DataError
 
 COCO_UNUSED_THING_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 RAW_SUFFIX = ".png"  # the raw stuffthingmaps: <stem>.png
-CONVERTERS = ("coco_stuff", "coco_object")  # each writes the label files of the dataset of that name
+CONVERTERS = ("coco_stuff", "coco_object", "ade847")  # each writes the label files of the dataset of that name
+ADE847_MAX_SHORT_SIDE = 512
 
 
 def _layout(dataset: str) -> Layout:
@@ -80,10 +88,77 @@ def _read_values(path: Path) -> np.ndarray:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
+def ade847_table() -> dict[int, int]:
+    """Raw ADE20K-2021 object class id -> ADE-847 train id (the dataset folder's ade20k_full_ids.txt)."""
+    from llmseg.datasets import get_dataset
+
+    spec = get_dataset("ade847")
+    path = spec.classes_file.parent / "ade20k_full_ids.txt"
+    ids = [int(line) for line in path.read_text(encoding="utf-8").split()]
+    if len(ids) != spec.num_classes:
+        raise DataError(f"{path}: {len(ids)} raw ids for the {spec.num_classes} classes of ade847")
+    return {raw: train for train, raw in enumerate(ids)}
+
+
+def _ade847_size(h: int, w: int) -> tuple[int, int] | None:
+    """The (h, w) the field resizes to (short side 512 when it is longer), or None to keep the size."""
+    top = ADE847_MAX_SHORT_SIDE
+    if w >= h > top:
+        return top, round(w / float(h) * top)
+    if h >= w > top:
+        return round(h / float(w) * top), top
+    return None
+
+
+def _convert_ade847(src: str, dst: str) -> tuple[str, str, str]:
+    import cv2
+
+    image_src = Path(src)
+    seg_path = image_src.with_name(image_src.name[: -len(".jpg")] + "_seg.png")
+    label_dst = Path(dst)  # ROOT/annotations_detectron2/validation/<stem>.tif
+    layout = _layout("ade847")
+    image_dst = label_dst.parents[len(Path(layout.ann_dir).parts)] / layout.img_dir / image_src.name
+    pictures = []
+    for path in (seg_path, image_src):
+        try:
+            with Image.open(path) as picture:
+                picture.load()
+                pictures.append(np.asarray(picture.convert("RGB") if path == seg_path else picture))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from exc
+    seg, image = pictures
+    if seg.shape[:2] != image.shape[:2]:
+        raise DataError(f"{seg_path} is {seg.shape[1]}x{seg.shape[0]} but {image_src} is {image.shape[1]}x{image.shape[0]}")
+    raw = (seg[:, :, 0].astype(np.int32) // 10) * 256 + seg[:, :, 1].astype(np.int32)
+    size = _ade847_size(*raw.shape)
+    if size is not None:
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        raw = cv2.resize(raw, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    out = np.full(raw.shape, 65535, np.uint16)
+    table = ade847_table()
+    for value in np.unique(raw).tolist():
+        if value in table:
+            out[raw == value] = table[value]
+    if label_dst.is_file() and image_dst.is_file():
+        try:
+            with Image.open(label_dst) as existing:
+                if np.array_equal(np.array(existing), out):
+                    return ("skipped", dst, "")
+        except (OSError, ValueError, SyntaxError):
+            pass
+    with atomic_path(image_dst) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG")
+    with atomic_path(label_dst) as tmp:
+        Image.fromarray(out).save(tmp, format="TIFF")
+    return ("written", dst, "")
+
+
 def _convert_one(task: tuple[str, str, str]) -> tuple[str, str, str]:
     """(kind, src, dst) -> (status, dst, message); runs in a worker process."""
     kind, src, dst = task
     try:
+        if kind == "ade847":
+            return _convert_ade847(src, dst)
         values = _read_values(Path(src)).astype(np.int64)
         if kind == "coco_stuff":
             bad = (values > 181) & (values != 255)
@@ -116,6 +191,16 @@ def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str,
         raise DataError(f"unknown converter '{kind}'; choose one of {', '.join(CONVERTERS)}")
     root = Path(root)
     layout = _layout(kind)
+    if kind == "ade847":
+        raw = root / "images" / "ADE" / "validation"
+        if not raw.is_dir():
+            raise DataError(f"{root} has no images/ADE/validation/ folder (expected DATA_ROOT/{layout.root} as unpacked)")
+        ann = root / layout.ann_dir
+        tasks = [(kind, str(p), str(ann / f"{p.stem}{layout.seg_map_suffix}"))
+                 for p in sorted(raw.rglob("ADE_val_*.jpg")) if p.with_name(p.stem + "_seg.png").is_file()]
+        if not tasks:
+            raise DataError(f"no ADE_val_*.jpg with a *_seg.png beside it under {raw}")
+        return tasks
     ann_folder = Path(layout.ann_dir).parts[0]  # every split under it: annotations/{train,val}2017
     ann = root / ann_folder
     if not ann.is_dir():
@@ -141,7 +226,7 @@ def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str,
 
 
 def convert(kind: str, root: str | os.PathLike, *, workers: int | None = None, progress: bool = True) -> ConvertReport:
-    """Run one converter over ROOT (= DATA_ROOT/coco_stuff164k), in parallel, idempotently."""
+    """Run one converter over ROOT (DATA_ROOT/coco_stuff164k, or DATA_ROOT/ADE20K_2021_17_01), in parallel, idempotently."""
     tasks = find_conversion_tasks(kind, root)
     report = ConvertReport()
     for status, dst, message in parallel_map(_convert_one, tasks, workers=workers, desc=f"convert {kind}", progress=progress):

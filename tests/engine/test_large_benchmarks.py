@@ -126,3 +126,45 @@ def test_evaluate_and_score_ade847_round_trip_through_16bit_predictions(tmp_path
     scored = json.loads((out / "score" / "metrics.json").read_text())
     assert scored["mIoU"] == pytest.approx(100.0)
     assert scored["num_pixels"] == sum(int((t != 65535).sum()) for t in truth)
+
+
+def _ade_raw_tree(root, ids):
+    """ADE20K_2021_17_01 as unpacked: one validation image (short side 600) and its *_seg.png."""
+    folder = root / "images/ADE/validation/cultural/apse_indoor"
+    folder.mkdir(parents=True)
+    h, w = 600, 700
+    raw = np.full((h, w), ids[0], np.int64)  # wall
+    raw[100:300, 50:400] = ids[300]
+    raw[350:500, 200:650] = ids[846]
+    raw[0:40, 0:40] = 9999  # an object outside the 847 classes
+    seg = np.zeros((h, w, 3), np.uint8)
+    seg[..., 0] = (raw // 256) * 10 + 3  # R/10 -> the high part (the +3 must be floored away)
+    seg[..., 1] = raw % 256
+    seg[..., 2] = 7  # instance channel: ignored
+    Image.fromarray(seg).save(folder / "ADE_val_00000001_seg.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+        folder / "ADE_val_00000001.jpg", quality=95)
+    return raw
+
+
+def test_convert_ade847_from_the_raw_release(tmp_path):
+    import cv2
+
+    root = tmp_path / "ADE20K_2021_17_01"
+    ids_file = get_dataset("ade847").classes_file.parent / "ade20k_full_ids.txt"
+    ids = [int(v) for v in ids_file.read_text().split()]
+    raw = _ade_raw_tree(root, ids)
+    res = runner.invoke(app, ["data", "convert", "ade847", str(root), "--workers", "0", "--no-progress"])
+    assert res.exit_code == 0 and "1 written" in res.output, res.output
+    label = np.array(Image.open(root / "annotations_detectron2/validation/ADE_val_00000001.tif"))
+    assert label.dtype == np.uint16 and label.shape == (512, round(700 / 600 * 512))
+    small = cv2.resize(raw.astype(np.int32), (label.shape[1], 512), interpolation=cv2.INTER_NEAREST)
+    lookup = {raw_id: train for train, raw_id in enumerate(ids)}
+    expected = np.vectorize(lambda v: lookup.get(int(v), 65535))(small)
+    assert np.array_equal(label, expected) and {0, 300, 846, 65535} <= set(np.unique(label).tolist())
+    image = Image.open(root / "images_detectron2/validation/ADE_val_00000001.jpg")
+    assert image.size == (label.shape[1], 512)
+    again = runner.invoke(app, ["data", "convert", "ade847", str(root), "--workers", "0", "--no-progress"])
+    assert "0 written, 1 already up to date" in again.output
+    check = check_dataset(get_dataset("ade847"), tmp_path, workers=0, progress=False)
+    assert check.ok and check.num_samples == 1, check.problems
