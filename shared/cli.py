@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Training-free open-vocabulary semantic segmentation supervised by an LLM.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # `llmseg --install-completion` (bash, zsh, fish, PowerShell)
 )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from llmseg.io import atomic_write_json, atomic_write_text, sha256_file
 
 from .palettes import voc_palette
-from .visualize import overlay, save_image, save_label_png
+from .visualize import comparison, overlay, save_image, save_label_png
 
 PACKAGES = ("llmseg", "torch", "torchvision", "numpy", "pillow", "open_clip_torch", "timm", "transformers", "pydensecrf2")
 
@@ -219,6 +219,10 @@ def save_prediction(pred_dir: str | os.PathLike, stem: str, labels: np.ndarray, 
     return save_label_png(path, labels, voc_palette())
 
 
-def save_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, class_names, dataset: str | None) -> Path:
-    """The colour overlay with legend that `llmseg segment` draws, for `--save-vis`."""
-    return save_image(path, overlay(image, labels, list(class_names), dataset=dataset))
+def save_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, class_names, dataset: str | None,
+                 truth: np.ndarray | None = None) -> Path:
+    """`--save-vis`: image | ground truth | prediction in the dataset's palette (the overlay alone without `truth`)."""
+    if truth is None:
+        return save_image(path, overlay(image, labels, list(class_names), dataset=dataset))
+    return save_image(path, comparison(image, [("ground truth", truth), ("prediction", labels)], list(class_names),
+                                       dataset=dataset))

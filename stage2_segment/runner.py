@@ -196,7 +196,8 @@ class _RankLoop:
                 self._batch(batch)
             self._drain(everything=True)
         except BaseException:
-            self.save_checkpoint(complete=False)
+            if self.session.finished or self.session.skipped:  # progress to resume from; none: leave nothing
+                self.save_checkpoint(complete=False)
             raise
 
     def save_checkpoint(self, complete: bool) -> None:
@@ -253,7 +254,8 @@ class _RankLoop:
         if self.cfg.save_pred:
             save_prediction(self.pred_dir, item["stem"], labels, self.suffix)
         if self.global_index[item["stem"]] < self.cfg.save_vis:
-            save_overlay(self.vis_dir / f"{item['stem']}.png", item["image"], labels, self.spec.classes, self.spec.name)
+            save_overlay(self.vis_dir / f"{item['stem']}.png", item["image"], labels, self.spec.classes, self.spec.name,
+                         truth=target)
         self._mark_done(item["stem"])
         s = self.session
         s.images += 1
@@ -330,12 +332,13 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     device = distributed.rank_device(cfg.device, info)
     _check_method_device(method, device, info)
     out = cfg.out_dir(spec.name)
-    out.mkdir(parents=True, exist_ok=True)
     description = _describe(method)
     if int(getattr(method, "num_classes", spec.num_classes)) != spec.num_classes:
         raise RunError(f"method predicts {method.num_classes} classes but {spec.name} has {spec.num_classes}")
 
     all_samples = list_samples(spec, data_root, cfg.limit)
+    existed = out.exists()  # a run that fails before writing anything leaves no folder behind
+    out.mkdir(parents=True, exist_ok=True)
     global_index = {ref.stem: i for i, ref in enumerate(all_samples)}
     mine = distributed.shard(all_samples, info)
     metric = SegMetric(spec.num_classes, spec.ignore_index, device=device)
@@ -361,6 +364,10 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     loop = _RankLoop(method, spec, cfg, out, metric, checkpoint, session, global_index, bar, pool)
     try:
         loop.run(loader)
+    except BaseException:
+        if not existed:
+            _remove_if_empty(out)
+        raise
     finally:
         bar.close()
         if pool is not None:
@@ -371,6 +378,14 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
         spec, data_root, cfg, info, metric, session, session_time, global_index, description, extra_info, device,
         resumed, out,
     )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Delete `folder` (and its empty subfolders) if no file was written under it."""
+    import shutil
+
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _final_report(spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig, info: distributed.DistInfo,

@@ -177,6 +177,50 @@ def overlay(
     return _beside(picture, render_legend(entries, rgb.shape[0]))
 
 
+def comparison(
+    image: Image.Image | np.ndarray,
+    maps: Sequence[tuple[str, np.ndarray]],
+    class_names: Sequence[str],
+    palette: np.ndarray | None = None,
+    *,
+    dataset: str | None = None,
+    alpha: float = 0.5,
+    gap: int = 4,
+) -> Image.Image:
+    """Side by side, titled: the image, then each (title, label map) blended in one palette, then one legend.
+
+    The legend lists every class present in any of the maps with its share in the last one (the
+    prediction, by convention: `evaluate --save-vis` passes ground truth, prediction). Ids outside
+    0..C-1 (255 = ignore) stay uncoloured in every panel.
+    """
+    rgb = as_rgb_array(image)
+    colors = palette_for(list(class_names), dataset) if palette is None else np.asarray(palette, np.uint8)
+    if len(colors) < len(class_names):
+        raise ValueError(f"palette has {len(colors)} colours for {len(class_names)} classes")
+    checked = [(title, _check_labels(labels, rgb.shape[:2])) for title, labels in maps]
+    panels = [("image", Image.fromarray(rgb))] + [(t, _blend(rgb, m, colors, alpha, True)) for t, m in checked]
+    font = legend_font(rgb.shape[0])
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_h = probe.textbbox((0, 0), "Hg", font=font)[3] + 6
+    present: set[int] = set()
+    for _, labels in checked:
+        present |= set(area_shares(labels, len(class_names)))
+    last = area_shares(checked[-1][1], len(class_names)) if checked else {}
+    order = sorted(present, key=lambda i: (-last.get(i, 0.0), i))
+    entries = [LegendEntry(class_names[i], tuple(int(v) for v in colors[i]), last.get(i, 0.0)) for i in order]
+    legend = render_legend(entries, rgb.shape[0], font=font)
+    width = sum(p.width + gap for _, p in panels) + legend.width
+    canvas = Image.new("RGB", (width, title_h + max(rgb.shape[0], legend.height)), LEGEND_BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for title, panel in panels:
+        draw.text((x + 2, 2), title, fill=LEGEND_TEXT, font=font)
+        canvas.paste(panel, (x, title_h))
+        x += panel.width + gap
+    canvas.paste(legend, (x, title_h))
+    return canvas
+
+
 def subclass_overlay(
     image: Image.Image | np.ndarray,
     subclass: np.ndarray,

@@ -83,7 +83,7 @@ def write_benchmark(
     from PIL import Image
     from tqdm import tqdm
 
-    from llmseg.stage2.palettes import full_palette, palette_for
+    from llmseg.stage2.palettes import voc_palette
     from llmseg.stage2.visualize import save_label_png
 
     spec = demo_spec()
@@ -105,7 +105,7 @@ def write_benchmark(
         )
         if same and complete:
             return spec
-    palette = full_palette(palette_for(list(spec.classes), spec))  # the demo palette; 255 (ignore) as in VOC
+    palette = voc_palette(256)  # the stored label PNGs mimic VOC's files; pictures use the dataset's palette
     for i, stem in enumerate(tqdm(stems, desc="writing demo benchmark", disable=not progress, leave=False)):
         scene = render_scene(seed, i, size=size)
         with atomic_path(base / layout.img_dir / f"{stem}{layout.img_suffix}") as tmp:

@@ -195,3 +195,31 @@ def test_legend_text_never_shows_zero_for_a_present_class():
     assert LegendEntry("cat", (0, 0, 0), 0.0004).text == "cat  <0.1%"
     assert LegendEntry("cat", (0, 0, 0), 0.0005).text == "cat  0.1%"
     assert LegendEntry("cat", (0, 0, 0), 0.5).text == "cat  50.0%"
+
+
+def test_comparison_panels_are_the_blends_of_each_map_in_one_palette():
+    from llmseg.stage2.visualize import comparison
+
+    image, truth = _scene()
+    pred = truth.copy()
+    pred[50:70, 5:30] = 1
+    pred[0:5, :] = 255  # ignore: left uncoloured
+    colors = np.array([[10, 200, 30], [250, 0, 0], [0, 0, 250]], np.uint8)
+    picture = np.asarray(comparison(image, [("ground truth", truth), ("prediction", pred)], ["a", "b", "c"], colors,
+                                    gap=4, alpha=0.5))
+    h, w = truth.shape
+    top = next(y for y in range(picture.shape[0]) if np.array_equal(picture[y:y + h, :w], image))
+    assert top > 0  # a title strip above the panels
+    for panel, labels in enumerate((truth, pred), start=1):
+        x = panel * (w + 4)
+        got = picture[top:top + h, x:x + w].astype(np.float64)
+        painted = np.zeros((h, w, 3))
+        valid = labels < 3
+        painted[valid] = colors[labels[valid]]
+        want = np.where(valid[..., None], 0.5 * image + 0.5 * painted, image.astype(np.float64))
+        edge = boundary_mask(labels, max(1, round(min(labels.shape) / 256)))
+        want[edge] = BOUNDARY_COLOR
+        np.testing.assert_array_equal(got, np.rint(want))
+    legend = picture[top:, 3 * (w + 4):]
+    found = {tuple(int(v) for v in px) for px in legend.reshape(-1, 3)}
+    assert {tuple(c) for c in colors.tolist()} <= found  # every class present in either map has a swatch

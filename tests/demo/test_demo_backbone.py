@@ -52,15 +52,6 @@ def test_demo_dataset_palette_is_its_dataset_json():
     assert palette_for(list(spec.classes), spec).tolist() == written
 
 
-def test_demo_benchmark_labels_carry_the_demo_palette(tmp_path):
-    from llmseg.stage2.demo.benchmark import write_benchmark
-
-    spec = write_benchmark(tmp_path, n_images=1, size=64, progress=False)
-    label = Image.open(next((spec.data_dir(tmp_path) / spec.layout.ann_dir).iterdir()))
-    colours = np.array(label.getpalette()[:9]).reshape(3, 3).tolist()
-    assert colours == json.loads(DATASET_FILE.read_text(encoding="utf-8"))["palette"]
-
-
 def test_demo_clip_backbone_is_the_shipped_model_materialised_in_the_user_cache(cache):
     import open_clip
     import torch
