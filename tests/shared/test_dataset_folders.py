@@ -56,7 +56,8 @@ def test_bundled_dataset_json_validates_and_holds_the_facts(name):
 
 
 def test_bundled_set_and_defaults():
-    assert set(bundled_datasets()) == set(LAYOUTS)
+    # ade847 and pc459 (16-bit TIFF labels, ignore 65535): their facts in tests/engine/test_large_benchmarks.py
+    assert set(bundled_datasets()) == set(LAYOUTS) | {"ade847", "pc459"}
     assert DEFAULT_TOP_CLS_NUM == 10
     assert dataset_top_cls_num(None) == dataset_top_cls_num("no_such_dataset") == 10
     assert dataset_background("no_such_dataset") is None and find_dataset(None) is None
@@ -118,7 +119,7 @@ def test_missing_dataset_folder(tmp_path):
     [
         ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
         ({"reduce_zero_label": "maybe"}, "reduce_zero_label", "boolean"),
-        ({"ignore_index": 300}, "ignore_index", "less than or equal to 255"),
+        ({"ignore_index": 70000}, "ignore_index", "less than or equal to 65535"),  # 65535: the 16-bit TIFF benchmarks
         ({"top_cls_num": 0}, "top_cls_num", "greater than or equal to 1"),
         ({"data_dir": None}, "data_dir", "required with layout 'mmseg'"),
         ({"background": 2}, "background", "must be 0 or null"),

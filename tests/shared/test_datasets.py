@@ -22,6 +22,8 @@ EXPECTED = {
     "coco_stuff": (171, False, False),
     "cityscapes": (19, False, False),
     "ade20k": (150, False, True),
+    "ade847": (847, False, False),
+    "pc459": (459, False, False),
 }
 
 
@@ -32,7 +34,7 @@ def test_benchmark_class_counts_and_conventions(name):
     assert spec.num_classes == count
     assert spec.background_is_zero is background
     assert spec.reduce_zero_label is reduce
-    assert spec.ignore_index == 255
+    assert spec.ignore_index == (65535 if name in ("ade847", "pc459") else 255)  # 16-bit TIFF labels
     assert (spec.classes[0] == "background") is background
     assert len(set(spec.classes)) == count
 
