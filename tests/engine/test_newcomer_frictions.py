@@ -116,3 +116,20 @@ def test_stage_one_caches_under_label_sets_are_ignored():
     assert kept.returncode == 1
 
 
+
+
+def test_simseg_tokenizer_from_a_saved_folder_offline(tmp_path, monkeypatch):
+    """The README's offline recipe: a tokenizer saved into a folder loads from it with no network."""
+    pytest.importorskip("transformers")
+    from transformers import BertTokenizer
+
+    from llmseg.stage2.backbones.simseg import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plain = tmp_path / "vocab_only"
+    plain.mkdir()
+    (plain / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nred\ncat\n", encoding="utf-8")
+    saved = tmp_path / "saved"
+    BertTokenizer.from_pretrained(str(plain)).save_pretrained(str(saved))
+    for folder in (plain, saved):
+        assert load_tokenizer(str(folder))("Red cat")["input_ids"] == [2, 5, 6, 3]
