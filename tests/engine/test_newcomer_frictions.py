@@ -133,3 +133,17 @@ def test_simseg_tokenizer_from_a_saved_folder_offline(tmp_path, monkeypatch):
     BertTokenizer.from_pretrained(str(plain)).save_pretrained(str(saved))
     for folder in (plain, saved):
         assert load_tokenizer(str(folder))("Red cat")["input_ids"] == [2, 5, 6, 3]
+
+
+def test_every_readme_picture_has_the_command_that_makes_it():
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"\]\((docs/images/[\w.-]+\.png)\)", readme))
+    assert shown and all((ROOT / path).is_file() for path in shown)
+    for path in shown:
+        if path == "docs/images/app.png":  # the browser test's screenshot, its command is beside it
+            assert f"LLMSEG_APP_SCREENSHOT={path}" in readme
+            continue
+        assert re.search(rf"cp\s+\S+\s+{re.escape(path)}", readme), f"no command in the README writes {path}"
+    assert not (ROOT / "docs/images/make_overlay.py").exists()
