@@ -133,7 +133,7 @@ def test_unknown_names_list_the_registered_ones():
         MethodConfig(method="magic")
     with pytest.raises(ValueError, match="unknown assembly rule 'median': use one of chils, max, mean, none, softmax"):
         MethodConfig(assembly="median")
-    with pytest.raises(BackboneError, match="unknown backbone 'resnet': use one of openclip, simseg"):
+    with pytest.raises(BackboneError, match="unknown backbone 'resnet': use one of demo-clip, openclip, simseg"):
         load_backbone(MethodConfig(backbone="resnet"))
     with pytest.raises(BackboneError, match="openclip:<arch>"):
         load_backbone(MethodConfig(backbone="openclip"))
