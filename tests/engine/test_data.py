@@ -31,6 +31,10 @@ EXPECTED_FILES = {
     "coco_object": ["coco_stuff164k/images/val2017/{s}.jpg", "coco_stuff164k/annotations/val2017/{s}_instanceTrainIds.png"],
     "cityscapes": ["cityscapes/leftImg8bit/val/{s}_leftImg8bit.png", "cityscapes/gtFine/val/{s}_gtFine_labelTrainIds.png"],
     "ade20k": ["ADEChallengeData2016/images/validation/{s}.jpg", "ADEChallengeData2016/annotations/validation/{s}.png"],
+    # the open-vocabulary field's detectron2 layouts (16-bit TIFF labels)
+    "ade847": ["ADE20K_2021_17_01/images_detectron2/validation/{s}.jpg",
+               "ADE20K_2021_17_01/annotations_detectron2/validation/{s}.tif"],
+    "pc459": ["VOCdevkit/VOC2010/JPEGImages/{s}.jpg", "VOCdevkit/VOC2010/annotations_detectron2/pc459_val/{s}.tif"],
 }
 EXPECTED_FILES["pascal_voc20"] = EXPECTED_FILES["pascal_voc"]
 EXPECTED_FILES["pascal_context59"] = EXPECTED_FILES["pascal_context"]
@@ -51,7 +55,7 @@ def test_synthetic_layout_and_reader(name, tmp_path):
         image, label = item["image"], item["label"]
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         assert label.dtype == np.int64 and label.shape == image.shape[:2]
-        valid = label[label != 255]
+        valid = label[label != spec.ignore_index]  # 255, or 65535 for ade847 / pc459
         assert valid.min() >= 0 and valid.max() < spec.num_classes
         sizes.add(image.shape)
     assert len(sizes) > 1  # image sizes vary within a dataset
