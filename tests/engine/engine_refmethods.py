@@ -34,7 +34,7 @@ def read_label_direct(path: Path, reduce_zero_label: bool) -> np.ndarray:
 def noisy_prediction(label: np.ndarray, key: str, num_classes: int, noise: float) -> np.ndarray:
     """The label with a deterministic share of pixels changed (ignored pixels get class 0)."""
     rng = np.random.default_rng(int(key[:8], 16))
-    pred = np.where(label == 255, 0, label).astype(np.int64)
+    pred = np.where((label < 0) | (label >= num_classes), 0, label).astype(np.int64)  # ignored: 255, or 65535
     flip = rng.random(label.shape) < noise
     pred[flip] = rng.integers(0, num_classes, size=int(flip.sum()))
     return pred
@@ -119,7 +119,7 @@ def expected_metrics(name: str, data_root: Path, noise: float = 0.2, exclude: tu
             continue
         label = read_label_direct(ref.label_path, spec.reduce_zero_label)
         pred = noisy_prediction(label, image_key(load_image(ref.image_path)), c, noise)
-        valid = label != 255
+        valid = label != spec.ignore_index
         for k in range(c):
             pk, lk = (pred == k) & valid, (label == k) & valid
             inter[k] += (pk & lk).sum()
