@@ -78,8 +78,14 @@ def write_benchmark(
     seed: int = BENCHMARK_SEED,
     size: int = RENDER_SIZE,
     progress: bool = True,
+    split: str = "val",
 ) -> DatasetSpec:
-    """Write (or keep, if the manifest matches) the demo benchmark under `data_root` in the VOC layout."""
+    """Write (or keep, if the manifest matches) the demo benchmark under `data_root` in the VOC layout.
+
+    `split` other than "val" writes another split beside it (ImageSets/Segmentation/<split>.txt,
+    stems demo_<split>_NNNNN, so the files never collide with val's): e.g. a tuning split for
+    `llmseg tune`, drawn with another `seed`.
+    """
     from PIL import Image
     from tqdm import tqdm
 
@@ -89,10 +95,11 @@ def write_benchmark(
     spec = demo_spec()
     layout = spec.layout
     base = spec.data_dir(data_root)
-    manifest_path = base / MANIFEST
+    manifest_path = base / (MANIFEST if split == "val" else f"demo_manifest_{split}.json")
     wanted = _manifest(n_images, seed, size)
-    split = base / layout.split_file
-    stems = [f"demo_{i:05d}" for i in range(n_images)]
+    prefix = "demo_" if split == "val" else f"demo_{split}_"
+    split = base / (layout.split_file if split == "val" else Path(layout.split_file).with_name(f"{split}.txt"))
+    stems = [f"{prefix}{i:05d}" for i in range(n_images)]
     if manifest_path.is_file() and split.is_file():
         try:
             same = json.loads(manifest_path.read_text(encoding="utf-8")) == wanted
