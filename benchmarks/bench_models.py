@@ -49,7 +49,7 @@ def worker(args: argparse.Namespace) -> dict:
     from llmseg.stage2.methods import build_method
 
     torch.manual_seed(0)
-    config = MethodConfig(method="dense", backbone=f"openclip:{args.arch}", preset="sclip", templates=args.templates,
+    config = MethodConfig(random_weights=True, method="dense", backbone=f"openclip:{args.arch}", preset="sclip", templates=args.templates,
                           device=args.device, precision=args.precision)
     t0 = time.perf_counter()
     method = build_method(config, VOC, dataset="pascal_voc")
@@ -137,7 +137,7 @@ def main() -> None:
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; 1-minute load average at the end "
         f"{os.getloadavg()[0]:.1f} (the machine is shared: other jobs slow these numbers down)\n"
         f"- command: `{command}`\n"
-        f"- what: `build_method(MethodConfig(preset='sclip'), VOC classes)`; 375x500 synthetic images -> short side 336 "
+        f"- what: `build_method(MethodConfig(random_weights=True, preset='sclip'), VOC classes)`; 375x500 synthetic images -> short side 336 "
         f"(336x448) -> 6 crops 224/112, per-class logits (class names only, 21 names, assembly `none`), bilinear resize, thresholds in finish(); "
         f"{args.images_per_call} images per forward() call, crops batched across them; one warm-up image; torch threads "
         f"{rows[0]['threads']}; peak RSS = the worker process's ru_maxrss, increase = over the state after model + text were ready\n\n"

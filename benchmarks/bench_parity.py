@@ -49,7 +49,7 @@ def main() -> None:
 - date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC
 - device: {cpu_name()}, {cores} cores (CPU), method in float32, reference in float64
 - command: `python benchmarks/bench_parity.py` (the same figures as `pytest tests/parity -s`)
-- what: the method (`build_method(MethodConfig(preset=...))`, assembly `none`, 4 class names) vs an independent
+- what: the method (`build_method(MethodConfig(random_weights=True, preset=...))`, assembly `none`, 4 class names) vs an independent
   float64 re-derivation of each peer's pipeline (mmcv rescale + cv2 INTER_LINEAR on uint8, the configs' 0..255
   mean/std, mmseg slide windows, bicubic pos-embed with scale_factor (g+0.1)/14, the last-block rule, per-crop
   logits upsampling with ClearCLIP's centre padding or SCLIP/NACLIP's conv truncation, average, upsampling,

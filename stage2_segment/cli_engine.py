@@ -19,7 +19,7 @@ _R = "Run"
 
 # MethodConfig fields that `evaluate` exposes as options; a test checks this covers every field.
 METHOD_FIELDS = (
-    "method", "backbone", "pretrained", "checkpoint", "text_tokenizer", "dense_mode", "naclip_std", "preset", "label_set",
+    "method", "backbone", "pretrained", "random_weights", "checkpoint", "text_tokenizer", "dense_mode", "naclip_std", "preset", "label_set",
     "assembly", "include_class_name", "templates", "top_cls_num", "candidates", "short_side", "crop", "stride",
     "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations", "device", "precision", "text_cache_dir",
 )
@@ -151,6 +151,7 @@ def register(app: typer.Typer) -> None:
         method: opts.Method = None,
         backbone: opts.Backbone = None,
         pretrained: opts.Pretrained = None,
+        random_weights: opts.RandomWeights = None,
         checkpoint: opts.Checkpoint = None,
         text_tokenizer: opts.TextTokenizer = None,
         dense_mode: opts.DenseMode = None,
@@ -185,8 +186,8 @@ def register(app: typer.Typer) -> None:
         # under torchrun each rank builds its model on its own GPU: settle the device before anything is built
         device = this_rank_device(device)
         given = opts.method_fields(
-            method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, text_tokenizer=text_tokenizer,
-            dense_mode=dense_mode, naclip_std=naclip_std, preset=preset, label_set=label_set, assembly=assembly,
+            method=method, backbone=backbone, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
+            text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, preset=preset, label_set=label_set, assembly=assembly,
             include_class_name=include_class_name, templates=templates, top_cls_num=top_cls_num, candidates=candidates,
             short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
             area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, device=device,
@@ -209,6 +210,10 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as exc:
             raise option_errors(exc, "invalid run settings") from exc
+        from .preflight import check_dataset, check_method_inputs
+
+        check_dataset(spec, data_root)  # every input before any model is built: LlmsegError, exit 2
+        check_method_inputs(config, spec.classes)
         built = build_method(config, classes=spec.classes, dataset=spec.name)  # bad settings/files: LlmsegError, exit 2
         try:
             report = evaluate(built, spec, data_root, run_cfg, extra_info={"method_config": config.model_dump(mode="json")})

@@ -96,6 +96,7 @@ OPTION_TYPES: dict[str, Any] = {field: option_type(field) for field in MethodCon
 Method = OPTION_TYPES["method"]
 Backbone = OPTION_TYPES["backbone"]
 Pretrained = OPTION_TYPES["pretrained"]
+RandomWeights = OPTION_TYPES["random_weights"]
 Checkpoint = OPTION_TYPES["checkpoint"]
 TextTokenizer = OPTION_TYPES["text_tokenizer"]
 DenseMode = OPTION_TYPES["dense_mode"]

@@ -128,6 +128,7 @@ def register(app: typer.Typer) -> None:
         method: opts.Method = None,
         backbone: opts.Backbone = None,
         pretrained: opts.Pretrained = None,
+        random_weights: opts.RandomWeights = None,
         checkpoint: opts.Checkpoint = None,
         text_tokenizer: opts.TextTokenizer = None,
         dense_mode: opts.DenseMode = None,
@@ -153,7 +154,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Segment your own images: label map, overlay with legend, subclass map and a JSON summary per image."""
         fields = opts.method_fields(
-            method=method, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, preset=preset,
+            method=method, backbone=backbone, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint, preset=preset,
             text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, assembly=assembly, templates=templates,
             include_class_name=include_class_name, top_cls_num=top_cls_num, candidates=candidates,
             short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
@@ -223,6 +224,9 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         if not paths:
             raise SegmentInputError("no images given (the folders hold no images)")
         config = MethodConfig(device=device, **config_fields)
+        from .preflight import check_method_inputs
+
+        check_method_inputs(config)  # weights, checkpoint, tokenizer: before stage one is asked or a model built
     except ValidationError as exc:
         raise fail(str(option_errors(exc, "bad method options"))) from exc
     except LlmsegError as exc:  # the class list, label set or images: nothing is written

@@ -74,6 +74,9 @@ class MethodConfig(BaseModel):
     method: str = Field("dense", description="The method, a registered name (default dense).")
     backbone: str = Field("openclip:ViT-B-16", description="The backbone, family[:arg] of a registered family (default openclip:ViT-B-16).")
     pretrained: str | None = Field(None, description="open_clip weights tag or local weights file.")
+    random_weights: bool = Field(
+        False, description="Build the backbone with seeded RANDOM weights (tests and speed runs only; recorded in metrics.json)."
+    )
     checkpoint: str | None = Field(None, description="SimSeg checkpoint (.pth).")
     text_tokenizer: str | None = Field(
         None, description="SimSeg text tokenizer: HF id or local folder (default bert-base-uncased)."

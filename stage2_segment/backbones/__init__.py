@@ -21,6 +21,9 @@ def load_backbone(config: MethodConfig) -> Backbone:
 
     family, arg = parse_backbone(config.backbone)
     check_applicable(config)
+    from ..preflight import check_method_inputs
+
+    check_method_inputs(config)  # weights asked for and reachable, files present: before anything is built
     backbone = BACKBONES.build(family, config, arg)
     if not isinstance(backbone, Backbone):
         raise BackboneError(f"backbone '{family}': its builder returned {type(backbone).__name__}, not a Backbone")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @BACKBONES.register(
     "openclip",
-    config=backbone_options("pretrained", "dense_mode", "naclip_std", takes_arg=True, arg_name="arch", name="OpenClipOptions"),
+    config=backbone_options("pretrained", "random_weights", "dense_mode", "naclip_std", takes_arg=True, arg_name="arch", name="OpenClipOptions"),
     help="openclip:<arch>: an open_clip CLIP (--pretrained tag or weights file) with a dense-mode last block",
 )
 def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:

@@ -243,6 +243,7 @@ class OpenClipBackbone(Backbone):
             "backbone": self.name,
             "arch": self.arch,
             "pretrained": self.pretrained,
+            "random_weights": self.pretrained is None,
             "weights_sha256": self.weights_sha256,
             "quick_gelu_forced": self.quick_gelu_forced,
             "dense_mode": self.dense_mode,

@@ -84,7 +84,7 @@ def test_evaluate_exposes_every_method_config_field():
 
 
 def test_default_run_name():
-    cfg = MethodConfig(backbone="openclip:ViT-B/16", preset="sclip", label_set="label_sets/pascal_voc/top5.json",
+    cfg = MethodConfig(random_weights=True, backbone="openclip:ViT-B/16", preset="sclip", label_set="label_sets/pascal_voc/top5.json",
                        assembly="max", crf=True)
     assert default_run_name(cfg) == "dense-openclip-ViT-B-16-sclip-top5-max-crf"
 
@@ -105,13 +105,14 @@ def test_evaluate_cli_end_to_end_with_a_tiny_model(tmp_path):
     res = runner.invoke(
         app,
         ["evaluate", "--dataset", "pascal_voc", "--data-root", str(root), "--out", str(out), "--backbone",
-         "openclip:ViT-S-16", "--short-side", "32", "--crop", "0", "--num-workers", "0", "--no-progress",
+         "openclip:ViT-S-16", "--random-weights", "--short-side", "32", "--crop", "0", "--num-workers", "0", "--no-progress",
          "--templates", "single", "--save-pred"],
         env={"HF_HUB_OFFLINE": "1"},
     )
     assert res.exit_code == 0, res.output + repr(res.exception)
     report = json.loads((out / "metrics.json").read_text())
     assert report["num_images"] == 2 and report["extra"]["method_config"]["backbone"] == "openclip:ViT-S-16"
+    assert report["extra"]["method_config"]["random_weights"] is True  # metrics.json says the weights were random
     assert len(list((out / "pred").glob("*.png"))) == 2
 
 
@@ -124,7 +125,7 @@ def _evaluate_args(tmp_path) -> list[str]:
     root = tmp_path / "data"
     write_synthetic_benchmark("pascal_voc", root, 1, (16, 16))
     return ["evaluate", "--dataset", "pascal_voc", "--data-root", str(root), "--out", str(tmp_path / "res"),
-            "--backbone", "openclip:ViT-S-16", "--num-workers", "0", "--no-progress"]
+            "--backbone", "openclip:ViT-S-16", "--random-weights", "--num-workers", "0", "--no-progress"]
 
 
 def test_a_bug_inside_evaluate_keeps_its_traceback(tmp_path, monkeypatch):

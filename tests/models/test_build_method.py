@@ -30,7 +30,7 @@ def seed_label_set(tmp_path):
 def test_seed_label_set_loads_unchanged(tiny_openclip, seed_label_set):
     path, data = seed_label_set
     backbone = tiny_openclip()
-    config = MethodConfig(label_set=str(path), templates="single", preset="sclip")
+    config = MethodConfig(random_weights=True, label_set=str(path), templates="single", preset="sclip")
     method = build_method(config, VOC, dataset="pascal_voc", backbone=backbone)
     flat = [s for subs in data.values() for s in subs]
     assert method.names.names == flat  # no reordering, dedup or normalisation at use time
@@ -43,7 +43,7 @@ def test_seed_label_set_loads_unchanged(tiny_openclip, seed_label_set):
 
 def test_include_class_name_and_llm_default_assembly(tiny_openclip, seed_label_set):
     path, _ = seed_label_set
-    config = MethodConfig(method="llm-supervision", label_set=str(path), templates="single", include_class_name=True)
+    config = MethodConfig(random_weights=True, method="llm-supervision", label_set=str(path), templates="single", include_class_name=True)
     method = build_method(config, VOC, backbone=tiny_openclip())
     assert method.assembly == "softmax"
     assert method.names.names[:3] == ["background", "aeroplane", "Commercial_Jetliner"]
@@ -53,30 +53,30 @@ def test_include_class_name_and_llm_default_assembly(tiny_openclip, seed_label_s
 def test_wrong_class_order_is_rejected(tiny_openclip, seed_label_set):
     path, data = seed_label_set
     with pytest.raises(ValueError, match="out of order"):
-        build_method(MethodConfig(label_set=str(path)), ["background", "bicycle", "aeroplane", "bird"],
+        build_method(MethodConfig(random_weights=True, label_set=str(path)), ["background", "bicycle", "aeroplane", "bird"],
                      backbone=tiny_openclip())
 
 
 def test_backbone_reuse_shares_text_memory(tiny_openclip):
     backbone = tiny_openclip()
-    build_method(MethodConfig(templates="single"), ["cat", "dog"], backbone=backbone)
+    build_method(MethodConfig(random_weights=True, templates="single"), ["cat", "dog"], backbone=backbone)
     assert len(backbone.text_memory) == 2
-    build_method(MethodConfig(templates="single"), ["dog", "bird"], backbone=backbone)
+    build_method(MethodConfig(random_weights=True, templates="single"), ["dog", "bird"], backbone=backbone)
     assert len(backbone.text_memory) == 3
 
 
 def test_config_errors(tiny_openclip, tiny_arch):
     backbone = tiny_openclip()
     with pytest.raises(ValueError, match="needs a label set"):
-        build_method(MethodConfig(assembly="max", templates="single"), ["a", "b"], backbone=backbone)
+        build_method(MethodConfig(random_weights=True, assembly="max", templates="single"), ["a", "b"], backbone=backbone)
     with pytest.raises(ValueError, match="empty class list"):
-        build_method(MethodConfig(), [], backbone=backbone)
+        build_method(MethodConfig(random_weights=True), [], backbone=backbone)
     from llmseg.stage2.backbones.base import BackboneError
     from llmseg.stage2.methods import load_backbone
 
     with pytest.raises(BackboneError, match="unknown backbone"):
-        load_backbone(MethodConfig(backbone="resnet"))
+        load_backbone(MethodConfig(random_weights=True, backbone="resnet"))
     with pytest.raises(BackboneError, match="unknown architecture"):
-        load_backbone(MethodConfig(backbone="openclip:NoSuchArch-99"))
-    m = build_method(MethodConfig(backbone=f"openclip:{tiny_arch}", templates="single"), ["a", "b"])
+        load_backbone(MethodConfig(random_weights=True, backbone="openclip:NoSuchArch-99"))
+    m = build_method(MethodConfig(random_weights=True, backbone=f"openclip:{tiny_arch}", templates="single"), ["a", "b"])
     assert m.describe()["backbone"]["arch"] == tiny_arch and m.describe()["dense_mode"] == "sclip"

@@ -89,21 +89,21 @@ def test_subclass_follows_final_label():
 
 
 def test_presets_per_dataset_and_overrides():
-    s = resolve_dense_settings(MethodConfig(preset="sclip"), "pascal_voc")
+    s = resolve_dense_settings(MethodConfig(random_weights=True, preset="sclip"), "pascal_voc")
     assert (s["dense_mode"], s["short_side"], s["crop"], s["stride"], s["logit_scale"], s["prob_thd"], s["area_thd"],
             s["pamr"]) == ("sclip", 336, 224, 112, 65.0, 0.1, 0.1, False)
-    assert resolve_dense_settings(MethodConfig(preset="sclip"), "coco_stuff")["short_side"] == 448
-    assert resolve_dense_settings(MethodConfig(preset="sclip"), "pascal_context")["logit_scale"] == 50.0
-    s = resolve_dense_settings(MethodConfig(preset="clearclip"), "pascal_context")
+    assert resolve_dense_settings(MethodConfig(random_weights=True, preset="sclip"), "coco_stuff")["short_side"] == 448
+    assert resolve_dense_settings(MethodConfig(random_weights=True, preset="sclip"), "pascal_context")["logit_scale"] == 50.0
+    s = resolve_dense_settings(MethodConfig(random_weights=True, preset="clearclip"), "pascal_context")
     assert (s["dense_mode"], s["short_side"], s["crop"], s["stride"], s["logit_scale"], s["prob_thd"]) == (
         "clearclip", 448, 448, 224, 50.0, 0.15)
-    assert resolve_dense_settings(MethodConfig(preset="clearclip"), "coco_object")["prob_thd"] == 0.4
-    s = resolve_dense_settings(MethodConfig(preset="naclip"), "pascal_voc")
+    assert resolve_dense_settings(MethodConfig(random_weights=True, preset="clearclip"), "coco_object")["prob_thd"] == 0.4
+    s = resolve_dense_settings(MethodConfig(random_weights=True, preset="naclip"), "pascal_voc")
     assert (s["dense_mode"], s["crop"], s["pamr"], s["logit_scale"]) == ("naclip", 0, True, 40.0)
-    assert resolve_dense_settings(MethodConfig(preset="naclip"), "ade20k")["crop"] == 224
-    s = resolve_dense_settings(MethodConfig(preset="naclip", pamr=False, crop=336, dense_mode="clearclip"), "pascal_voc")
+    assert resolve_dense_settings(MethodConfig(random_weights=True, preset="naclip"), "ade20k")["crop"] == 224
+    s = resolve_dense_settings(MethodConfig(random_weights=True, preset="naclip", pamr=False, crop=336, dense_mode="clearclip"), "pascal_voc")
     assert (s["pamr"], s["crop"], s["dense_mode"]) == (False, 336, "clearclip")
-    assert resolve_dense_settings(MethodConfig(), None)["preset"] == "sclip"
+    assert resolve_dense_settings(MethodConfig(random_weights=True), None)["preset"] == "sclip"
 
 
 def _direct_scores(backbone, text, image, short, logit_scale, patch=16):
@@ -127,7 +127,7 @@ def _direct_scores(backbone, text, image, short, logit_scale, patch=16):
 
 def test_whole_image_method_equals_direct_computation(tiny_openclip):
     backbone = tiny_openclip("clearclip", seed=2)
-    config = MethodConfig(preset="clearclip", short_side=72, crop=0, templates="single", prob_thd=0.0)
+    config = MethodConfig(random_weights=True, preset="clearclip", short_side=72, crop=0, templates="single", prob_thd=0.0)
     method = build_method(config, CLASSES, dataset="pascal_voc", backbone=backbone, label_set=LABELS)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
@@ -142,7 +142,7 @@ def test_whole_image_method_equals_direct_computation(tiny_openclip):
 
 def test_sliding_window_averages_overlapping_crops(tiny_openclip):
     backbone = tiny_openclip("sclip", seed=3)
-    config = MethodConfig(preset="sclip", short_side=64, crop=32, stride=16, templates="single", assembly="none",
+    config = MethodConfig(random_weights=True, preset="sclip", short_side=64, crop=32, stride=16, templates="single", assembly="none",
                           logit_scale=10.0)
     method = build_method(config, CLASSES, dataset="pascal_voc", backbone=backbone)
     method.crop_batch_size = 3
@@ -165,7 +165,7 @@ def test_sliding_window_averages_overlapping_crops(tiny_openclip):
 @pytest.mark.parametrize("preset", ["sclip", "clearclip", "naclip"])
 def test_presets_run_end_to_end_with_label_set(tiny_openclip, preset):
     backbone = tiny_openclip(seed=1)
-    config = MethodConfig(preset=preset, short_side=64, templates="single", assembly="max")
+    config = MethodConfig(random_weights=True, preset=preset, short_side=64, templates="single", assembly="max")
     if preset == "clearclip":
         config = config.model_copy(update={"crop": 32, "stride": 16})
     method = build_method(config, CLASSES, dataset="pascal_voc", backbone=backbone, label_set=LABELS)
@@ -186,7 +186,7 @@ def test_multilabel_crf_in_finish(tiny_openclip):
     import pickle
 
     backbone = tiny_openclip(seed=1)
-    config = MethodConfig(preset="sclip", short_side=32, templates="single", crf=True, crf_iterations=2, area_thd=0.0)
+    config = MethodConfig(random_weights=True, preset="sclip", short_side=32, templates="single", crf=True, crf_iterations=2, area_thd=0.0)
     method = build_method(config, CLASSES, dataset="pascal_voc", backbone=backbone, label_set=LABELS)
     image = np.zeros((32, 40, 3), np.uint8)
     image[:, 20:] = 200

@@ -244,7 +244,7 @@ def test_a_dense_mode_registered_from_outside_is_used(tiny_openclip):
         _, dense = backbone.encode_image(images, dense_mode="value-only-test")
         _, plain = backbone.encode_image(images, dense_mode="maskclip")
         assert (dense - plain).abs().max() > 1e-3  # the residual makes it differ from maskclip
-        assert MethodConfig(dense_mode="value-only-test").dense_mode == "value-only-test"
+        assert MethodConfig(random_weights=True, dense_mode="value-only-test").dense_mode == "value-only-test"
         with torch.no_grad():  # written out: x + out_proj(v) after ln_post/proj
             v = backbone.model.visual
             blocks = list(v.transformer.resblocks)
@@ -278,8 +278,8 @@ def test_two_methods_on_one_backbone_keep_their_own_modes(tiny_openclip):
     state_before = {k: t.clone() for k, t in backbone.model.state_dict().items()}
     modules_before = [type(m) for m in backbone.model.modules()]
     classes = ["cat", "dog"]
-    a = build_method(MethodConfig(preset="sclip", templates="single"), classes, backbone=backbone)
-    b = build_method(MethodConfig(preset="naclip", templates="single", naclip_std=2.0), classes, backbone=backbone)
+    a = build_method(MethodConfig(random_weights=True, preset="sclip", templates="single"), classes, backbone=backbone)
+    b = build_method(MethodConfig(random_weights=True, preset="naclip", templates="single", naclip_std=2.0), classes, backbone=backbone)
     images = torch.randn(1, 3, 64, 96)
     rule = a.backbone.pos_embed
     _, da = a.backbone.encode_image(images)

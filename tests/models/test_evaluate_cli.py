@@ -63,7 +63,7 @@ def test_evaluate_dense_sclip_preset_with_a_label_set_on_vit_b16(tmp_path):
     write_synthetic_benchmark("pascal_voc", root, 2, (40, 56))
     out = tmp_path / "dense"
     _run(["evaluate", "--dataset", "pascal_voc", "--data-root", str(root), "--out", str(out),
-          "--method", "dense", "--backbone", "openclip:ViT-B-16", "--preset", "sclip",
+          "--method", "dense", "--backbone", "openclip:ViT-B-16", "--random-weights", "--preset", "sclip",
           "--label-set", "label_sets/pascal_voc/top5.json", "--assembly", "max", "--templates", "single",
           "--short-side", "224", "--num-workers", "0", "--no-progress", "--save-pred"])
     report = _check(out, root, 2, "dense")

@@ -51,7 +51,7 @@ def test_walk_skips_background_and_stops_at_first_below_threshold():
 
 def test_softmax_weighted_query_is_not_renormalised(tiny_openclip):
     backbone = tiny_openclip()
-    method = build_method(MethodConfig(method="llm-supervision", templates="single"), CLASSES, backbone=backbone,
+    method = build_method(MethodConfig(random_weights=True, method="llm-supervision", templates="single"), CLASSES, backbone=backbone,
                           label_set=LABELS)
     torch.manual_seed(0)
     dense = F.normalize(torch.randn(4, 4, 32), dim=-1)
@@ -68,7 +68,7 @@ def test_softmax_weighted_query_is_not_renormalised(tiny_openclip):
 
 def test_baseline_query_is_the_class_name(tiny_openclip):
     backbone = tiny_openclip()
-    method = build_method(MethodConfig(method="llm-supervision", templates="single", assembly="none"), CLASSES,
+    method = build_method(MethodConfig(random_weights=True, method="llm-supervision", templates="single", assembly="none"), CLASSES,
                           backbone=backbone, label_set=LABELS)
     dense = F.normalize(torch.randn(4, 4, 32), dim=-1)
     sim, winner = method._query_map(dense, torch.zeros(32), 3)
@@ -145,7 +145,7 @@ def _synthetic_image():
 @pytest.mark.parametrize("assembly", ["softmax", "none", "max", "mean", "chils"])
 def test_end_to_end_on_a_synthetic_image(tiny_openclip, assembly):
     backbone = tiny_openclip(seed=7)  # a seed whose top class scores positive on this image
-    config = MethodConfig(method="llm-supervision", templates="single", assembly=assembly, top_cls_num=3)
+    config = MethodConfig(random_weights=True, method="llm-supervision", templates="single", assembly=assembly, top_cls_num=3)
     method = build_method(config, CLASSES, dataset="pascal_voc", backbone=backbone,
                           label_set=None if assembly == "none" else LABELS)
     assert isinstance(method, SegmentationMethod) and method.num_classes == 4
@@ -189,7 +189,7 @@ def test_end_to_end_on_a_synthetic_image(tiny_openclip, assembly):
 
 def test_top_cls_num_defaults_and_clamp(tiny_openclip):
     backbone = tiny_openclip()
-    cfg = MethodConfig(method="llm-supervision", templates="single")
+    cfg = MethodConfig(random_weights=True, method="llm-supervision", templates="single")
     assert build_method(cfg, CLASSES, dataset="pascal_voc", backbone=backbone).top_cls_num == 4  # 10 clamped to C
     many = ["background"] + [f"class {i}" for i in range(40)]
     assert build_method(cfg, many, dataset="pascal_context", backbone=backbone).top_cls_num == 30
@@ -218,7 +218,7 @@ def test_crf_switch_reaches_the_seed_method(tiny_openclip):
     from llmseg.stage2.refine import closing
 
     backbone = tiny_openclip(seed=7)
-    base = MethodConfig(method="llm-supervision", templates="single", top_cls_num=3)
+    base = MethodConfig(random_weights=True, method="llm-supervision", templates="single", top_cls_num=3)
     seed = build_method(base, CLASSES, dataset="pascal_voc", backbone=backbone, label_set=LABELS)
     plain = build_method(base.model_copy(update={"crf": False}), CLASSES, dataset="pascal_voc", backbone=backbone,
                          label_set=LABELS)
