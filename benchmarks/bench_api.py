@@ -54,7 +54,7 @@ def _time(fn) -> float:
 
 def bench_segmenter(images: list[np.ndarray], per_class: int) -> list[tuple[str, str, str]]:
     load = time.perf_counter()
-    seg = Segmenter.create("openclip:ViT-S-16", pretrained=None, preset="sclip")
+    seg = Segmenter.create("openclip:ViT-S-16", random_weights=True, preset="sclip")
     load = time.perf_counter() - load
     rows = [("load backbone (ViT-S-16, random weights)", f"{load:.2f}", "once per Segmenter")]
     cases = (("10 class names", None, 10), (f"10 classes x {per_class} subclasses", _label_set(per_class), 10 * per_class))
