@@ -48,6 +48,39 @@ def gguf_source(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     return model, gguf_file
 
 
+def _looks_like_path(model: str) -> bool:
+    """A folder path rather than a hub id 'org/name': absolute, ./ or ~, or more than one '/'."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model or Path(model).expanduser().exists()
+
+
+def check_model_source(model: str) -> None:
+    """Refuse at once a model folder that is missing or holds no config.json, or a hub id offline and uncached.
+
+    Why: transformers answers these with unrelated messages ("Repo id must be in the form ...",
+    a sentencepiece error) after importing everything.
+    """
+    if _looks_like_path(model):
+        folder = Path(model).expanduser()
+        if not folder.exists():
+            raise FatalBackendError(f"no model folder at {folder} (--model takes a hub id 'org/name' or a local model folder)")
+        if not folder.is_dir():
+            raise FatalBackendError(f"--model {folder} is a file, not a model folder (for a .gguf file pass it as --model FILE.gguf)")
+        if not (folder / "config.json").is_file():
+            raise FatalBackendError(
+                f"no config.json in {folder}: a transformers model folder holds config.json, the tokenizer files and the "
+                f"weights (e.g. huggingface-cli download ORG/NAME --local-dir {folder})"
+            )
+        return
+    if offline_mode():
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            raise FatalBackendError(
+                f"model '{model}' is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: "
+                f"download it on a connected machine (huggingface-cli download {model}) or pass --model <local folder>"
+            )
+
+
 @BACKENDS.register("hf", config=HFSettings, help="a local transformers model (hub id or folder)")
 class HFBackend:
     """`AutoTokenizer` + `AutoModelForCausalLM.generate` behind the backend interface."""
@@ -65,6 +98,8 @@ class HFBackend:
         trust_remote_code: bool = False,
         gguf_file: str | None = None,
     ):
+        if gguf_source(model, gguf_file)[1] is None:
+            check_model_source(model)  # before the (slow) imports
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -26,6 +26,7 @@ from .base import (
 )
 from .registry import BACKENDS
 
+CONNECT_TIMEOUT_S = 10.0
 PLACEHOLDER_KEY = "sk-no-key-required"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
 _SCHEMA_WORDS = ("response_format", "json_schema", "structured output", "guided_json")
 
@@ -123,7 +124,15 @@ class OpenAIBackend:
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._key = resolve_api_key(api_key, self.base_url, api_key_env)
         self.timeout = timeout
-        self.client = OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0, timeout=timeout)
+        import httpx
+
+        # a server that is not there should be known in seconds, not after the read timeout
+        connect = min(timeout, CONNECT_TIMEOUT_S)
+        self.client = OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
+                             timeout=httpx.Timeout(timeout, connect=connect))
+        # Until the server has answered once, a refused/unresolvable connection means a wrong URL or a
+        # server that is not running: stop at once (retries are for a server that answered before).
+        self.answered = False
         # Request adaptations learnt from the server's 400s (e.g. reasoning models), kept for the run.
         self.adaptations: list[str] = []
         self._lock = threading.Lock()
@@ -150,16 +159,25 @@ class OpenAIBackend:
                 response = self.client.chat.completions.create(**kwargs)
                 break
             except openai.APITimeoutError as exc:
-                raise TransientError(f"timed out after {self.timeout:g} s") from exc
+                raise TransientError(f"timed out after {self.timeout:g} s ({public_url(str(self.client.base_url))})") from exc
             except openai.APIConnectionError as exc:
-                raise TransientError(self.redact(f"connection error: {exc}")) from exc
+                cause = exc.__cause__ or exc
+                where = public_url(str(self.client.base_url))
+                if not self.answered:
+                    raise FatalBackendError(self.redact(
+                        f"cannot connect to {where}: {type(cause).__name__}: {cause}. Is the server running "
+                        "and is --base-url right (scheme, host, port, /v1)?"
+                    )) from exc
+                raise TransientError(self.redact(f"connection error to {where}: {cause}")) from exc
             except openai.APIStatusError as exc:
+                self.answered = True
                 if not self._adapt(exc):
                     raise self._map_status(exc) from exc
             except openai.APIError as exc:  # e.g. a response the SDK could not read: may be transient
                 raise TransientError(self.redact(f"bad response: {exc}")) from exc
         else:
             raise RequestRejected(f"the server keeps rejecting the request parameters ({', '.join(self.adaptations)})")
+        self.answered = True
         if not response.choices:
             raise TransientError("the server answered with no choices")
         choice = response.choices[0]
