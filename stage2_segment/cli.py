@@ -1,4 +1,4 @@
-"""Stage-two sub-commands: the engine's (`data`, `score`, `evaluate`), `segment` and `demo`."""
+"""Stage-two sub-commands: the engine's (`data`, `score`, `evaluate`), `segment`, `demo` and `compare`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add stage two's commands to the root app (each module imports its heavy dependencies lazily)."""
+    from .cli_compare import register as register_compare
     from .cli_engine import register as register_engine
     from .cli_segment import register as register_segment
     from .demo.cli import register as register_demo
@@ -14,3 +15,4 @@ def register(app: typer.Typer) -> None:
     register_engine(app)
     register_segment(app)
     register_demo(app)
+    register_compare(app)

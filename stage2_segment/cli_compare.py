@@ -1,0 +1,72 @@
+"""`llmseg compare`: a grid of label sets x presets x datasets, each cell an ordinary evaluate run.
+
+A thin shell over `llmseg.stage2.compare.compare`; every MethodConfig option of `evaluate` is
+accepted (`--set FIELD=VALUE`) and applies to every cell, `--preset` may be repeated (one variant each).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmseg.cli_support import fail
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--set expects FIELD=VALUE, got '{pair}'")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare_command(
+        dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="A benchmark name or dataset folder (repeat for several).")],
+        label_set: Annotated[list[str], typer.Option(
+            "--label-set", "-l",
+            help="'names' (class names only), a label-set file, or NAME=FILE; '{dataset}' in a path is replaced per dataset. Repeat.",
+        )],
+        preset: Annotated[list[str] | None, typer.Option("--preset", "-p", help="A preset name or file; repeat for one variant each.")] = None,
+        method: Annotated[str, typer.Option(help="The method every cell runs.")] = "dense",
+        backbone: Annotated[str, typer.Option(help="openclip:<arch>, simseg, demo-clip, ...")] = "openclip:ViT-B-16",
+        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or file.")] = None,
+        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint.")] = None,
+        sets: Annotated[list[str] | None, typer.Option("--set", help="Any other MethodConfig field as FIELD=VALUE (e.g. --set prob_thd=0.2).")] = None,
+        data_root: Annotated[Path, typer.Option(help="Where the datasets are.")] = Path("data"),
+        out: Annotated[Path, typer.Option(help="Grid folder: cells/, compare.json, compare.md, pictures.")] = Path("results/compare"),
+        limit: Annotated[int | None, typer.Option(help="Only the first N images of each dataset.")] = None,
+        device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+        overlays: Annotated[int, typer.Option(help="Side-by-side overlays of this many images per dataset and variant.")] = 4,
+        plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Bar charts (needs matplotlib: pip install 'llmseg[plots]').")] = True,
+        resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished cells (default).")] = True,
+    ) -> None:
+        """Compare label sets (e.g. several LLMs' against class names) across presets and datasets."""
+        from llmseg.errors import ConfigError
+
+        from . import runner
+        from .compare import compare, variants_from_presets
+        from .interface import MethodConfig
+
+        fields = {"method": method, "backbone": backbone, "device": device, **_parse_sets(sets or [])}
+        if pretrained is not None:
+            fields["pretrained"] = pretrained
+        if checkpoint is not None:
+            fields["checkpoint"] = checkpoint
+        unknown = sorted(set(fields) - set(MethodConfig.model_fields))
+        if unknown:
+            raise ConfigError(f"--set: no such setting {', '.join(unknown)} (see llmseg evaluate --help)")
+        try:
+            base = MethodConfig.model_validate(fields)
+        except ValueError as exc:  # pydantic's ValidationError: a bad value of a user option
+            raise ConfigError(f"invalid settings: {exc}") from None
+        variants = variants_from_presets(base, preset or []) if preset else {method: base}
+        summary = compare(dataset, label_set, variants, data_root, out, run=runner.RunConfig(limit=limit),
+                          overlays=overlays, plots=plots, resume=resume, echo=typer.echo)
+        typer.echo((out / "compare.md").read_text())
+        typer.echo(f"{summary['cells_evaluated']} cells evaluated, {summary['cells_reused']} reused; wrote {out}/compare.json")
