@@ -1,7 +1,7 @@
 """Prompt-template sets for embedding a class or subclass name with a text encoder.
 
 `openai80` comes from open_clip (the 80 OpenAI ImageNet templates the SCLIP family uses),
-`seed13` is the seed paper's shipped set (seed-method.md section 2), `single` is the
+`seed13` is the seed paper's shipped set (docs/methods.md, "Text embeddings"), `single` is the
 one-template baseline. A user file has one template per line, each containing `{}`.
 """
 

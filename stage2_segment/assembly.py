@@ -1,4 +1,4 @@
-"""Subclass assembly: per-name similarities -> per-class scores, keeping which name won (protocols.md section 4).
+"""Subclass assembly: per-name similarities -> per-class scores, keeping which name won (docs/methods.md, "Subclass assembly").
 
 `sims` is [N, ...] (one row per flat label-set name, any trailing pixel dims), `owners[n]` the class
 of name n (contiguous, ascending: LabelSet.flat_names order). Every function returns

@@ -1,4 +1,4 @@
-"""Streaming segmentation metrics exactly as MMSegmentation computes them (protocols.md section 5).
+"""Streaming segmentation metrics exactly as MMSegmentation computes them (docs/methods.md, "The metric").
 
 A confusion matrix conf[t, p] (int64, on the model's device) is accumulated with one
 `bincount` per image over the pixels whose label is not the ignore index; it has one extra

@@ -1,6 +1,6 @@
 """Post-hoc refinement of segmentation scores: dense CRF, PAMR and morphological closing.
 
-- `dense_crf_binary`: the seed's per-class CRF (seed-method.md section 3 step 7).
+- `dense_crf_binary`: the seed's per-class CRF (docs/methods.md, "LLM-supervision" step 7).
 - `dense_crf_multilabel`: the CRF over all classes at once (unary from a softmax).
 - `closing`: the seed's 7x7 closing with OpenCV's default border rules, in numpy.
 - `pamr`: pixel-adaptive mask refinement (Araslanov & Roth, CVPR 2020), the refinement NACLIP
@@ -152,7 +152,7 @@ def closing(mask: np.ndarray, size: int = 7) -> np.ndarray:
     """Morphological closing (one dilation, then one erosion) with a size x size square.
 
     Border rules are OpenCV's defaults: outside the image counts as background for the
-    dilation and as foreground for the erosion (seed-method.md step 8).
+    dilation and as foreground for the erosion (docs/methods.md, "LLM-supervision" step 8).
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:

@@ -1,4 +1,4 @@
-"""Dense modes: how the patch tokens of a ViT's last block are recomputed (protocols.md section 3).
+"""Dense modes: how the patch tokens of a ViT's last block are recomputed (docs/methods.md, "Dense modes").
 
 A dense mode is a registered rule `rule(parts: BlockParts) -> Tensor [B, N, C]` (the class row
 of its output is ignored): the tokens that go on to ln_post and the projection. The class token

@@ -6,7 +6,7 @@
   order and are renumbered 0..170.
 - coco_object: `*_labelTrainIds.png` -> `*_instanceTrainIds.png` (81 classes): the 80 thing train
   ids 0..79 -> 1..80, every stuff id (80..170) and unlabeled (255) -> 0 = background, as the seed
-  does (seed-method.md section 4).
+  does (the seed calls this benchmark "coco_stuff").
 - ade847: ADE20K-Full (ADE20K_2021_17_01) validation, as the open-vocabulary field prepares it (CAT-Seg's
   prepare_ade20k_full.py): every images/ADE/validation/**/ADE_val_*.jpg with its *_seg.png; the object
   class of a pixel is (R // 10) * 256 + G of the seg PNG, mapped to the 847 train ids by the raw ids in

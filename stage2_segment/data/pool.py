@@ -1,7 +1,7 @@
 """Map a picklable function over items with a spawn process pool and a progress bar.
 
 Spawn, not fork: a forked child of a process that has run multi-threaded torch ops can hang
-(engineering-notes.md), and these helpers run inside the CLI next to torch.
+(measured here: torch ops inside forked workers hang), and these helpers run inside the CLI next to torch.
 """
 
 from __future__ import annotations

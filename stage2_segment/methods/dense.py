@@ -1,4 +1,4 @@
-"""`dense`: the SCLIP-family protocol (protocols.md section 2) over any backbone.
+"""`dense`: the SCLIP-family protocol (docs/methods.md, "The dense protocol") over any backbone.
 
 Per image: resize so the short side is S (aspect kept, long side capped at 2048 as mmseg's
 Resize(scale=(2048, S)) does, by OpenCV on the uint8 image), normalise as SegDataPreProcessor,

@@ -21,7 +21,7 @@ from llmseg.stage2.data.check import check_dataset
 from llmseg.stage2.data.convert import convert
 from llmseg.stage2.synthetic import write_synthetic_benchmark
 
-# where one sample of each benchmark must sit (MMSeg layout, protocols.md section 1)
+# where one sample of each benchmark must sit (MMSeg layout, as README.md lists it)
 EXPECTED_FILES = {
     "pascal_voc": ["VOCdevkit/VOC2012/JPEGImages/{s}.jpg", "VOCdevkit/VOC2012/SegmentationClass/{s}.png",
                    "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"],

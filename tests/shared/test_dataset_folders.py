@@ -22,7 +22,7 @@ from llmseg.datasets import (
 )
 from llmseg.resources import label_sets_dir
 
-# protocols.md section 1 (folders under the data root) and seed-method.md section 3 (top_cls_num)
+# the MMSeg layouts (folders under the data root) and the seed's top_cls_num (docs/methods.md, "LLM-supervision")
 LAYOUTS = {
     "pascal_voc": ("voc", "VOCdevkit/VOC2012", "JPEGImages", "SegmentationClass", ".jpg", ".png", "ImageSets/Segmentation/val.txt"),
     "pascal_voc20": ("voc", "VOCdevkit/VOC2012", "JPEGImages", "SegmentationClass", ".jpg", ".png", "ImageSets/Segmentation/val.txt"),
