@@ -22,6 +22,7 @@ make the run raise `GenerationError` naming each of them, after all the others a
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -42,6 +43,7 @@ from .parse import answer_schema, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 
 _STOPPED = "not finished: the run stopped"
+log = logging.getLogger(__name__)
 
 
 class GenerationError(LlmsegError, RuntimeError):
@@ -59,7 +61,7 @@ class GenerationError(LlmsegError, RuntimeError):
             lines.append(f"  the run stopped: {aborted}")
         if stopped:
             lines.append(f"  {len(stopped)} classes not finished because the run stopped: " + ", ".join(f"'{n}'" for n in stopped))
-        if cache_path is not None:
+        if cache_path is not None and total > len(failed):
             lines.append(f"the {total - len(failed)} usable answers are saved in {cache_path}; rerun the same command to resume")
         super().__init__("\n".join(lines))
 
@@ -138,6 +140,35 @@ class _Outcome:
     subclasses: list[str] | None
     answers: int
     reason: str | None = None
+    messages: list[dict[str, str]] | None = None  # the conversation that gave `subclasses` (for a clash repair)
+    text: str | None = None  # the answer text
+
+
+CLASH_ROUNDS = 2  # re-asks of the classes that share a subclass before the run fails naming them
+
+
+def find_clashes(subclasses: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{subclass (lower-cased): [classes that gave it]} for every subclass more than one class gave.
+
+    Why: a name shared by several classes cannot tell them apart, so it is useless for segmentation.
+    """
+    owners: dict[str, list[str]] = {}
+    for class_name, names in subclasses.items():
+        for name in {n.strip().lower() for n in names}:
+            owners.setdefault(name, []).append(class_name)
+    return {name: classes for name, classes in sorted(owners.items()) if len(classes) > 1}
+
+
+def clash_problem(class_name: str, clashes: dict[str, list[str]]) -> str:
+    """The repair turn's problem text for one class: which of its subclasses other classes also gave."""
+    parts = [
+        f"'{name}' (also given for {', '.join(repr(c) for c in classes if c != class_name)})"
+        for name, classes in clashes.items() if class_name in classes
+    ]
+    return (
+        "these subclasses are also given for other classes, so they cannot tell the classes apart: "
+        + "; ".join(parts) + f". Replace them with subclasses that belong to '{class_name}' only."
+    )
 
 
 class _Aborted(Exception):
@@ -307,13 +338,35 @@ class _Run:
                 record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")
             )
             if parsed.ok:
-                return _Outcome(parsed.subclasses, answer_index + 1)
+                return _Outcome(parsed.subclasses, answer_index + 1, messages=messages, text=record["text"])
             problem = parsed.describe()
             if answer_index < self.max_retries:
                 self.stats.add(reasks=1)
                 repair = self.template.render_repair(class_name, self.k, problem, self.domain, others)
                 messages = [*messages, {"role": "assistant", "content": record["text"]}, {"role": "user", "content": repair}]
         return _Outcome(None, self.max_retries + 1, f"no usable answer in {self.max_retries + 1} tries, last: {problem}")
+
+    def repair_clash(self, class_name: str, previous: _Outcome, clashes: dict[str, list[str]]) -> _Outcome:
+        """Ask one class again, naming the subclasses it shares with other classes (a repair turn)."""
+        others = [c for c in self.classes if c != class_name] if self.other_classes else []
+        repair = self.template.render_repair(class_name, self.k, clash_problem(class_name, clashes), self.domain, others)
+        messages = [*(previous.messages or []), {"role": "assistant", "content": previous.text or ""},
+                    {"role": "user", "content": repair}]
+        self.stats.add(reasks=1)
+        answer_index = previous.answers
+        try:
+            record = self.ask(class_name, messages, answer_index)
+        except _ClassFailed as exc:
+            return _Outcome(None, answer_index + 1, str(exc))
+        except _Aborted as exc:
+            return _Outcome(None, answer_index + 1, f"{_STOPPED} ({exc})")
+        meta = record.get("meta") or {}
+        parsed = parse_answer(
+            record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")
+        )
+        if not parsed.ok:  # an unusable repair keeps the earlier answer; the clash check decides
+            return _Outcome(previous.subclasses, answer_index + 1, messages=messages, text=record["text"])
+        return _Outcome(parsed.subclasses, answer_index + 1, messages=messages, text=record["text"])
 
 
 class _ClassFailed(Exception):
@@ -361,6 +414,7 @@ def generate_label_set(
     batch: bool = False,
     batch_options: BatchOptions | None = None,
     gguf_file: str | None = None,
+    allow_shared: bool = False,
 ) -> tuple[LabelSet, LabelSetMeta]:
     """Ask the LLM for exactly `k` subclasses of every class; return the label set and its provenance.
 
@@ -376,6 +430,8 @@ def generate_label_set(
     batch: send every class's first request as one OpenAI Batch API job (`llmseg.stage1.batch`;
     openai backend only), then parse, validate and repair as usual. `batch_options`: polling and prices.
     gguf_file: hf backend: load this GGUF file (a path, or a name inside the `model` folder or hub repo).
+    allow_shared: accept subclasses given for several classes; by default those classes are asked
+    again naming the clash (CLASH_ROUNDS times), then GenerationError names them.
 
     Raises GenerationError naming every class without a usable answer (the others stay cached),
     FatalBackendError when the backend cannot work at all (bad key, unknown model), ValueError
@@ -422,6 +478,7 @@ def generate_label_set(
             batch_report = prefill_from_batch(run, names, batch_options)
             run.stats.add(prompt_tokens=batch_report.prompt_tokens, completion_tokens=batch_report.completion_tokens)
         outcomes = _run_all(run, names, concurrency, progress)
+        clashes = {} if allow_shared else _resolve_clashes(run, outcomes, concurrency)
     finally:
         run.stats.wall_s = time.monotonic() - started
         if own_backend:
@@ -429,6 +486,15 @@ def generate_label_set(
     failed = {name: outcomes[name].reason or "no answer" for name in names if outcomes[name].subclasses is None}
     if failed:
         raise GenerationError(failed, total=len(names), cache_path=cache_path, aborted=run.abort_reason)
+    if clashes:
+        shared = "; ".join(f"'{name}' given for {', '.join(repr(c) for c in classes)}" for name, classes in clashes.items())
+        involved = sorted({c for classes in clashes.values() for c in classes}, key=names.index)
+        raise GenerationError(
+            {c: f"shares subclasses with other classes after {CLASH_ROUNDS} re-asks" for c in involved},
+            total=len(names), cache_path=cache_path,
+            aborted=f"subclasses shared by several classes cannot separate them: {shared}; is the model a real "
+                    "LLM (a mock or echo model answers every class alike)?",
+        )
 
     label_set = LabelSet({name: outcomes[name].subclasses for name in names})
     if include_class_name:
@@ -460,6 +526,28 @@ def generate_label_set(
         **({"batch": batch_report.as_dict()} if batch_report is not None else {}),
     )
     return label_set, meta
+
+
+def _resolve_clashes(run: _Run, outcomes: dict[str, _Outcome], concurrency: int) -> dict[str, list[str]]:
+    """Re-ask (up to CLASH_ROUNDS times) the classes that share a subclass; the clashes left (empty = none)."""
+    def current() -> dict[str, list[str]]:
+        if any(o.subclasses is None for o in outcomes.values()):
+            return {}  # some classes failed: that is reported first
+        return find_clashes({name: list(o.subclasses or []) for name, o in outcomes.items()})
+
+    clashes = current()
+    for _ in range(CLASH_ROUNDS):
+        if not clashes or run.abort.is_set():
+            break
+        involved = sorted({c for classes in clashes.values() for c in classes}, key=run.classes.index)
+        log.warning("stage one: %d subclasses are shared by several classes; asking %s again",
+                    len(clashes), ", ".join(involved))
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stage1-clash") as pool:
+            futures = {c: pool.submit(run.repair_clash, c, outcomes[c], clashes) for c in involved}
+            repaired = {c: future.result() for c, future in futures.items()}
+        outcomes.update(repaired)
+        clashes = current()
+    return clashes
 
 
 def _run_all(run: _Run, names: list[str], concurrency: int, progress: bool) -> dict[str, _Outcome]:

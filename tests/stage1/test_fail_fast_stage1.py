@@ -75,3 +75,11 @@ def test_a_model_that_answers_every_class_alike_fails_naming_the_classes(classes
                                backoff=fast, progress=False)
     assert set(info.value.failed) == set(classes)
     assert "'red one' given for" in str(info.value) and "mock" in str(info.value)
+
+
+def test_shared_subclasses_can_be_allowed_explicitly(classes, fast):
+    with ScriptedLLMServer({c: [valid(SAME)] for c in classes}) as server:
+        label_set, _ = generate_label_set(classes, backend="openai", model="scripted", base_url=server.base_url,
+                                          backoff=fast, progress=False, allow_shared=True)
+        assert server.request_count == len(classes)  # nobody asked again
+    assert all(label_set.root[c] == SAME for c in classes)

@@ -151,7 +151,7 @@ def test_a_model_that_knows_the_answer_gives_a_label_set_through_the_cli(random_
         app,
         ["subclasses", "toy", "--classes-file", str(classes_file), "--backend", "hf", "--model", str(folder), "--k", "2",
          "--prompt", str(prompt_file), "--device", "cpu", "--dtype", "float32", "--max-tokens", "16", "--out", str(out),
-         "--quiet"],
+         "--quiet", "--allow-shared-subclasses"],
         catch_exceptions=False,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
