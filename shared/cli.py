@@ -12,7 +12,10 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .cli_help import apply as _fix_help
 from .cli_support import LlmsegGroup, fail
+
+_fix_help()  # flags without "<bool>", help text without rich markup
 
 app = typer.Typer(
     name="llmseg",
