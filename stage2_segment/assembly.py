@@ -81,6 +81,11 @@ class AssemblyRule:
     """
 
     one_name_per_class: ClassVar[bool] = False  # the rule needs exactly one name per class
+    # What the methods must hand the rule: image-level weights [N] ("softmax": the seed's group
+    # softmax of the global cosines, "argmax": one-hot on each class's best subclass), and/or the
+    # class-name similarities [C, ...] (`class_sims`).
+    image_weights: ClassVar[str | None] = None
+    needs_class_sims: ClassVar[bool] = False
 
     def combine(self, sims: torch.Tensor, slices: list[slice], num_classes: int, *, weights: torch.Tensor | None):
         raise NotImplementedError(f"assembly '{type(self).__name__}' has no cosine-level form")
@@ -138,6 +143,8 @@ class MeanAssembly(MaxAssembly):
 
 @ASSEMBLY_RULES.register("softmax", help="the seed's image-level softmax-weighted query per class")
 class SoftmaxAssembly(AssemblyRule):
+    image_weights = "softmax"
+
     def combine(self, sims, slices, num_classes, *, weights):
         return _weighted("softmax", sims, slices, weights)
 
@@ -148,6 +155,9 @@ class SoftmaxAssembly(AssemblyRule):
 
 @ASSEMBLY_RULES.register("chils", help="CHiLS: best subclass probability x class-name probability")
 class ChilsAssembly(AssemblyRule):
+    image_weights = "argmax"  # cosine level (llm-supervision): the image's best subclass per class
+    needs_class_sims = True  # probability level (dense): p_sub x p_super
+
     def combine(self, sims, slices, num_classes, *, weights):
         return _weighted("chils", sims, slices, weights)
 
@@ -158,6 +168,11 @@ class ChilsAssembly(AssemblyRule):
         p_super = torch.softmax(class_sims * logit_scale, dim=0)
         best, winner = _reduce(p_sub, slices, "max")
         return best * p_super, winner
+
+
+def rule_of(name: str) -> type[AssemblyRule]:
+    """The registered rule class (its ClassVars say what inputs it needs)."""
+    return ASSEMBLY_RULES.get(name)
 
 
 def _check(rule: str, sims: torch.Tensor, owners: Sequence[int], num_classes: int) -> tuple[AssemblyRule, list[slice]]:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmseg.errors import ConfigError
 
-from ..assembly import assemble, group_softmax
+from ..assembly import assemble, group_argmax_onehot, group_softmax, rule_of
 from ..interface import SegResult
 from ..preprocess import (
     LONG_SIDE_CAP,
@@ -178,7 +178,8 @@ class DenseMethod:
         self.crop_batch_size = crop_batch_size
         self._describe_extra = describe_extra or {}
         device = backbone.device
-        queries = text if assembly != "chils" else torch.cat([text, class_text])
+        self.rule = rule_of(assembly)
+        queries = torch.cat([text, class_text]) if self.rule.needs_class_sims else text
         self.queries = queries.to(device)
         self.num_names = text.shape[0]
         self.text = text.to(device)
@@ -279,9 +280,11 @@ class DenseMethod:
         """
         n = self.num_names
         weights = None
-        if self.assembly == "softmax":
-            # the seed's image-level subclass weights; the image vector is the mean of the crops' global vectors
-            weights = group_softmax(self.text @ global_vec, self.names.owners, self.num_classes)
+        if self.rule.image_weights is not None:
+            # image-level subclass weights (the seed's group softmax, or CHiLS's best subclass); the
+            # image vector is the mean of the crops' global vectors
+            weigh = group_softmax if self.rule.image_weights == "softmax" else group_argmax_onehot
+            weights = weigh(self.text @ global_vec, self.names.owners, self.num_classes)
         if self.settings.get("pamr"):
             from ..refine import pamr
 
@@ -306,7 +309,7 @@ class DenseMethod:
                 self.names.owners,
                 self.num_classes,
                 logit_scale=float(self.settings["logit_scale"]),
-                class_sims=sims[n:] if self.assembly == "chils" else None,
+                class_sims=sims[n:] if self.rule.needs_class_sims else None,
                 weights=weights,
             )
             scores[:, rows] = s

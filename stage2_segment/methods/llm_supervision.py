@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..assembly import combine_similarities, group_argmax_onehot
+from ..assembly import combine_similarities, group_argmax_onehot, rule_of
 from ..interface import SegResult
 from .common import NameTable, nearest_indices, resize_nearest
 
@@ -159,7 +159,8 @@ class LLMSupervisionMethod:
         batch_size: int = 8,
         describe_extra: dict[str, Any] | None = None,
     ) -> None:
-        if assembly == "none" and names.from_label_set and len(names.names) != num_classes:
+        self.rule = rule_of(assembly)
+        if self.rule.one_name_per_class and names.from_label_set and len(names.names) != num_classes:
             raise ValueError("assembly 'none' uses the class names only: build without a label set")
         self.backbone = backbone
         self.names = names
@@ -176,21 +177,21 @@ class LLMSupervisionMethod:
 
     def _query_map(self, dense: torch.Tensor, global_vec: torch.Tensor, cls: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Similarity map [h, w] of one class and the winning name per patch [h, w] (flat index)."""
-        if self.assembly == "none":
+        if self.rule.one_name_per_class:
             sims = dense @ self.class_text[cls]
             return sims, torch.full(sims.shape, cls, dtype=torch.int64, device=sims.device)
         sl = self.names.slice_of(cls)
         t = self.text[sl]  # [k, D]
         sims = torch.einsum("hwd,kd->khw", dense, t)
         local_owners = [0] * t.shape[0]
-        weights = None
-        if self.assembly == "chils":
-            weights = group_argmax_onehot(t @ global_vec, local_owners, 1)
-        if self.assembly in ("softmax", "chils"):
+        kind = self.rule.image_weights
+        if kind is not None:
             # the seed's query q = sum_i w_i t_i (not re-normalised); map = <f, q>, with the seed's own
             # tensor ops (elementwise-sum scores, softmax, mm, matmul) so rounding follows its loop
-            if self.assembly == "softmax":
+            if kind == "softmax":
                 weights = torch.softmax((global_vec[None] * t).sum(dim=1), dim=0)
+            else:  # "argmax": CHiLS's choice of the image's best subclass
+                weights = group_argmax_onehot(t @ global_vec, local_owners, 1)
             query = torch.mm(weights.view(1, -1).to(t.dtype), t)[0]
             combined = (dense.reshape(-1, dense.shape[-1]) @ query[:, None]).reshape(dense.shape[:-1])
             _, winner = combine_similarities("softmax", sims, local_owners, 1, weights=weights)
