@@ -355,7 +355,7 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
-        desc=f"{spec.name}" + (f" [rank {info.rank}]" if info.enabled else ""),
+        desc=f"{spec.name} {out.name}" + (f" [rank {info.rank}]" if info.enabled else ""),  # several runs: which is which
         unit="img",
         disable=not cfg.progress,
         position=info.rank if info.enabled else None,

@@ -212,3 +212,13 @@ def test_metrics_json_records_label_set_and_checkpoint_hashes(synthetic, tmp_pat
     assert report["checkpoint"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert report["pretrained"] == {"path": "openai", "sha256": None}  # a tag, not a file
     assert report["device"]["device"] == "cpu" and report["device"]["cpu_count"]
+
+
+def test_the_progress_bar_names_the_run(synthetic, tmp_path, capsys):
+    """Several runs in one command (demo run, compare) each get a bar labelled with their own name."""
+    root = synthetic("pascal_voc", n=2)
+    spec, method = build_oracle("pascal_voc", root, needs_cpu=False)
+    for run in ("names-crf", "subclasses"):
+        evaluate(method, spec, root, RunConfig(out=str(tmp_path / run), num_workers=0, progress=True))
+    err = capsys.readouterr().err
+    assert "pascal_voc names-crf" in err and "pascal_voc subclasses" in err
