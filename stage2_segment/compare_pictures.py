@@ -78,14 +78,14 @@ def delta_chart(deltas: Sequence[dict[str, Any]], title: str, path: Path) -> Pat
 
 def side_by_side(cells: Sequence[Any], data_root: str | os.PathLike, out: Path, n: int) -> list[Path]:
     """Per dataset and variant, for its first `n` images: picture | ground truth | each label set's prediction."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from llmseg.datasets import get_dataset
 
     from .data.readers import list_samples, load_image, load_label
     from .palettes import palette_for
     from .results import prediction_path
-    from .visualize import legend_font, overlay, save_image
+    from .visualize import overlay, save_image, titled_panels
 
     written: list[Path] = []
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -112,21 +112,8 @@ def side_by_side(cells: Sequence[Any], data_root: str | os.PathLike, out: Path, 
                 labels = load_label(p)
                 present |= set(np.unique(labels).tolist())
                 panels.append((name, overlay(big, np.kron(labels, grow), spec.classes, colours, legend=False)))
-            font = legend_font(big.shape[0])
             shown = [i for i in range(spec.num_classes) if i in present]  # the legend: classes shown anywhere
-            title_h, legend_w, gap = 20, 190, 4
-            height = max(big.shape[0], 6 + 20 * len(shown)) + title_h
-            canvas = Image.new("RGB", (sum(p.width + gap for _, p in panels) + legend_w, height), "white")
-            draw = ImageDraw.Draw(canvas)
-            x = 0
-            for title, panel in panels:
-                draw.text((x + 2, 2), title, fill=(0, 0, 0), font=font)
-                canvas.paste(panel.convert("RGB"), (x, title_h))
-                x += panel.width + gap
-            for row, index in enumerate(shown):
-                y = title_h + 6 + 20 * row
-                draw.rectangle((x, y, x + 12, y + 12), fill=tuple(int(v) for v in colours[index]), outline=(0, 0, 0))
-                draw.text((x + 18, y), spec.classes[index], fill=(0, 0, 0), font=font)
+            canvas = titled_panels(panels, spec.classes, colours, shown)
             target = out / "overlays" / dataset / variant / f"{ref.stem}.png"
             written.append(save_image(target, canvas))
     return written

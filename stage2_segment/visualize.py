@@ -277,3 +277,33 @@ def save_image(path: str | Path, picture: Image.Image) -> Path:
 def save_label_png(path: str | Path, labels: np.ndarray, colors: np.ndarray, ignore_index: int = 255) -> Path:
     """Write a label map as a palette PNG, atomically."""
     return save_image(path, label_png(labels, colors, ignore_index))
+
+
+def titled_panels(
+    panels: Sequence[tuple[str, Image.Image]],
+    classes: Sequence[str],
+    colours: np.ndarray,
+    shown: Sequence[int],
+    *,
+    title_h: int = 20,
+    legend_w: int = 190,
+    gap: int = 4,
+) -> Image.Image:
+    """Panels side by side, each under its title, and a colour legend of the `shown` classes on the right.
+
+    One layout for every side-by-side picture (demo run, compare): picture | ground truth | predictions.
+    """
+    font = legend_font(max(p.height for _, p in panels))
+    height = max(max(p.height for _, p in panels), 6 + 20 * len(shown)) + title_h
+    canvas = Image.new("RGB", (sum(p.width + gap for _, p in panels) + legend_w, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for title, panel in panels:
+        draw.text((x + 2, 2), title, fill=(0, 0, 0), font=font)
+        canvas.paste(panel.convert("RGB"), (x, title_h))
+        x += panel.width + gap
+    for row, index in enumerate(shown):
+        y = title_h + 6 + 20 * row
+        draw.rectangle((x, y, x + 12, y + 12), fill=tuple(int(v) for v in colours[index]), outline=(0, 0, 0))
+        draw.text((x + 18, y), classes[index], fill=(0, 0, 0), font=font)
+    return canvas

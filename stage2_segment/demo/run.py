@@ -167,12 +167,12 @@ def compare_pictures(
 ) -> list[Path]:
     """Side-by-side panels per image: picture | ground truth | each run's prediction, with titles."""
     import numpy as np
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from llmseg.stage2.data.readers import list_samples, load_image, load_label
     from llmseg.stage2.palettes import palette_for
     from llmseg.stage2.results import prediction_path
-    from llmseg.stage2.visualize import legend_font, overlay, save_image
+    from llmseg.stage2.visualize import overlay, save_image, titled_panels
 
     colours = palette_for(list(spec.classes), spec)  # the dataset's palette (assets/dataset.json for the demo)
     written = []
@@ -190,20 +190,7 @@ def compare_pictures(
                 continue
             pred = load_label(pred_file)
             panels.append((run, overlay(big, np.kron(pred, grow), spec.classes, colours, legend=False)))
-        font = legend_font(big.shape[0])
-        title_h, legend_w, gap = 18, 170, 4
-        width = sum(p.width + gap for _, p in panels)
-        canvas = Image.new("RGB", (width + legend_w, big.shape[0] + title_h), "white")
-        draw = ImageDraw.Draw(canvas)
-        x = 0
-        for title, panel in panels:
-            draw.text((x + 2, 2), title, fill=(0, 0, 0), font=font)
-            canvas.paste(panel.convert("RGB"), (x, title_h))
-            x += panel.width + gap
-        for row, name in enumerate(spec.classes):
-            y = title_h + 6 + 20 * row
-            draw.rectangle((x, y, x + 12, y + 12), fill=tuple(int(v) for v in colours[row]), outline=(0, 0, 0))
-            draw.text((x + 18, y), name, fill=(0, 0, 0), font=font)
+        canvas = titled_panels(panels, spec.classes, colours, range(spec.num_classes), title_h=18, legend_w=170)
         written.append(save_image(out / "overlays" / f"{ref.stem}.png", canvas))
     return written
 
