@@ -124,6 +124,7 @@ def register(app: typer.Typer) -> None:
         api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.", rich_help_panel=_L)] = "OPENAI_API_KEY",
         k: Annotated[int, typer.Option(help="Subclasses per class for --subclasses auto.", rich_help_panel=_L)] = 5,
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images a previous run with the same settings finished.")] = True,
+        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
         llm_cache: Annotated[Path | None, typer.Option(help="Stage-one answer cache (default OUT/subclasses.cache.jsonl).", rich_help_panel=_L)] = None,
         method: opts.Method = None,
         backbone: opts.Backbone = None,
@@ -164,7 +165,7 @@ def register(app: typer.Typer) -> None:
         code = run_segment(
             images, out, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
             subclasses=subclasses, backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-            k=k, llm_cache=llm_cache, device=device, config_fields=fields, resume=resume,
+            k=k, llm_cache=llm_cache, device=device, config_fields=fields, resume=resume, progress=progress,
         )
         raise typer.Exit(code)
 
@@ -198,7 +199,7 @@ def _finished_images(out: Path, fingerprint: str) -> dict[str, str]:
 
 def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file, label_set, subclasses, backend,
                 model, base_url, api_key_env, k, llm_cache, device,
-                config_fields: dict[str, Any], fail=fail, resume: bool = True) -> int:
+                config_fields: dict[str, Any], fail=fail, resume: bool = True, progress: bool | None = None) -> int:
     """The body of `llmseg segment`; returns the exit code (0 all done, 1 some images failed).
 
     Whole-run problems raise (or `fail` reports) an LlmsegError before anything is written; any
@@ -270,7 +271,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             "failed": {str(path): reason for path, reason in failures},
         })
 
-    for path in tqdm(paths, desc="segment", unit="img", disable=None):
+    for path in tqdm(paths, desc="segment", unit="img", disable=None if progress is None else not progress):
         stem = path.stem
         if stem in owners:
             failures.append((path, f"output name '{stem}' is already taken by {owners[stem]}"))

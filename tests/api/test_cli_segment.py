@@ -282,3 +282,14 @@ def test_rerun_skips_finished_images_only_with_the_same_settings(run, photo_file
 
     redo = run(*map(str, photo_files), "--classes", "red thing, green thing", "--out", str(out), "--no-resume")
     assert redo.exit_code == 0 and "finished by an earlier run" not in redo.output
+
+
+def test_a_folder_of_images_shows_a_progress_bar(run, photo_files, tmp_path):
+    """`segment` over a folder draws a bar counting the images (--progress forces it off a terminal)."""
+    folder = photo_files[0].parent
+    out = tmp_path / "out"
+    result = run(str(folder), "--classes", "red thing, blue thing", "--out", str(out), "--progress")
+    assert result.exit_code == 0, result.output
+    assert "segment: 100%" in result.output and f"{len(photo_files)}/{len(photo_files)}" in result.output
+    quiet = run(str(folder), "--classes", "red thing, blue thing", "--out", str(tmp_path / "quiet"), "--no-progress")
+    assert quiet.exit_code == 0 and "segment:" not in quiet.output
