@@ -7,6 +7,8 @@ subclasses of 'car' sit far from the name 'car'. The replacements are clean.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -72,3 +74,15 @@ class ClashyText(Backbone):
 
     def describe(self):
         return {"backbone": "clashy"}
+
+
+@contextmanager
+def clashy_backbone():
+    """`--backbone clashy` (ClashyText) registered for the duration, as a user's plugin would."""
+    from llmseg.stage2.registries import BACKBONES, backbone_options
+
+    BACKBONES.register("clashy", config=backbone_options(name="ClashyOptions"))(lambda config, arg: ClashyText())
+    try:
+        yield
+    finally:
+        BACKBONES.unregister("clashy")

@@ -11,20 +11,18 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clashy import FLAGGED, LABEL_SET, ClashyText, unit  # noqa: E402
+from clashy import FLAGGED, LABEL_SET, ClashyText, clashy_backbone, unit  # noqa: E402
 
 from llmseg.cli import app  # noqa: E402
 from llmseg.stage2.label_check import check_embeddings, check_label_set_clip  # noqa: E402
-from llmseg.stage2.registries import BACKBONES, backbone_options  # noqa: E402
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def clashy():
-    BACKBONES.register("clashy", config=backbone_options(name="ClashyOptions"))(lambda config, arg: ClashyText())
-    yield
-    BACKBONES.unregister("clashy")
+    with clashy_backbone():
+        yield
 
 
 def test_exactly_the_constructed_clashes_are_flagged():

@@ -10,23 +10,21 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from clashy import FLAGGED, LABEL_SET, REPLACEMENTS, ClashyText  # noqa: E402
+from clashy import FLAGGED, LABEL_SET, REPLACEMENTS, ClashyText, clashy_backbone  # noqa: E402
 
 from llmseg.cli import app  # noqa: E402
 from llmseg.labelset import load_meta  # noqa: E402
 from llmseg.stage1.refine import refine_label_set  # noqa: E402
 from llmseg.stage1.testing.server import ScriptedLLMServer, valid  # noqa: E402
 from llmseg.stage2.label_check import check_label_set_clip  # noqa: E402
-from llmseg.stage2.registries import BACKBONES, backbone_options  # noqa: E402
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def clashy():
-    BACKBONES.register("clashy", config=backbone_options(name="ClashyOptions"))(lambda config, arg: ClashyText())
-    yield
-    BACKBONES.unregister("clashy")
+    with clashy_backbone():
+        yield
 
 
 def _user_turns(server, name):
