@@ -1,4 +1,4 @@
-"""Converters that derive the benchmarks' label files from the raw COCO-Stuff annotations.
+"""Converters that derive the benchmarks' label files from the raw dataset releases.
 
 - coco_stuff: raw stuffthingmaps (0..181, 255 unlabeled) -> `*_labelTrainIds.png` (0..170, 255)
   with the standard 182 -> 171 table: the 11 COCO thing ids that have no annotations
@@ -14,6 +14,25 @@
   side is over 512 is resized to 512 (image bilinear, label nearest, cv2); the image is re-saved as
   JPEG (Pillow's default quality) to images_detectron2/validation/, the label as a 16-bit TIFF to
   annotations_detectron2/validation/.
+- pc459: PASCAL Context full (459 classes) val, as the open-vocabulary field prepares it
+  (cvlab-kaist/CAT-Seg datasets/prepare_pascal_context_459.py and datasets/README.md; the same steps in
+  ov-seg's datasets/prepare_pascal_context.py, read in the frinfo702/ov-seg copy). ROOT is
+  VOCdevkit/VOC2010 with the Context release's trainval.tar.gz unpacked into it: trainval/<stem>.mat (MATLAB v5, a `LabelMap`
+  uint16 array of raw ids 1..459 indexing labels.txt, 0 = unlabeled). The val stems come from
+  ROOT/pascalcontext_val.txt, the list CAT-Seg ships in its datasets/ folder (5104 stems, sorted; the
+  "5105" of the papers is the count before the organisers revised the split, see
+  zhanghang1989/PyTorch-Encoding issue 155 and open-mmlab/mmsegmentation issue 394, where
+  MMSegmentation's own converted ImageSets/SegmentationContext/val.txt also holds 5104), or from that
+  val.txt when the first is absent. Train id = raw id - 1, no table: the field's class list
+  (CAT-Seg datasets/pc459.json, identical to label_sets/pc459/classes.txt) is labels.txt's order,
+  checked here against labels.txt when it is present; unlabeled 0 becomes 65535, which is what the
+  field's plain uint16 subtraction wraps it to (NVlabs/ODISE datasets/prepare_pascal_ctx_full_sem_seg.py
+  sets it explicitly; MendelXu/SAN datasets/prepare_pcontext_sem_seg_459cls.py subtracts the same way
+  but takes the val stems from trainval_merged.json). The label is saved as a 16-bit TIFF to
+  annotations_detectron2/pc459_val/<stem>.tif at the image's own size; the images are neither copied
+  nor resized (the benchmark reads JPEGImages in place; SAN copies them unchanged). Here, unlike the field's scripts, a listed
+  stem without its .mat or its JPEG, a raw id past 459, or a labels.txt that disagrees with
+  classes.txt is reported instead of silently skipped or written.
 Each output is written atomically; an existing output with identical pixels is left alone, so a
 second run is a no-op.
 """
@@ -35,7 +54,7 @@ from .readers import DataError
 
 COCO_UNUSED_THING_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 RAW_SUFFIX = ".png"  # the raw stuffthingmaps: <stem>.png
-CONVERTERS = ("coco_stuff", "coco_object", "ade847")  # each writes the label files of the dataset of that name
+CONVERTERS = ("coco_stuff", "coco_object", "ade847", "pc459")  # each writes the label files of the dataset of that name
 ADE847_MAX_SHORT_SIDE = 512
 
 
@@ -153,12 +172,149 @@ def _convert_ade847(src: str, dst: str) -> tuple[str, str, str]:
     return ("written", dst, "")
 
 
+PC459_SPLIT_FILES = ("pascalcontext_val.txt", "ImageSets/SegmentationContext/val.txt")  # the first found is read
+PC459_RAW_DIR = "trainval"  # the Context release's <stem>.mat files
+PC459_LABELS_FILE = "labels.txt"  # "id: name" lines of the raw ids, checked when present
+PC459_IGNORE = 65535
+
+
+def _scipy_io():
+    """scipy.io, imported only for pc459: reading MATLAB files is an optional extra."""
+    try:
+        import scipy.io
+    except ImportError as exc:
+        raise DataError("converting pc459 reads the PASCAL Context .mat files with scipy, which is not installed: "
+                        "pip install 'llmseg[convert]' (or pip install scipy)") from exc
+    return scipy.io
+
+
+def pc459_train_ids(raw: np.ndarray, source: str | os.PathLike = "LabelMap") -> np.ndarray:
+    """Raw LabelMap ids (0 = unlabeled, 1..459) -> uint16 train ids 0..458, unlabeled 65535."""
+    num_classes = get_dataset("pc459").num_classes
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
+        raise DataError(f"{source}: LabelMap is {raw.dtype} of shape {raw.shape}; expected a 2-D integer map")
+    values = raw.astype(np.int64)
+    bad = (values < 0) | (values > num_classes)
+    if bad.any():
+        found = sorted(np.unique(values[bad]).tolist())[:10]
+        raise DataError(f"{source}: LabelMap values outside 0..{num_classes}: {found} (not the {num_classes}-class full release?)")
+    return np.where(values == 0, PC459_IGNORE, values - 1).astype(np.uint16)
+
+
+def read_pc459_labelmap(path: str | os.PathLike) -> np.ndarray:
+    """The `LabelMap` array of one PASCAL Context .mat file; any unreadable file is a DataError naming it."""
+    sio = _scipy_io()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (the val split lists it; unpack the Context release's trainval.tar.gz)")
+    try:
+        mat = sio.loadmat(str(path))
+    except Exception as exc:  # a parser of arbitrary bytes: whatever it raises means the file is bad
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc} (expected a MATLAB v5 .mat file)") from exc
+    if "LabelMap" not in mat:
+        keys = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"{path}: no 'LabelMap' variable (found: {', '.join(keys) or 'none'})")
+    return np.asarray(mat["LabelMap"])
+
+
+def check_pc459_labels(path: str | os.PathLike) -> None:
+    """labels.txt must give ids 1..459 the class names of label_sets/pc459/classes.txt, in that order.
+
+    Train id = raw id - 1 only holds for that order; names are compared ignoring case, spaces and
+    punctuation. Lines without a colon are skipped, as the field's scripts skip them.
+    """
+    spec = get_dataset("pc459")
+    path = Path(path)
+    names: dict[int, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if ":" not in line:
+            continue
+        head, name = line.split(":", 1)
+        try:
+            names[int(head.strip())] = name.strip()
+        except ValueError as exc:
+            raise DataError(f"{path}:{number}: expected 'id: name', got {line.strip()!r}") from exc
+    wanted = range(1, spec.num_classes + 1)
+    missing = [i for i in wanted if i not in names]
+    extra = sorted(i for i in names if i > spec.num_classes or i < 0)
+    if missing or extra:
+        raise DataError(f"{path}: expected ids 1..{spec.num_classes} (the full list); missing {missing[:10]}, "
+                        f"unexpected {extra[:10]}")
+
+    def norm(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    wrong = [(i, names[i], spec.classes[i - 1]) for i in wanted if norm(names[i]) != norm(spec.classes[i - 1])]
+    if wrong:
+        shown = "; ".join(f"id {i} is '{got}' but class {i - 1} is '{want}'" for i, got, want in wrong[:5])
+        raise DataError(f"{path}: {len(wrong)} names disagree with {spec.classes_file}: {shown}")
+
+
+def _same_pixels(path: Path, out: np.ndarray) -> bool:
+    """An existing, readable output holding exactly these pixels (so it is left alone)."""
+    if not path.is_file():
+        return False
+    try:
+        with Image.open(path) as existing:
+            return bool(np.array_equal(np.array(existing), out))
+    except (OSError, ValueError, SyntaxError):
+        return False  # unreadable old output: overwrite it
+
+
+def _convert_pc459(src: str, dst: str) -> tuple[str, str, str]:
+    mat_path, label_dst = Path(src), Path(dst)  # ROOT/trainval/<stem>.mat -> ROOT/annotations_detectron2/pc459_val/<stem>.tif
+    layout = _layout("pc459")
+    root = label_dst.parents[len(Path(layout.ann_dir).parts)]
+    stem = label_dst.name[: -len(layout.seg_map_suffix)]
+    out = pc459_train_ids(read_pc459_labelmap(mat_path), mat_path)
+    image_path = root / layout.img_dir / f"{stem}{layout.img_suffix}"
+    if not image_path.is_file():
+        raise DataError(f"image not found: {image_path} (its label {mat_path} would be a sample without an image)")
+    try:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read {image_path}: {exc}") from exc
+    if (height, width) != out.shape:
+        raise DataError(f"{mat_path}: LabelMap is {out.shape[1]}x{out.shape[0]} but {image_path} is {width}x{height}")
+    if _same_pixels(label_dst, out):
+        return ("skipped", dst, "")
+    with atomic_path(label_dst) as tmp:
+        Image.fromarray(out).save(tmp, format="TIFF")
+    return ("written", dst, "")
+
+
+def _pc459_tasks(root: Path, layout: Layout) -> list[tuple[str, str, str]]:
+    _scipy_io()  # a missing scipy is one error before any worker starts
+    raw_dir = root / PC459_RAW_DIR
+    if not raw_dir.is_dir():
+        raise DataError(f"{root} has no {PC459_RAW_DIR}/ folder of <stem>.mat files (unpack the PASCAL Context "
+                        f"release's trainval.tar.gz into DATA_ROOT/{layout.root})")
+    split = next((root / name for name in PC459_SPLIT_FILES if (root / name).is_file()), None)
+    if split is None:
+        raise DataError(f"{root} has no val split file: put CAT-Seg's {PC459_SPLIT_FILES[0]} there "
+                        f"(or MMSegmentation's {PC459_SPLIT_FILES[1]})")
+    stems = list(dict.fromkeys(line.strip() for line in split.read_text(encoding="utf-8").splitlines() if line.strip()))
+    odd = [s for s in stems if "/" in s or "\\" in s or s.startswith(".")]
+    if odd:
+        raise DataError(f"{split}: expected image stems such as 2008_000002, got {odd[:3]}")
+    if not stems:
+        raise DataError(f"{split} lists no images")
+    labels = root / PC459_LABELS_FILE
+    if labels.is_file():
+        check_pc459_labels(labels)
+    ann = root / layout.ann_dir
+    return [("pc459", str(raw_dir / f"{s}.mat"), str(ann / f"{s}{layout.seg_map_suffix}")) for s in stems]
+
+
 def _convert_one(task: tuple[str, str, str]) -> tuple[str, str, str]:
     """(kind, src, dst) -> (status, dst, message); runs in a worker process."""
     kind, src, dst = task
     try:
         if kind == "ade847":
             return _convert_ade847(src, dst)
+        if kind == "pc459":
+            return _convert_pc459(src, dst)
         values = _read_values(Path(src)).astype(np.int64)
         if kind == "coco_stuff":
             bad = (values > 181) & (values != 255)
@@ -191,6 +347,8 @@ def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str,
         raise DataError(f"unknown converter '{kind}'; choose one of {', '.join(CONVERTERS)}")
     root = Path(root)
     layout = _layout(kind)
+    if kind == "pc459":
+        return _pc459_tasks(root, layout)
     if kind == "ade847":
         raw = root / "images" / "ADE" / "validation"
         if not raw.is_dir():
@@ -226,7 +384,8 @@ def find_conversion_tasks(kind: str, root: str | os.PathLike) -> list[tuple[str,
 
 
 def convert(kind: str, root: str | os.PathLike, *, workers: int | None = None, progress: bool = True) -> ConvertReport:
-    """Run one converter over ROOT (DATA_ROOT/coco_stuff164k, or DATA_ROOT/ADE20K_2021_17_01), in parallel, idempotently."""
+    """Run one converter over ROOT (DATA_ROOT/coco_stuff164k, DATA_ROOT/ADE20K_2021_17_01 or
+    DATA_ROOT/VOCdevkit/VOC2010), in parallel, idempotently."""
     tasks = find_conversion_tasks(kind, root)
     report = ConvertReport()
     for status, dst, message in parallel_map(_convert_one, tasks, workers=workers, desc=f"convert {kind}", progress=progress):
