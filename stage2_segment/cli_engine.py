@@ -68,9 +68,12 @@ def register(app: typer.Typer) -> None:
 
     @data_app.command("convert")
     def convert_command(
-        kind: Annotated[str, typer.Argument(help="coco_stuff (raw stuffthingmaps -> *_labelTrainIds.png) or coco_object "
-                                                 "(*_labelTrainIds.png -> *_instanceTrainIds.png).")],
-        root: Annotated[Path, typer.Argument(help="The dataset folder, e.g. data/coco_stuff164k.")],
+        kind: Annotated[str, typer.Argument(help="coco_stuff (raw stuffthingmaps -> *_labelTrainIds.png), coco_object "
+                                                 "(*_labelTrainIds.png -> *_instanceTrainIds.png), ade847 (ADE20K-Full "
+                                                 "-> *_detectron2) or pc459 (PASCAL Context trainval/*.mat -> "
+                                                 "annotations_detectron2/pc459_val/*.tif; needs scipy).")],
+        root: Annotated[Path, typer.Argument(help="The dataset folder, e.g. data/coco_stuff164k, "
+                                                  "data/ADE20K_2021_17_01 or data/VOCdevkit/VOC2010.")],
         workers: Annotated[int | None, typer.Option(help="Worker processes (0 = inline; default: CPU count, max 8).")] = None,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
