@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ IGNORE_INDEX = 255
 DEFAULT_DOMAIN = "natural photographs"
 DEFAULT_TOP_CLS_NUM = 10  # llm-supervision's default when a dataset names none (clamped to C by the method)
 CLASSES_FILE = "classes.txt"
+DEFAULT_SPLIT = "val"
+SPLIT_FIELDS = ("img_dir", "ann_dir", "split_file")  # what a split may change in the layout
 DATASET_FILE = "dataset.json"
 
 
@@ -66,6 +68,8 @@ class DatasetSpec:
     top_cls_num: int = DEFAULT_TOP_CLS_NUM
     source: Path | None = None  # the dataset.json the facts came from
     extra: dict = field(default_factory=dict, compare=False)
+    split: str = DEFAULT_SPLIT  # the split `layout` points at (the benchmark's evaluation split)
+    other_splits: dict[str, dict[str, str | None]] = field(default_factory=dict, compare=False)  # name -> layout overrides
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +87,25 @@ class DatasetSpec:
             )
         return Path(data_root) / self.layout.root
 
+    @property
+    def splits(self) -> list[str]:
+        """The split names this dataset knows (its evaluation split first)."""
+        return [self.split, *(s for s in self.other_splits if s != self.split)]
+
+    def with_split(self, split: str) -> DatasetSpec:
+        """The same dataset read from another split (e.g. train for tuning): only the layout's folders change."""
+        if split == self.split:
+            return self
+        if split not in self.other_splits or self.layout is None:
+            where = self.source or self.name
+            known = ", ".join(self.splits)
+            raise DatasetError(
+                f"dataset '{self.name}' has no split '{split}' (it knows: {known}); describe it in {where} as "
+                f'"splits": {{"{split}": {{"img_dir": ..., "ann_dir": ..., "split_file": ...}}}}'
+            )
+        changes = {key: value for key, value in self.other_splits[split].items() if key in SPLIT_FIELDS}
+        return replace(self, layout=replace(self.layout, **changes), split=split)
+
     @classmethod
     def from_classes_file(cls, path: str | Path, name: str | None = None, **kwargs: Any) -> DatasetSpec:
         """A dataset from a class list alone; its name defaults to the class file's folder name.
@@ -96,6 +119,16 @@ class DatasetSpec:
             kwargs["background"] = 0 if kwargs.pop("background_is_zero") else None
         kwargs.setdefault("background", 0 if classes[0].strip().lower() == "background" else None)
         return cls(name=name or path.parent.name or path.stem, classes=tuple(classes), classes_file=path, **kwargs)
+
+
+class SplitFolders(BaseModel):
+    """Where another split sits: the layout fields it changes (the rest are the evaluation split's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    img_dir: str | None = None
+    ann_dir: str | None = None
+    split_file: str | None = None
 
 
 class DatasetFile(BaseModel):
@@ -118,6 +151,10 @@ class DatasetFile(BaseModel):
     domain: str = Field(DEFAULT_DOMAIN, min_length=1)
     palette: str | list[list[int]] | None = Field(None, description="a palette name (voc, cityscapes, ...) or [r, g, b] per class")
     top_cls_num: int | None = Field(None, ge=1)
+    split: str = Field(DEFAULT_SPLIT, min_length=1, description="name of the split the layout fields describe")
+    splits: dict[str, SplitFolders] = Field(
+        default_factory=dict, description="other splits (e.g. train, for `llmseg tune`): the layout fields each changes"
+    )
 
     @field_validator("background")
     @classmethod
@@ -263,6 +300,8 @@ def load_dataset_folder(folder: str | Path, name: str | None = None, classes_fil
         palette=palette,
         top_cls_num=facts.top_cls_num if facts.top_cls_num is not None else DEFAULT_TOP_CLS_NUM,
         source=facts_path,
+        split=facts.split,
+        other_splits={name: folders.model_dump(exclude_none=True) for name, folders in facts.splits.items()},
     )
 
 

@@ -63,6 +63,12 @@ class LabelSet(RootModel[dict[str, list[str]]]):
             owners.extend([index] * len(subclasses))
         return names, owners
 
+    def first(self, k: int) -> LabelSet:
+        """Each class's first `k` subclasses (an LLM lists the most typical first): `--k`, tuning K."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        return LabelSet({name: subclasses[:k] for name, subclasses in self.root.items()})
+
     def with_class_names(self) -> LabelSet:
         """Each class name prepended to its own list (if not already there): `--include-class-name`."""
         out: dict[str, list[str]] = {}

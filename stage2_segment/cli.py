@@ -1,4 +1,4 @@
-"""Stage-two sub-commands: the engine's (`data`, `score`, `evaluate`), `segment`, `demo` and `compare`."""
+"""Stage-two sub-commands: the engine's (`data`, `score`, `evaluate`), `segment`, `demo`, `compare` and `tune`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ def register(app: typer.Typer) -> None:
     from .cli_compare import register as register_compare
     from .cli_engine import register as register_engine
     from .cli_segment import register as register_segment
+    from .cli_tune import register as register_tune
     from .demo.cli import register as register_demo
 
     register_engine(app)
     register_segment(app)
     register_demo(app)
     register_compare(app)
+    register_tune(app)

@@ -20,7 +20,7 @@ _R = "Run"
 # MethodConfig fields that `evaluate` exposes as options; a test checks this covers every field.
 METHOD_FIELDS = (
     "method", "backbone", "pretrained", "random_weights", "checkpoint", "text_tokenizer", "dense_mode", "naclip_std", "preset", "label_set",
-    "assembly", "include_class_name", "templates", "top_cls_num", "candidates", "short_side", "crop", "stride",
+    "assembly", "k", "include_class_name", "templates", "top_cls_num", "candidates", "short_side", "crop", "stride",
     "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations", "device", "precision", "text_cache_dir",
 )
 
@@ -162,6 +162,7 @@ def register(app: typer.Typer) -> None:
         preset: opts.Preset = None,
         label_set: opts.LabelSetPath = None,
         assembly: opts.Assembly = None,
+        k: opts.K = None,
         include_class_name: opts.IncludeClassName = None,
         templates: opts.Templates = None,
         top_cls_num: opts.TopClsNum = None,
@@ -190,7 +191,7 @@ def register(app: typer.Typer) -> None:
         device = this_rank_device(device)
         given = opts.method_fields(
             method=method, backbone=backbone, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
-            text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, preset=preset, label_set=label_set, assembly=assembly,
+            text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, preset=preset, label_set=label_set, assembly=assembly, k=k,
             include_class_name=include_class_name, templates=templates, top_cls_num=top_cls_num, candidates=candidates,
             short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
             area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, device=device,

@@ -91,6 +91,9 @@ class MethodConfig(BaseModel):
         None, description="A bundled preset or a preset JSON file: every number of that paper for the dataset (default sclip)."
     )
     label_set: str | None = Field(None, description="Label-set JSON (class -> list of subclasses); none = class names only.")
+    k: int | None = Field(
+        None, ge=1, description="Use each class's first K subclasses of the label set (default: all of them)."
+    )
     assembly: str | None = Field(
         None, description="Subclass assembly rule, a registered name (default: the method's with a label set, else none)."
     )

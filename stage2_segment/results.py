@@ -128,6 +128,7 @@ def build_report(
     ]
     return {
         "dataset": spec.name,
+        "split": spec.split,
         "num_classes": spec.num_classes,
         "units": "percent",
         "mIoU": _pct(summary["mIoU"]),

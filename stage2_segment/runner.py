@@ -15,6 +15,7 @@ not depend on the order in which images are added.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -90,6 +91,8 @@ def _fingerprint(spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig
             json.dumps(
                 {
                     "dataset": spec.name,
+                    "split": spec.split,
+                    "layout": dataclasses.asdict(spec.layout) if spec.layout else None,  # which files: a subset is a split file
                     "classes": list(spec.classes),
                     "reduce_zero_label": spec.reduce_zero_label,
                     "data_root": str(Path(data_root).resolve()),

@@ -151,7 +151,7 @@ class PC459Layout(_Tiff16Layout):
     """PASCAL Context 459: JPEGImages/*.jpg + annotations_detectron2/pc459_val/*.tif (0..458).
 
     The samples are the label files (as detectron2's load_sem_seg lists them): JPEGImages holds
-    every VOC 2010 image, the label folder only the 5105 val ones.
+    every VOC 2010 image, the label folder only the 5104 val ones (papers say 5105).
     """
 
     def stem(self, index: int) -> str:

@@ -68,6 +68,13 @@ def label_map(scene, ignore_border: int = 1) -> np.ndarray:
     return labels
 
 
+def split_seed(split: str) -> int:
+    """The scene seed of a demo split: BENCHMARK_SEED for val, a fixed other one per split name."""
+    import zlib
+
+    return BENCHMARK_SEED if split == "val" else BENCHMARK_SEED + 1 + zlib.crc32(split.encode()) % 100_000
+
+
 def _manifest(n_images: int, seed: int, size: int) -> dict:
     return {"dataset": DATASET_NAME, "format": FORMAT_VERSION, "n_images": n_images, "seed": seed, "size": size}
 
@@ -75,7 +82,7 @@ def _manifest(n_images: int, seed: int, size: int) -> dict:
 def write_benchmark(
     data_root: str | Path,
     n_images: int = 60,
-    seed: int = BENCHMARK_SEED,
+    seed: int | None = None,
     size: int = RENDER_SIZE,
     progress: bool = True,
     split: str = "val",
@@ -84,8 +91,11 @@ def write_benchmark(
 
     `split` other than "val" writes another split beside it (ImageSets/Segmentation/<split>.txt,
     stems demo_<split>_NNNNN, so the files never collide with val's): e.g. a tuning split for
-    `llmseg tune`, drawn with another `seed`.
+    `llmseg tune`. `seed` None: BENCHMARK_SEED for val, a seed of the split's own otherwise
+    (`split_seed`), so a train split never repeats val's scenes.
     """
+    if seed is None:
+        seed = split_seed(split)
     from PIL import Image
     from tqdm import tqdm
 

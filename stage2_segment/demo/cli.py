@@ -1,4 +1,4 @@
-"""`llmseg demo train` and `llmseg demo run` (what `make demo` calls)."""
+"""`llmseg demo train`, `llmseg demo run` (what `make demo` calls) and `llmseg demo data` (a split of its benchmark)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,20 @@ def run_command(
     if result.pictures:
         typer.echo(f"side-by-side pictures (picture | ground truth | names | subclasses): {result.out}/overlays/*.png")
     typer.echo(f"per-run metrics and overlays: {result.out}/runs/<run>/metrics.json and {result.out}/runs/<run>/vis/*.png")
+
+
+@demo_app.command("data")
+def data_command(
+    data_root: Annotated[Path, typer.Option(help="Data root to write the demo benchmark under (VOC layout).")] = Path("results/demo/data"),
+    split: Annotated[str, typer.Option(help="val (what `demo run` scores) or another split, e.g. train for `llmseg tune`.")] = "val",
+    n_images: Annotated[int, typer.Option("--n-images", min=1, help="Images in the split.")] = 200,
+    progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
+) -> None:
+    """Write one split of the demo benchmark (other splits are drawn with seeds of their own, never val's scenes)."""
+    from .benchmark import split_seed, write_benchmark
+
+    spec = write_benchmark(data_root, n_images=n_images, split=split, progress=progress)
+    typer.echo(f"demo '{split}': {n_images} images (seed {split_seed(split)}) under {spec.data_dir(data_root)}")
 
 
 def register(app: typer.Typer) -> None:

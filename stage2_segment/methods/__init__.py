@@ -73,6 +73,27 @@ def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[st
     return settings
 
 
+# MethodConfig fields a preset may set besides the dense numbers (which resolve_dense_settings reads):
+# a tuned preset (`llmseg tune`) carries the assembly rule, K and llm-supervision's top_cls_num too.
+PRESET_CONFIG_FIELDS = ("assembly", "k", "top_cls_num", "templates", "crf")
+
+
+def with_preset_fields(config: MethodConfig, dataset: str | None) -> MethodConfig:
+    """`config` with each PRESET_CONFIG_FIELDS value the user left unset taken from its preset.
+
+    Also refuses a preset written for another method (its numbers would mean something else).
+    """
+    preset = _preset_of(config)
+    if not preset:
+        return config
+    table = load_preset(preset)
+    if table.method != config.method:
+        raise ConfigError(f"preset '{preset}' is for method '{table.method}', not --method {config.method}")
+    settings = preset_settings(preset, dataset)
+    update = {key: settings[key] for key in PRESET_CONFIG_FIELDS if key in settings and getattr(config, key) is None}
+    return MethodConfig.model_validate({**config.model_dump(), **update}) if update else config
+
+
 def _dataset_background(dataset: str | None) -> bool | None:
     if dataset is None:
         return None
@@ -103,11 +124,16 @@ def build_method(
     entry = METHODS.entry(config.method)
     options = entry.config or MethodOptions
     check_applicable(config)
+    config = with_preset_fields(config, dataset)
     label_set_path = str(config.label_set) if config.label_set else None
     if label_set is None and label_set_path:
         label_set = load_label_set(label_set_path, classes)
     elif label_set is not None and label_set.classes != classes:
         raise ConfigError(f"label set classes {label_set.classes[:3]}... differ from the class list {classes[:3]}...")
+    if config.k is not None:
+        if label_set is None:
+            raise ConfigError(f"--k {config.k} keeps the first K subclasses of a label set: give one (--label-set)")
+        label_set = label_set.first(config.k)
     assembly = config.assembly or (options.default_assembly if label_set is not None else "none")
     per_class = ASSEMBLY_RULES.get(assembly).one_name_per_class  # "none": the class names themselves
     if not per_class and label_set is None:
@@ -139,6 +165,7 @@ def build_method(
         "label_set": label_set_path,
         "label_set_sha256": sha256_file(label_set_path) if label_set_path and Path(label_set_path).is_file() else None,
         "label_set_content_sha256": stable_hash(label_set.root) if label_set is not None else None,
+        "k": config.k,
         "include_class_name": config.include_class_name,
         "templates": str(templates),
         "templates_sha256": sha256_text("\n".join(template_list)),

@@ -46,7 +46,7 @@ def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMetho
 
 @METHODS.register(
     "llm-supervision",
-    config=method_options("top_cls_num", "candidates", "crf", templates="seed13", assembly="softmax", name="LLMSupervisionOptions"),
+    config=method_options("preset", "top_cls_num", "candidates", "crf", templates="seed13", assembly="softmax", name="LLMSupervisionOptions"),
     help="the seed (CVPRW'24): per-class subclass maps, candidate classes, thresholds, binary CRF",
 )
 def build_llm_supervision(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:

@@ -140,12 +140,15 @@ def test_unknown_names_list_the_registered_ones():
 
 
 def test_inapplicable_options_are_errors_and_defaults_are_not():
-    with pytest.raises(ConfigError, match=r"--pamr does not apply to --method llm-supervision \(it uses: --candidates, --crf, --top-cls-num\)"):
+    with pytest.raises(ConfigError, match=r"--pamr does not apply to --method llm-supervision \(it uses: --candidates, --crf, --preset, --top-cls-num\)"):
         check_applicable(MethodConfig(method="llm-supervision", pamr=True))
     with pytest.raises(ConfigError, match="--top-cls-num does not apply to --method dense"):
         check_applicable(MethodConfig(top_cls_num=3))
-    with pytest.raises(ConfigError, match="--preset does not apply to --method llm-supervision"):
-        check_applicable(MethodConfig(method="llm-supervision", preset="sclip"))
+    # llm-supervision reads --preset (a tuned preset of its own), but a preset written for dense is refused
+    from llmseg.stage2.methods import with_preset_fields
+
+    with pytest.raises(ConfigError, match="preset 'sclip' is for method 'dense', not --method llm-supervision"):
+        with_preset_fields(MethodConfig(method="llm-supervision", preset="sclip"), "pascal_voc")
     with pytest.raises(ConfigError, match="--pretrained does not apply to --backbone simseg"):
         check_applicable(MethodConfig(backbone="simseg", pretrained="openai"))
     # defaults (and a model_dump round trip of them) are not "given"
