@@ -8,10 +8,16 @@ Two levels: `combine_similarities` mixes cosines (the llm-supervision maps, the 
 query), `assemble` gives probabilities for the dense protocol (softmax with a logit scale). Each
 rule is an `AssemblyRule` registered by name in `registries.ASSEMBLY_RULES`; a new rule is one
 subclass with `@ASSEMBLY_RULES.register("name")`, usable as `--assembly name`.
+
+A rule may also have a class-group form (`group_terms` / `finish_terms`): the dense method then
+runs the names one group of whole classes at a time, so thousands of names (ADE-847 x 5
+subclasses) never need [names, H, W] at once; every softmax that spans all names or classes is
+carried across the groups as a per-pixel log-sum-exp. A rule without it gets every name at once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -102,6 +108,47 @@ class AssemblyRule:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError(f"assembly '{type(self).__name__}' has no probability-level form")
 
+    def group_terms(
+        self,
+        sims: torch.Tensor,
+        slices: list[slice],
+        num_classes: int,
+        *,
+        logit_scale: float,
+        class_sims: torch.Tensor | None,
+        weights: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One group of whole classes' share of `assemble` (sims, slices, weights, class_sims: the group's own rows).
+
+        Returns per-class values [Cg, ...], winners [Cg, ...] (index into the group's names) and the
+        group's terms: float64 log-sum-exp [...] over its rows of each softmax that spans every name or
+        class. The caller combines each term over the groups with logaddexp; `finish_terms` on all
+        classes' values then gives `assemble`'s scores, equal up to float rounding.
+        """
+        raise NotImplementedError(f"assembly '{type(self).__name__}' has no class-group form")
+
+    def finish_terms(self, values: torch.Tensor, terms: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class scores [C, ...] from every group's values [C, ...] and the combined terms [...]."""
+        raise NotImplementedError(f"assembly '{type(self).__name__}' has no class-group form")
+
+
+def has_group_form(rule: type[AssemblyRule]) -> bool:
+    """Whether the rule can be run one class group at a time (it overrides `group_terms`)."""
+    return rule.group_terms is not AssemblyRule.group_terms
+
+
+def _lse(logits: torch.Tensor) -> torch.Tensor:
+    """Log-sum-exp over the rows in float64 (the groups' terms are summed, so keep their rounding small)."""
+    return torch.logsumexp(logits.double(), dim=0)
+
+
+def _exp_minus(values: torch.Tensor, terms: Sequence[torch.Tensor]) -> torch.Tensor:
+    """exp(values - sum of terms), computed in float64, in the values' dtype."""
+    out = values.double()
+    for term in terms:
+        out = out - term
+    return out.exp_().to(values.dtype)
+
 
 def _weighted(rule: str, sims: torch.Tensor, slices: list[slice], weights: torch.Tensor | None):
     if weights is None:
@@ -123,6 +170,13 @@ class NoAssembly(AssemblyRule):
         probs = torch.softmax(sims * logit_scale, dim=0)
         return self.combine(probs, slices, num_classes, weights=None)
 
+    def group_terms(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        values, winners = self.combine(sims * logit_scale, slices, num_classes, weights=None)
+        return values, winners, ()  # the softmax is over classes: finish_terms has every class's logit
+
+    def finish_terms(self, values, terms):
+        return torch.softmax(values, dim=0)
+
 
 @ASSEMBLY_RULES.register("max", help="the best name of each class (the SCLIP family)")
 class MaxAssembly(AssemblyRule):
@@ -134,6 +188,20 @@ class MaxAssembly(AssemblyRule):
     def assemble(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
         probs = torch.softmax(sims * logit_scale, dim=0)
         return _reduce(probs, slices, self.how)
+
+    def group_terms(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        # softmax over all names = exp(logit - lse(all logits)); max: the class's best logit, mean: the
+        # log of the mean of its names' exp(logit); the winner is the best logit's name either way
+        logits = sims * logit_scale
+        if self.how == "max":
+            values, winners = _reduce(logits, slices, "max")
+        else:
+            values = torch.stack([_lse(logits[sl]) - math.log(sl.stop - sl.start) for sl in slices]).to(logits.dtype)
+            winners = torch.stack([logits[sl].argmax(dim=0) + sl.start for sl in slices])
+        return values, winners, (_lse(logits),)
+
+    def finish_terms(self, values, terms):
+        return _exp_minus(values, terms)
 
 
 @ASSEMBLY_RULES.register("mean", help="the mean over each class's names")
@@ -152,6 +220,13 @@ class SoftmaxAssembly(AssemblyRule):
         combined, winner = self.combine(sims, slices, num_classes, weights=weights)
         return torch.softmax(combined * logit_scale, dim=0), winner
 
+    def group_terms(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        combined, winner = self.combine(sims, slices, num_classes, weights=weights)
+        return combined * logit_scale, winner, ()  # per-class queries; the softmax over classes waits for finish
+
+    def finish_terms(self, values, terms):
+        return torch.softmax(values, dim=0)
+
 
 @ASSEMBLY_RULES.register("chils", help="CHiLS: best subclass probability x class-name probability")
 class ChilsAssembly(AssemblyRule):
@@ -169,6 +244,18 @@ class ChilsAssembly(AssemblyRule):
         best, winner = _reduce(p_sub, slices, "max")
         return best * p_super, winner
 
+    def group_terms(self, sims, slices, num_classes, *, logit_scale, class_sims, weights):
+        if class_sims is None or class_sims.shape[0] != num_classes:
+            raise ValueError("assembly 'chils' needs the class-name similarities [C, ...]")
+        logits, class_logits = sims * logit_scale, class_sims * logit_scale
+        best, winner = _reduce(logits, slices, "max")
+        # log p_sub(best) + log p_super = best + class logit - lse(all names) - lse(all classes)
+        values = (best.double() + class_logits.double()).to(logits.dtype)
+        return values, winner, (_lse(logits), _lse(class_logits))
+
+    def finish_terms(self, values, terms):
+        return _exp_minus(values, terms)
+
 
 def rule_of(name: str) -> type[AssemblyRule]:
     """The registered rule class (its ClassVars say what inputs it needs)."""
@@ -183,6 +270,27 @@ def _check(rule: str, sims: torch.Tensor, owners: Sequence[int], num_classes: in
     if impl.one_name_per_class and len(owners) != num_classes:
         raise ValueError(f"assembly '{rule}' needs one name per class, got {len(owners)} names for {num_classes} classes")
     return impl, slices
+
+
+def assemble_group(
+    rule: str,
+    sims: torch.Tensor,
+    owners: Sequence[int],
+    num_classes: int,
+    *,
+    logit_scale: float,
+    class_sims: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """`AssemblyRule.group_terms` for one group of whole classes: owners, weights, class_sims are the group's own
+    (owners counted from 0); winners index the group's names. `finish_groups` completes the scores."""
+    impl, slices = _check(rule, sims, owners, num_classes)
+    return impl.group_terms(sims, slices, num_classes, logit_scale=logit_scale, class_sims=class_sims, weights=weights)
+
+
+def finish_groups(rule: str, values: torch.Tensor, terms: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Class scores [C, ...] from the groups' values (all classes, in order) and terms combined with logaddexp."""
+    return ASSEMBLY_RULES.build(rule).finish_terms(values, terms)
 
 
 def combine_similarities(

@@ -14,12 +14,20 @@ logits cut back (ClearCLIP's windows: `pad`) or given to the ViT as it is, the c
 remainder rows/columns and the grid's logits stretched over the whole crop (SCLIP, NACLIP and
 every whole-image path: `truncate`); the whole-image logits go to the resized size and then to the
 original (NACLIP: `resized`) or straight to the original (SCLIP/ClearCLIP: `original`).
+
+Memory: the image encoder runs once per crop and its patch features are kept (small); the text
+side (logits, crop accumulation, resizes, PAMR, assembly) runs one group of whole classes at a
+time, each group at most GROUP_ELEMENTS per-query elements, so thousands of names (ADE-847 x 5
+subclasses) cost the group's buffers plus the [C, H, W] results, not [names, H, W]. Softmaxes
+across groups are carried as log-sum-exp terms (assembly.AssemblyRule.group_terms); when every
+name fits one group, or the rule has no group form, it is the plain all-names computation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +37,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmseg.errors import ConfigError
 
-from ..assembly import assemble, group_argmax_onehot, group_softmax, rule_of
+from ..assembly import (
+    assemble,
+    assemble_group,
+    class_slices,
+    finish_groups,
+    group_argmax_onehot,
+    group_softmax,
+    has_group_form,
+    rule_of,
+)
 from ..interface import SegResult
 from ..preprocess import (
     LONG_SIDE_CAP,
@@ -42,10 +59,13 @@ from ..preprocess import (
 )
 from .common import NameTable
 
-__all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "backbone_view_options", "resized_shape",
-           "slide_windows"]
+__all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "backbone_view_options",
+           "query_groups", "resized_shape", "slide_windows"]
 
 BAND_ELEMENTS = 1 << 26  # names x rows x width per assembly band (256 MB of float32)
+# queries x per-query elements of one text-query group: its canvas, one crop batch's logits, the
+# row-resized (or PAMR) maps; 128 MB of float32. Band temporaries are held to about the same.
+GROUP_ELEMENTS = 1 << 25
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -63,6 +83,42 @@ def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple
             x2 = min(c * stride + crop, width)
             windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
     return windows
+
+
+@dataclass(frozen=True)
+class QueryGroup:
+    """Whole classes `classes` and their names `names` (flat indices); with class sims, also those classes' rows."""
+
+    classes: slice
+    names: slice
+
+
+def query_groups(owners: Sequence[int], num_classes: int, max_queries: int, extra_per_class: int = 0) -> list[QueryGroup]:
+    """Consecutive classes packed into groups of at most `max_queries` text queries (a class is never split;
+    a class larger than the bound is a group alone). `extra_per_class`: queries per class besides its names."""
+    slices = class_slices(owners, num_classes)
+    groups: list[QueryGroup] = []
+    first, count = 0, 0
+    for c, sl in enumerate(slices):
+        size = sl.stop - sl.start + extra_per_class
+        if count and count + size > max_queries:
+            groups.append(QueryGroup(slice(first, c), slice(slices[first].start, slices[c - 1].stop)))
+            first, count = c, 0
+        count += size
+    groups.append(QueryGroup(slice(first, num_classes), slice(slices[first].start, slices[-1].stop)))
+    return groups
+
+
+@dataclass
+class _Encoded:
+    """One image after the image encoder: the input, where its logits go, and the crops' patch features."""
+
+    x: torch.Tensor  # normalised input [3, h, w]
+    size: tuple[int, int]  # the logits canvas: the resized size, or the original (whole_upsample 'original')
+    count: torch.Tensor  # [1, *size] windows covering each pixel
+    batches: list[tuple[list[dict], torch.Tensor, tuple[int, int]]] = field(default_factory=list)  # jobs, [b, gh, gw, D], logits size
+    pooled: list[torch.Tensor] = field(default_factory=list)
+    global_vec: torch.Tensor | None = None
 
 
 def linear_rows(in_size: int, out_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -113,7 +169,7 @@ class DensePending:
     """Class scores and per-class winning names at the original size; CPU post-processing left."""
 
     scores: np.ndarray  # [C, H, W] float32
-    winners: np.ndarray  # [C, H, W] int32 flat name index
+    winners: np.ndarray  # [C, H, W] flat name index (int16 when there are fewer than 2**15 names, else int32)
     background: bool
     prob_thd: float | None
     area_thd: float | None
@@ -166,6 +222,7 @@ class DenseMethod:
         crf_iterations: int = 10,
         describe_extra: dict[str, Any] | None = None,
         crop_batch_size: int = 8,
+        group_elements: int = GROUP_ELEMENTS,
     ) -> None:
         self.backbone = backbone
         self.names = names
@@ -176,6 +233,7 @@ class DenseMethod:
         self.crf = crf
         self.crf_iterations = crf_iterations
         self.crop_batch_size = crop_batch_size
+        self.group_elements = group_elements  # the text-query group bound (module constant; tests make it tiny)
         self._describe_extra = describe_extra or {}
         device = backbone.device
         self.rule = rule_of(assembly)
@@ -220,24 +278,18 @@ class DenseMethod:
                 "offset": (pt, pl)}
 
     @torch.no_grad()
-    def logits_at_resized(self, images: Sequence[np.ndarray]):
-        """Per image: averaged per-query cosine logits [Q, h, w] at the resized size, global vector, input tensor.
-
-        With whole_upsample 'original' (whole image, SCLIP/ClearCLIP) the logits are at the original size already.
-        """
+    def _encode(self, images: Sequence[np.ndarray]) -> list[_Encoded]:
+        """The image side, once per crop: windows batched by fed shape across images, patch features kept per image."""
         crop = int(self.settings.get("crop") or 0)
         stride = int(self.settings.get("stride") or crop or 1)
-        prepared = [self._prepare(img) for img in images]
-        canvases, counts, globals_ = [], [], []
-        jobs = []
-        for i, (x, img) in enumerate(zip(prepared, images, strict=True)):
+        encoded, jobs = [], []
+        for i, img in enumerate(images):
+            x = self._prepare(img)
             h, w = x.shape[-2:]
             whole = crop <= 0
             original = tuple(img.shape[:2])
             size = original if whole and self.rules.whole_upsample == "original" else (h, w)
-            canvases.append(torch.zeros(self.queries.shape[0], *size, device=x.device))
-            counts.append(torch.zeros(1, *size, device=x.device))
-            globals_.append([])
+            encoded.append(_Encoded(x=x, size=size, count=torch.zeros(1, *size, device=x.device)))
             for window in slide_windows(h, w, crop, stride):
                 jobs.append(self._job(i, window, whole, original))
         # batch the windows of one fed shape and one logits size together, in order
@@ -253,73 +305,149 @@ class DenseMethod:
                 for job in chunk:
                     y1, y2, x1, x2 = job["feed"]
                     pt, pb, pl, pr = job["pad"]
-                    c = prepared[job["i"]][:, y1:y2, x1:x2]
+                    c = encoded[job["i"]].x[:, y1:y2, x1:x2]
                     crops.append(F.pad(c, (pl, pr, pt, pb)) if pl + pr + pt + pb else c)
                 pooled, dense = self.backbone.encode_image(torch.stack(crops))
-                logits = torch.einsum("bhwd,qd->bqhw", dense, self.queries)
-                logits = F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+                k = 0
+                for i, same in groupby(chunk, key=lambda job: job["i"]):  # jobs are in image order within a chunk
+                    part = list(same)
+                    feats = dense if len(part) == len(chunk) else dense[k : k + len(part)]
+                    encoded[i].batches.append((part, feats, out))
+                    k += len(part)
                 for k, job in enumerate(chunk):
-                    i = job["i"]
                     y1, y2, x1, x2 = job["place"]
-                    ot, ol = job["offset"]
-                    canvases[i][:, y1:y2, x1:x2] += logits[k, :, ot : ot + y2 - y1, ol : ol + x2 - x1]
-                    counts[i][:, y1:y2, x1:x2] += 1
-                    globals_[i].append(pooled[k])
-        out_list = []
-        for canvas, count, g, x in zip(canvases, counts, globals_, prepared, strict=True):
-            canvas /= count
-            out_list.append((canvas, F.normalize(torch.stack(g).mean(dim=0), dim=-1), x))
-        return out_list
+                    encoded[job["i"]].count[:, y1:y2, x1:x2] += 1
+                    encoded[job["i"]].pooled.append(pooled[k])
+        for enc in encoded:
+            enc.global_vec = F.normalize(torch.stack(enc.pooled).mean(dim=0), dim=-1)
+        return encoded
 
     @torch.no_grad()
-    def class_scores(self, canvas: torch.Tensor, global_vec: torch.Tensor, image: torch.Tensor, height: int, width: int):
-        """Bilinear resize to (height, width) (+ PAMR there, as NACLIP does), assembly in row bands.
+    def _canvas(self, enc: _Encoded, queries: torch.Tensor) -> torch.Tensor:
+        """Averaged cosine logits [len(queries), *enc.size] of these text queries: each crop's, upsampled, summed."""
+        canvas = torch.zeros(queries.shape[0], *enc.size, device=enc.x.device)
+        for part, dense, out in enc.batches:
+            logits = torch.einsum("bhwd,qd->bqhw", dense, queries)
+            logits = F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+            for k, job in enumerate(part):
+                y1, y2, x1, x2 = job["place"]
+                ot, ol = job["offset"]
+                canvas[:, y1:y2, x1:x2] += logits[k, :, ot : ot + y2 - y1, ol : ol + x2 - x1]
+            del logits
+        canvas /= enc.count
+        return canvas
 
-        Returns scores, winners [C, H, W]. Without PAMR the row resize is done band by band (same
-        weights as torch's bilinear) so that names x H x W never has to fit in memory at once.
+    @torch.no_grad()
+    def logits_at_resized(self, images: Sequence[np.ndarray]):
+        """Per image: averaged per-query cosine logits [Q, h, w] at the resized size, global vector, input tensor.
+
+        With whole_upsample 'original' (whole image, SCLIP/ClearCLIP) the logits are at the original size already.
+        Every query at once: what forward does in one group (tests and small label sets).
         """
-        n = self.num_names
-        weights = None
-        if self.rule.image_weights is not None:
-            # image-level subclass weights (the seed's group softmax, or CHiLS's best subclass); the
-            # image vector is the mean of the crops' global vectors
-            weigh = group_softmax if self.rule.image_weights == "softmax" else group_argmax_onehot
-            weights = weigh(self.text @ global_vec, self.names.owners, self.num_classes)
+        return [(self._canvas(enc, self.queries), enc.global_vec, enc.x) for enc in self._encode(images)]
+
+    def _rows(self, canvas: torch.Tensor, image: torch.Tensor, height: int, width: int):
+        """Width-resized logits (or PAMR-refined at full size) and the row weights that finish the resize band by band."""
         if self.settings.get("pamr"):
             from ..refine import pamr
 
             full = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)
             img = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)
-            wide = pamr(img, full)[0]
+            wide = pamr(img, full)[0]  # PAMR refines each query's map on its own: groups of queries are exact
             lo = hi = torch.arange(height, device=canvas.device)
             frac = torch.zeros(height, device=canvas.device)
-        else:
-            wide = F.interpolate(canvas[None], size=(canvas.shape[1], width), mode="bilinear", align_corners=False)[0]
-            lo, hi, frac = linear_rows(canvas.shape[1], height, device=canvas.device)
-        band = max(1, BAND_ELEMENTS // max(1, wide.shape[0] * width))
-        scores = torch.empty(self.num_classes, height, width, device=canvas.device)
-        winners = torch.empty(self.num_classes, height, width, dtype=torch.int32, device=canvas.device)
+            return wide, lo, hi, frac
+        wide = F.interpolate(canvas[None], size=(canvas.shape[1], width), mode="bilinear", align_corners=False)[0]
+        return (wide, *linear_rows(canvas.shape[1], height, device=canvas.device))
+
+    def _elements_per_query(self, enc: _Encoded, height: int, width: int) -> int:
+        """What one text query costs in elements at once: its canvas plus the larger of one crop batch's
+        upsampled logits and the row-resized (PAMR: full-size, with PAMR's padded copies) maps."""
+        h, w = enc.size
+        crops = max((len(part) * out[0] * out[1] for part, _, out in enc.batches), default=0)
+        later = 5 * height * width if self.settings.get("pamr") else h * width
+        return h * w + max(crops, later)
+
+    def query_groups_for(self, enc: _Encoded, height: int, width: int) -> list[QueryGroup]:
+        """The class groups the text side runs in for this image (one group: every query at once)."""
+        owners = self.names.owners
+        if not has_group_form(self.rule):
+            return [QueryGroup(slice(0, self.num_classes), slice(0, self.num_names))]
+        max_queries = max(1, self.group_elements // max(1, self._elements_per_query(enc, height, width)))
+        return query_groups(owners, self.num_classes, max_queries, extra_per_class=int(self.rule.needs_class_sims))
+
+    @torch.no_grad()
+    def class_scores(self, enc: _Encoded, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bilinear resize to (height, width) (+ PAMR there, as NACLIP does), assembly in row bands, class group by group.
+
+        Returns scores [C, H, W] float32 and winners [C, H, W]. Without PAMR the row resize is done band by
+        band (same weights as torch's bilinear) so that queries x H x W never has to be in memory at once.
+        """
+        weights = None
+        if self.rule.image_weights is not None:
+            # image-level subclass weights (the seed's group softmax, or CHiLS's best subclass); the
+            # image vector is the mean of the crops' global vectors. Per class, so computed once for all groups.
+            weigh = group_softmax if self.rule.image_weights == "softmax" else group_argmax_onehot
+            weights = weigh(self.text @ enc.global_vec, self.names.owners, self.num_classes)
+        scale = float(self.settings["logit_scale"])
+        device = enc.x.device
+        scores = torch.empty(self.num_classes, height, width, device=device)
+        index = torch.int16 if self.num_names < 2**15 else torch.int32
+        winners = torch.empty(self.num_classes, height, width, dtype=index, device=device)
+        groups = self.query_groups_for(enc, height, width)
+        if len(groups) == 1:  # every query at once: the rule's own all-names assembly
+            wide, lo, hi, frac = self._rows(self._canvas(enc, self.queries), enc.x, height, width)
+            n = self.num_names
+            band = max(1, BAND_ELEMENTS // max(1, wide.shape[0] * width))
+            for start in range(0, height, band):
+                rows = slice(start, min(start + band, height))
+                sims = self._band(wide, lo, hi, frac, rows)
+                s, win = assemble(self.assembly, sims[:n], self.names.owners, self.num_classes, logit_scale=scale,
+                                  class_sims=sims[n:] if self.rule.needs_class_sims else None, weights=weights)
+                scores[:, rows] = s
+                winners[:, rows] = win.to(index)
+            return scores, winners
+        terms: list[torch.Tensor] | None = None  # per-pixel log-sum-exp of each cross-group softmax, float64
+        for group in groups:
+            queries = self.text[group.names]
+            if self.rule.needs_class_sims:
+                queries = torch.cat([queries, self.queries[self.num_names :][group.classes]])
+            wide, lo, hi, frac = self._rows(self._canvas(enc, queries), enc.x, height, width)
+            n = group.names.stop - group.names.start
+            owners = [o - group.classes.start for o in self.names.owners[group.names]]
+            num = group.classes.stop - group.classes.start
+            band = max(1, self.group_elements // max(1, 8 * wide.shape[0] * width))
+            for start in range(0, height, band):
+                rows = slice(start, min(start + band, height))
+                sims = self._band(wide, lo, hi, frac, rows)
+                values, win, parts = assemble_group(
+                    self.assembly, sims[:n], owners, num, logit_scale=scale,
+                    class_sims=sims[n:] if self.rule.needs_class_sims else None,
+                    weights=None if weights is None else weights[group.names],
+                )
+                scores[group.classes, rows] = values
+                winners[group.classes, rows] = (win + group.names.start).to(index)
+                if terms is None:
+                    terms = [torch.full((height, width), -torch.inf, dtype=torch.float64, device=device) for _ in parts]
+                for total, part in zip(terms, parts, strict=True):
+                    total[rows] = torch.logaddexp(total[rows], part)
+            del wide
+        band = max(1, self.group_elements // max(1, 8 * self.num_classes * width))
         for start in range(0, height, band):
             rows = slice(start, min(start + band, height))
-            f = frac[rows].reshape(1, -1, 1)
-            sims = wide[:, lo[rows]] * (1 - f) + wide[:, hi[rows]] * f
-            s, win = assemble(
-                self.assembly,
-                sims[:n],
-                self.names.owners,
-                self.num_classes,
-                logit_scale=float(self.settings["logit_scale"]),
-                class_sims=sims[n:] if self.rule.needs_class_sims else None,
-                weights=weights,
-            )
-            scores[:, rows] = s
-            winners[:, rows] = win.to(torch.int32)
+            scores[:, rows] = finish_groups(self.assembly, scores[:, rows], [t[rows] for t in terms or []])
         return scores, winners
+
+    @staticmethod
+    def _band(wide: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, frac: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The bilinear row resize of `wide` for these output rows (torch's weights)."""
+        f = frac[rows].reshape(1, -1, 1)
+        return wide[:, lo[rows]] * (1 - f) + wide[:, hi[rows]] * f
 
     def forward(self, images: Sequence[np.ndarray]) -> list[DensePending]:
         results = []
-        for image, (canvas, g, x) in zip(images, self.logits_at_resized(images), strict=True):
-            scores, winners = self.class_scores(canvas, g, x, image.shape[0], image.shape[1])
+        for image, enc in zip(images, self._encode(images), strict=True):
+            scores, winners = self.class_scores(enc, image.shape[0], image.shape[1])
             results.append(
                 DensePending(
                     scores=scores.float().cpu().numpy(),
