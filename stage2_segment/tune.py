@@ -423,7 +423,7 @@ def tune(
     backbone = None
     results: list[Trial] = []
     with tqdm(total=len(points), desc=f"tune {spec.name}", unit="trial", disable=not engine.progress) as bar:
-        for index, point in enumerate(points):
+        for index, point in enumerate(points, start=1):  # trials are numbered from 1, as printed
             trial = Trial(index, dict(point), trial_folder(out, point))
             trial_config = base.model_copy(update=point)
             key = _run_key(held_out, data_root, trial_config, stems_sha, None)
@@ -438,7 +438,7 @@ def tune(
             trial.mIoU, trial.mAcc, trial.metrics = metrics["mIoU"], metrics["mAcc"], metrics
             results.append(trial)
             best = _best(results) if any(t.mIoU is not None for t in results) else None
-            say(f"[{index + 1}/{len(points)}] {trial.label}: mIoU {_show(trial.mIoU)}"
+            say(f"[{index}/{len(points)}] {trial.label}: mIoU {_show(trial.mIoU)}"
                 + (" (reused)" if trial.reused else "") + (f"; best so far {best.mIoU} ({best.label})" if best else ""))
             bar.update(1)
     best = _best(results)

@@ -100,9 +100,9 @@ def test_choice_is_the_best_trial_and_the_preset_file_reproduces_it(tmp_path):
     summary = tune(_base(), "demo", root, out, space=GRID, tune_images=N_TUNE, run=_run())
     # the choice, recomputed from the trials' own metrics.json files (first best in search order)
     scores = [json.loads((out / t["folder"] / "metrics.json").read_text())["mIoU"] for t in summary["trials"]]
-    assert len(scores) == 4 and summary["chosen"]["trial"] == scores.index(max(scores))
+    assert len(scores) == 4 and summary["chosen"]["trial"] == scores.index(max(scores)) + 1
     assert summary["chosen"]["mIoU"] == max(scores)
-    best = summary["trials"][summary["chosen"]["trial"]]["overrides"]
+    best = summary["trials"][summary["chosen"]["trial"] - 1]["overrides"]
     md = (out / "tune.md").read_text()
     assert f"**{summary['chosen']['trial']}**" in md and f"mIoU {summary['final']['mIoU']}" in md
 
