@@ -87,6 +87,9 @@ def start_server(python: str, gguf: Path, port: int, threads: int, n_ctx: int, l
     raise SystemExit(f"llama_cpp.server did not answer in 300 s; see {log}")
 
 
+REPAIR_TEMPERATURE: float | None = None  # set from --repair-temperature
+
+
 def run_prompt(prompt: str, classes: list[str], k: int, cache: Path, structured: bool, **backend: object) -> dict:
     from llmseg.stage1.generate import GenerationError, generate_label_set
 
@@ -94,7 +97,7 @@ def run_prompt(prompt: str, classes: list[str], k: int, cache: Path, structured:
     try:
         label_set, meta = generate_label_set(
             classes, k=k, prompt=prompt, cache_path=cache, concurrency=1, timeout=600, max_retries=3, progress=False,
-            structured=structured, dataset_name="pascal_voc", **backend,
+            structured=structured, dataset_name="pascal_voc", repair_temperature=REPAIR_TEMPERATURE, **backend,
         )
     except GenerationError as exc:
         return {"prompt": prompt, "error": str(exc), "wall_s": round(time.monotonic() - started, 1)}
@@ -167,8 +170,12 @@ def main() -> None:
         "--backend", choices=["llama-cpp", "hf"], default="llama-cpp",
         help="llama-cpp: llama_cpp.server over HTTP (openai backend); hf: the same GGUF through transformers (gguf_file)",
     )
+    parser.add_argument("--repair-temperature", type=float, default=None,
+                        help="sample the repair turns at this temperature (llmseg subclasses --repair-temperature)")
     parser.add_argument("--from-cache", type=Path, nargs="+", help="only summarise these cache logs (e.g. of a stopped run)")
     args = parser.parse_args()
+    global REPAIR_TEMPERATURE
+    REPAIR_TEMPERATURE = args.repair_temperature
 
     from llmseg.datasets import get_dataset
 

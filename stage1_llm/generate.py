@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +194,10 @@ class _Run:
         domain: str,
         other_classes: bool,
         structured: bool,
+        repair_temperature: float | None = None,
     ):
         self.classes = classes
+        self.repair_temperature = repair_temperature
         self.backend = backend
         self.template = template
         self.k = k
@@ -221,14 +223,25 @@ class _Run:
 
     # ------------------------------------------------------------------ requests
 
-    def _key(self, messages: list[dict[str, str]], structured: bool) -> str:
+    def sampling_for(self, answer_index: int) -> Sampling:
+        """The first answer's sampling, or for a repair turn (answer_index > 0) the repair temperature if set.
+
+        A greedy model tends to repeat its rejected answer word for word after the repair message;
+        sampling the repair (seeded per try, so reruns replay from the cache) lets it move.
+        """
+        if answer_index == 0 or self.repair_temperature is None:
+            return self.sampling
+        seed = None if self.sampling.seed is None else self.sampling.seed + answer_index
+        return replace(self.sampling, temperature=self.repair_temperature, seed=seed)
+
+    def _key(self, messages: list[dict[str, str]], structured: bool, sampling: Sampling | None = None) -> str:
         return request_key(
             backend=self.backend.name,
             model=self.backend.model,
             prompt_sha256=self.template.sha256,
             messages=messages,
             schema=self.schema if structured else None,
-            sampling=self.sampling.as_dict(),
+            sampling=(sampling or self.sampling).as_dict(),
         )
 
     def _redact(self, text: str) -> str:
@@ -237,10 +250,11 @@ class _Run:
 
     def ask(self, class_name: str, messages: list[dict[str, str]], answer_index: int) -> dict[str, Any]:
         """One answer (a cache record) for these messages: replayed from the log, else requested and logged."""
+        sampling = self.sampling_for(answer_index)
         if not self.refresh:
             modes = [self.structured, not self.structured] if self.schema is not None else [False]
             for structured in modes:
-                record = self.cache.get(self._key(messages, structured))
+                record = self.cache.get(self._key(messages, structured, sampling))
                 if record is not None:
                     self.stats.add(cached=1)
                     return record
@@ -252,7 +266,7 @@ class _Run:
             self.limiter.acquire()
             self.stats.add(requests=1)
             try:
-                completion = self.backend.complete(messages, schema=self.schema if structured else None, sampling=self.sampling)
+                completion = self.backend.complete(messages, schema=self.schema if structured else None, sampling=sampling)
             except StructuredOutputUnsupported as exc:
                 if structured:  # sent with a schema: retry at once without it, for the rest of the run
                     self._schema_rejected(str(exc))
@@ -282,7 +296,7 @@ class _Run:
                     self.fingerprints.add(completion.system_fingerprint)
             record = {
                 "kind": "answer",
-                "key": self._key(messages, structured),
+                "key": self._key(messages, structured, sampling),
                 "class": class_name,
                 "answer": answer_index,
                 "backend": self.backend.name,
@@ -290,7 +304,7 @@ class _Run:
                 "prompt_id": self.template.id,
                 "prompt_sha256": self.template.sha256,
                 "structured": structured,
-                "sampling": self.sampling.as_dict(),
+                "sampling": sampling.as_dict(),
                 "messages": messages,
                 "text": completion.text,
                 "meta": completion.meta(),
@@ -415,6 +429,7 @@ def generate_label_set(
     batch_options: BatchOptions | None = None,
     gguf_file: str | None = None,
     allow_shared: bool = False,
+    repair_temperature: float | None = None,
 ) -> tuple[LabelSet, LabelSetMeta]:
     """Ask the LLM for exactly `k` subclasses of every class; return the label set and its provenance.
 
@@ -432,6 +447,8 @@ def generate_label_set(
     gguf_file: hf backend: load this GGUF file (a path, or a name inside the `model` folder or hub repo).
     allow_shared: accept subclasses given for several classes; by default those classes are asked
     again naming the clash (CLASH_ROUNDS times), then GenerationError names them.
+    repair_temperature: sample repair turns (re-asks after an unusable or clashing answer) at this
+    temperature, seeded per try; None: the same sampling as the first answer.
 
     Raises GenerationError naming every class without a usable answer (the others stay cached),
     FatalBackendError when the backend cannot work at all (bad key, unknown model), ValueError
@@ -470,6 +487,7 @@ def generate_label_set(
         domain=domain or "natural photographs",
         other_classes=other_classes,
         structured=structured,
+        repair_temperature=repair_temperature,
     )
     started = time.monotonic()
     batch_report = None
@@ -520,6 +538,7 @@ def generate_label_set(
         structured_output="json_schema" if run.structured else "text",
         system_fingerprints=sorted(run.fingerprints),
         max_retries=max_retries,
+        repair_temperature=repair_temperature,
         stats=run.stats.as_dict(),
         cache=str(cache_path) if cache_path else None,
         warnings=[str(issue) for issue in report.warnings],

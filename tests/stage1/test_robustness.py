@@ -215,12 +215,40 @@ def test_other_class_names_are_in_the_prompt_unless_disabled(classes, fast):
     assert "dog" not in without
 
 
-def test_rpm_spaces_request_starts(classes, fast):
-    with ScriptedLLMServer() as server:
-        run(server, classes, fast, concurrency=5, rpm=600)  # one start every 0.1 s
-        times = sorted(r.time for r in server.log)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= 0.08
+def test_rpm_spaces_request_starts(classes, fast, monkeypatch):
+    """The limiter's schedule on a fake clock (no wall-clock timing): starts exactly 60/rpm apart, across threads."""
+    import threading
+
+    from llmseg.stage1 import generate
+
+    class Clock:
+        def __init__(self):
+            self.now, self.lock, self.starts = 100.0, threading.Lock(), []
+
+        def monotonic(self):
+            with self.lock:
+                return self.now
+
+        def sleep(self, seconds):
+            with self.lock:
+                self.starts.append(self.now + seconds)  # when this caller may start
+
+    clock = Clock()
+    monkeypatch.setattr(generate, "time", clock)
+    limiter = generate.RateLimiter(600)  # one start every 0.1 s
+    threads = [threading.Thread(target=limiter.acquire) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(round(t - 100.0, 9) for t in clock.starts) == [0.1, 0.2, 0.3, 0.4]  # the first starts at once
+    monkeypatch.undo()
+    with ScriptedLLMServer() as server:  # and the run really goes through the limiter
+        calls = []
+        real = generate.RateLimiter.acquire
+        monkeypatch.setattr(generate.RateLimiter, "acquire", lambda self: (calls.append(self.interval), real(self))[1])
+        run(server, classes, fast, concurrency=5, rpm=6000)
+        assert len(calls) == len(server.log) and set(calls) == {0.01}
 
 
 def test_api_key_never_reaches_a_file(classes, fast, tmp_path):
@@ -251,3 +279,26 @@ def test_reasoning_model_parameter_errors_are_adapted_to(classes, fast):
     assert all("max_tokens" not in b and "temperature" not in b for b in bodies[2:])
     assert meta.model_extra["backend"]["adaptations"] == ["max_completion_tokens", "default-temperature"]
     assert meta.model_extra["stats"]["retries"] == 0
+
+
+def test_repair_temperature_samples_the_re_asks_seeded_per_try_and_replays_from_the_cache(tmp_path, fast):
+    """A greedy model repeats its rejected answer; --repair-temperature sends the re-asks sampled."""
+    from llmseg.stage1.generate import generate_label_set
+    from llmseg.stage1.testing.server import ScriptedLLMServer, valid
+
+    script = {"cat": [valid(["tabby", "dog"]), valid(["tabby", "siamese"])]}  # 'dog' is another class
+    cache = tmp_path / "log.jsonl"
+    with ScriptedLLMServer(script) as server:
+        label_set, meta = generate_label_set(
+            ["cat", "dog"], backend="openai", model="m", base_url=server.base_url, k=2, temperature=0.0, seed=7,
+            repair_temperature=0.8, cache_path=cache, backoff=fast, progress=False,
+        )
+        sent = [(r.body.get("temperature"), r.body.get("seed")) for r in server.log if r.class_name == "cat"]
+    assert label_set.root["cat"] == ["tabby", "siamese"] and meta.model_extra["repair_temperature"] == 0.8
+    assert sent == [(0.0, 7), (0.8, 8)]  # first answer as asked; the repair sampled, seed + try number
+    with ScriptedLLMServer({}) as server:  # a rerun replays both answers from the log: no request at all
+        again, _ = generate_label_set(
+            ["cat", "dog"], backend="openai", model="m", base_url=server.base_url, k=2, temperature=0.0, seed=7,
+            repair_temperature=0.8, cache_path=cache, backoff=fast, progress=False,
+        )
+        assert again.root == label_set.root and not [r for r in server.log if r.class_name == "cat"]
