@@ -409,9 +409,13 @@ def tune(
     if final:
         check_dataset(spec, data_root)
     check_method_inputs(config, spec.classes)
-    for point in points:
-        MethodConfig.model_validate({**config.model_dump(), **point})
-    out.mkdir(parents=True, exist_ok=True)
+    from .registries import check_applicable
+
+    for point in points:  # a setting the method does not read, or K without a label set: refused now, not at trial N
+        check_applicable(MethodConfig.model_validate({**config.model_dump(), **point}))
+    if "k" in chosen_space.values and not config.label_set:
+        raise ConfigError("--grid k truncates a label set: give one with --label-set")
+    # writes out/tune_images.txt once the splits are checked (the first file of the run)
     held_out, stems = tuning_spec(spec, tune_split, data_root, out, tune_images, seed, need_evaluation=final)
     stems_sha = hashlib.sha256("\n".join(stems).encode()).hexdigest()
     cache = config.text_cache_dir or str(out / "text_cache")

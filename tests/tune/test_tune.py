@@ -171,6 +171,11 @@ def test_refuses_the_evaluation_split_overlaps_and_bad_spaces(tmp_path):
         tune(_base(), "demo", root, tmp_path / "b", space=["k=1"], tune_split="test", run=_run())
     with pytest.raises(ConfigError, match="more than --max-trials 3"):
         tune(_base(), "demo", root, tmp_path / "c", space=GRID, max_trials=3, run=_run())
+    with pytest.raises(ConfigError, match="--top-cls-num does not apply to --method dense"):
+        tune(_base(), "demo", root, tmp_path / "f", space=["top_cls_num=3,5"], run=_run())
+    with pytest.raises(ConfigError, match="--grid k truncates a label set"):
+        tune(_base().model_copy(update={"label_set": None}), "demo", root, tmp_path / "g", space=["k=1,2"], run=_run())
+    assert not any((tmp_path / name).exists() for name in "abcdfg")  # refused before any folder was written
     with pytest.raises(ConfigError, match="logit_scale: given as a fixed setting and searched"):
         tune(_base(), "demo", root, tmp_path / "d", space=["logit_scale=10,20"], run=_run())
     # a "train" list that holds a val image is refused before anything runs
