@@ -59,13 +59,25 @@ from ..preprocess import (
 )
 from .common import NameTable
 
-__all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "backbone_view_options",
-           "query_groups", "resized_shape", "slide_windows"]
+__all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "argmax_classes",
+           "backbone_view_options", "query_groups", "resized_shape", "slide_windows"]
 
 BAND_ELEMENTS = 1 << 26  # names x rows x width per assembly band (256 MB of float32)
 # queries x per-query elements of one text-query group: its canvas, one crop batch's logits, the
 # row-resized (or PAMR) maps; 128 MB of float32. Band temporaries are held to about the same.
 GROUP_ELEMENTS = 1 << 25
+ARGMAX_ELEMENTS = 1 << 24  # classes x rows x width per band of finish()'s argmax
+
+
+def argmax_classes(scores: np.ndarray) -> np.ndarray:
+    """scores.argmax(axis=0) as int64, in row bands: numpy's argmax over a leading axis first copies the whole
+    array (1.1 GB at ADE-847 size); the same first-index tie rule band by band."""
+    c, h, w = scores.shape
+    labels = np.empty((h, w), dtype=np.int64)
+    band = max(1, ARGMAX_ELEMENTS // max(1, c * w))
+    for start in range(0, h, band):
+        labels[start : start + band] = scores[:, start : start + band].argmax(axis=0)
+    return labels
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -190,14 +202,16 @@ class DensePending:
             total = scores.sum(axis=0, keepdims=True)
             probs = scores / np.maximum(total, 1e-12)
             scores = dense_crf_multilabel(self.image, probs.astype(np.float32), iterations=self.crf_iterations)
-        scores = np.array(scores, dtype=np.float32, copy=True)
         num_classes = scores.shape[0]
         if self.background and self.area_thd:
-            pred = scores.argmax(axis=0)
+            scores = np.array(scores, dtype=np.float32, copy=True)  # zeroed below; the pending keeps its own
+            pred = argmax_classes(scores)
             area = np.bincount(pred.ravel(), minlength=num_classes)[1:]
             keep = area > self.area_thd * area.sum()
             scores[1:] *= keep[:, None, None].astype(np.float32)
-        labels = scores.argmax(axis=0).astype(np.int64)
+        else:  # no copy: at ADE-847 size [C, H, W] is over 1 GB; the result shares the pending's array
+            scores = np.asarray(scores, dtype=np.float32)
+        labels = argmax_classes(scores)
         if self.background and self.prob_thd is not None:
             labels[scores.max(axis=0) < self.prob_thd] = 0
         subclass = np.take_along_axis(self.winners, labels[None].astype(np.int64), axis=0)[0].astype(np.int32)

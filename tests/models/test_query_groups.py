@@ -212,3 +212,14 @@ def test_rules_without_group_form_run_all_queries_at_once(backbone):
     method.group_elements = 1
     enc = method._encode([np.zeros((40, 40, 3), np.uint8)])[0]
     assert method.query_groups_for(enc, 40, 40) == [QueryGroup(slice(0, len(CLASSES)), slice(0, method.num_names))]
+
+
+def test_banded_argmax_equals_numpy_with_ties(monkeypatch):
+    from llmseg.stage2.methods import dense
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (7, 23, 9)).astype(np.float32)  # many ties: the first index must win
+    monkeypatch.setattr(dense, "ARGMAX_ELEMENTS", 7 * 9 * 4)  # bands of 4 rows, the last one short
+    got = dense.argmax_classes(scores)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, scores.argmax(axis=0))
