@@ -9,13 +9,14 @@ Three measurements, each in its own process (so one phase's allocations do not h
   stand-in encoder that returns random unit vectors of width 512 (a real tower would take ~20 min
   on 2 cores; the memory that matters is the [names x templates, D] block the encoder returns);
 - image: one image through the dense method (SCLIP preset: crop 224, stride 112, slide) with the
-  4235 queries and max assembly, at the short sides given (the preset's 336 needs ~9 GB, more than a
-  shared 2-core machine has free); measured against the linear model of the big buffers,
-  canvas [Q, h, w] + row-resized [Q, h, W] + scores and winners [C, H, W], so the ADE-847 size
-  (short side 336 for the model, originals up to 512 x 683) can be read off.
+  4235 queries and max assembly, forward + finish, at the short sides given, twice: with every query
+  in one group (what the method did before it grouped the text side: canvas [Q, h, w] + row-resized
+  [Q, h, W] at once) and with its default class groups (dense.GROUP_ELEMENTS); then once, grouped,
+  at ADE-847's protocol size: a 512 x 683 original, short side 336 (model input 336 x 448). The one-
+  group rows are not run there (about 17 GB by their linear model, more than this machine has free).
 
-    python benchmarks/bench_memory_847.py                         # ~2 min on 2 CPU cores
-    python benchmarks/bench_memory_847.py --sides 112 168 --arch ViT-S-16
+    python benchmarks/bench_memory_847.py                         # ~5 min on 2 CPU cores
+    python benchmarks/bench_memory_847.py --sides 112 168 --arch ViT-S-16 --ade 512 683
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _results import append_results, cpu_name  # noqa: E402
+from _results import RESULTS, append_results, cpu_name  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 K = 5
+SECTION = "## Stage two memory at 847 classes x 5 subclasses"
+ONE_GROUP = 1 << 62  # group_elements that puts every query in one group
 
 
 def _rss_bytes() -> int:
@@ -146,6 +149,7 @@ def worker_image(args: argparse.Namespace) -> dict:
     from llmseg.labelset import LabelSet
     from llmseg.stage2.interface import MethodConfig
     from llmseg.stage2.methods import build_method
+    from llmseg.stage2.methods.dense import GROUP_ELEMENTS, resized_shape
 
     torch.manual_seed(0)
     classes, label_set = _names()
@@ -153,15 +157,39 @@ def worker_image(args: argparse.Namespace) -> dict:
     config = MethodConfig(backbone=f"openclip:{args.arch}", random_weights=True, preset="sclip", templates=args.templates,
                           short_side=side, assembly="max")
     method = build_method(config, classes, dataset="ade847", label_set=LabelSet(label_set))
-    h, w = side, round(side * 4 / 3)  # a 3:4 image already at the model's short side: h x w = H x W
-    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    one_group = args.group_elements == "one"
+    method.group_elements = ONE_GROUP if one_group else GROUP_ELEMENTS
+    # an original of the given size, or a 3:4 image already at the model's short side (h x w = H x W)
+    big_h, big_w = args.original or (side, round(side * 4 / 3))
+    h, w = resized_shape(big_h, big_w, side)
+    image = np.random.default_rng(0).integers(0, 256, (big_h, big_w, 3), dtype=np.uint8)
+    enc = method._encode([image])[0]
+    groups = len(method.query_groups_for(enc, big_h, big_w))
+    del enc
     t0 = time.perf_counter()
     with PeakRSS() as rss:
         result = [p.finish() for p in method.forward([image])][0]
+    seconds = time.perf_counter() - t0
     q, c = K * len(classes), len(classes)
-    model_mb = (q * h * w * 4 + q * h * w * 4 + c * h * w * 8) / 2**20
-    return {"phase": "image", "side": side, "size": f"{h}x{w}", "queries": q, "seconds": time.perf_counter() - t0,
-            "rss_increase_mb": rss.increase_mb, "buffers_model_mb": model_mb, "labels": list(result.labels.shape)}
+    results_mb = c * big_h * big_w * (4 + 2) / 2**20  # scores float32 + winners int16 [C, H, W]
+    model_mb = results_mb + (q * h * w * 4 + q * h * big_w * 4) / 2**20 if one_group else results_mb + GROUP_ELEMENTS * 4 / 2**20
+    return {"phase": "image", "side": side, "size": f"{big_h}x{big_w}", "input": f"{h}x{w}", "queries": q,
+            "groups": groups, "seconds": seconds, "rss_increase_mb": rss.increase_mb, "buffers_model_mb": model_mb,
+            "results_mb": results_mb, "labels": list(result.labels.shape)}
+
+
+def _replace_section(section: str) -> None:
+    """Put this benchmark's section where its previous one was (appended when there is none)."""
+    from llmseg.io import atomic_write_text
+
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else ""
+    start = text.find("\n" + SECTION)
+    if start < 0:
+        append_results(section)
+        return
+    end = text.find("\n## ", start + 1)
+    atomic_write_text(RESULTS, text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else ""))
+    print(f"replaced its section in {RESULTS}")
 
 
 def _run(args: argparse.Namespace, phase: str, extra: list[str]) -> dict:
@@ -179,9 +207,13 @@ def main() -> None:
     parser.add_argument("--arch", default="ViT-S-16")
     parser.add_argument("--templates", default="single")
     parser.add_argument("--sides", type=int, nargs="+", default=[112, 168], help="short sides of the test images")
+    parser.add_argument("--ade", type=int, nargs=2, default=[512, 683], metavar=("H", "W"),
+                        help="original size of the grouped run at ADE-847's short side 336 (0 0: skip it)")
     parser.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--side", type=int, default=112, help=argparse.SUPPRESS)
+    parser.add_argument("--original", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--group-elements", default="default", choices=["default", "one"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         fn = {"text": worker_text, "text-openai80": worker_text_openai80, "image": worker_image}[args.worker]
@@ -189,51 +221,66 @@ def main() -> None:
         return
     text = _run(args, "text", [])
     text80 = _run(args, "text-openai80", [])
-    images = [_run(args, "image", ["--side", str(s)]) for s in args.sides]
-    # the linear model at ADE-847's protocol size: model input 336x448, scores at the original (<= 512x683)
+    images = []
+    for side in args.sides:
+        for how in ("one", "default"):
+            images.append(_run(args, "image", ["--side", str(side), "--group-elements", how]))
+    if args.ade[0] > 0:
+        images.append(_run(args, "image", ["--side", "336", "--original", *map(str, args.ade), "--group-elements", "default"]))
+    # the one-group linear model at ADE-847's protocol size: model input 336x448, scores at the original (<= 512x683)
     q, c = text["queries"], text["queries"] // K
     ade = (q * 336 * 448 * 4 + q * 336 * 683 * 4 + c * 512 * 683 * 8) / 2**30
-    ratio = max(r["rss_increase_mb"] / r["buffers_model_mb"] for r in images)
+    one = [r for r in images if r["groups"] == 1]
+    ratio = max((r["rss_increase_mb"] / r["buffers_model_mb"] for r in one), default=float("nan"))
     lines = [
-        "| phase | size | queries | seconds | peak RSS increase (MB) | tracemalloc peak (MB) | big-buffer model (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-        f"| {text['phase']} | [{text['shape'][0]}, {text['shape'][1]}] | {q} | {text['seconds']:.1f} | "
+        "| phase | size (input) | queries | groups | seconds | peak RSS increase (MB) | tracemalloc peak (MB) | big-buffer model (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| {text['phase']} | [{text['shape'][0]}, {text['shape'][1]}] | {q} | - | {text['seconds']:.1f} | "
         f"{text['rss_increase_mb']:.0f} | {text['tracemalloc_peak_mb']:.1f} | {text['result_mb']:.1f} (result) |",
-        f"| {text80['phase']} | {text80['prompts']} prompts | {q} | {text80['seconds']:.1f} | {text80['rss_increase_mb']:.0f} | "
+        f"| {text80['phase']} | {text80['prompts']} prompts | {q} | - | {text80['seconds']:.1f} | {text80['rss_increase_mb']:.0f} | "
         f"{text80['tracemalloc_peak_mb']:.1f} | {text80['prompt_block_mb']:.0f} (prompt block) |",
     ]
     for r in images:
-        lines.append(f"| image, dense sclip, max assembly | {r['size']} | {r['queries']} | {r['seconds']:.1f} | "
-                     f"{r['rss_increase_mb']:.0f} | - | {r['buffers_model_mb']:.0f} |")
+        how = "one group" if r["groups"] == 1 else "class groups"
+        lines.append(f"| image, dense sclip, max, {how} | {r['size']} ({r['input']}) | {r['queries']} | {r['groups']} | "
+                     f"{r['seconds']:.1f} | {r['rss_increase_mb']:.0f} | - | {r['buffers_model_mb']:.0f} |")
     table = "\n".join(lines)
     print(table)
     if args.no_write:
         return
+    grouped = [r for r in images if r["groups"] > 1]
+    ade_row = next((r for r in grouped if r["side"] == 336), None)
+    ade_line = (
+        f"- at ADE-847's protocol size ({ade_row['size']} original, {ade_row['input']} model input), measured: "
+        f"{ade_row['rss_increase_mb'] / 1024:.1f} GiB peak RSS increase for forward + finish in {ade_row['groups']} groups, "
+        f"{ade_row['seconds']:.0f} s; of that, {ade_row['results_mb'] / 1024:.1f} GiB are the results themselves "
+        "(scores float32 + winners int16 [C, H, W]: the method's output, which grows with C, not with the subclasses).\n"
+        if ade_row else ""
+    )
     command = "python benchmarks/bench_memory_847.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
     section = (
-        f"\n## Stage two memory at 847 classes x {K} subclasses ({args.arch} random weights, CPU)\n\n"
+        f"\n{SECTION} ({args.arch} random weights, CPU)\n\n"
         f"- device: {cpu_name()}, {os.cpu_count()} cores, shared with other jobs\n"
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
         f"- command: `{command}`\n"
         "- what: ade847's class names, 5 made-up subclasses each (4235 text queries); text embeddings with a random "
         f"{args.arch} text tower ({args.templates} template), the same names with the 80 OpenAI templates through "
-        "`embed_prompts` on a stand-in encoder (D=512), and one random image already at the model's short side through "
-        "the dense method (SCLIP preset, slide 224/112, max assembly). Peak RSS increase sampled every 2 ms in a fresh "
-        "process per row; tracemalloc sees Python/numpy allocations only, not torch's.\n"
-        "- big-buffer model: canvas [Q, h, w] + row-resized logits [Q, h, W] + scores and winners [C, H, W] "
-        "(float32 / int32), Q = 4235, C = 847.\n"
-        f"- measured peaks are up to {ratio:.1f}x the big-buffer model (per-crop upsampled logits, the row bands' "
-        f"gathers and assembly temporaries come on top). At ADE-847's size (model input 336x448, originals up to "
-        f"512x683) the model gives {ade:.1f} GiB per image, so about {ade * ratio:.0f} GiB with that factor: the text "
-        "embeddings are not the problem (a few MB), the per-query canvases [Q, h, w] are. Bounding them "
-        "needs the dense method to run the queries class-group by class-group (exact for per-class assembly rules), "
-        "not done here.\n"
-        "- text-openai80 runs after `embed_prompts` encodes names in chunks of about 16384 prompts (before: one "
-        "call with all 338800 prompts, a 662 MB block plus its normalised copy).\n\n"
+        "`embed_prompts` on a stand-in encoder (D=512), and one random image through the dense method (SCLIP preset, "
+        "slide 224/112, max assembly; forward + finish). Peak RSS increase sampled every 2 ms in a fresh process per "
+        "row; tracemalloc sees Python/numpy allocations only, not torch's.\n"
+        "- one group = every query at once, as the method ran before issue 13 (canvas [Q, h, w] + row-resized [Q, h, W]); "
+        "class groups = the default: the text side (logits, crop accumulation, resizes, assembly) runs a few whole "
+        "classes at a time, at most `dense.GROUP_ELEMENTS` (2^25) per-query elements per group, the image encoder still "
+        "once per crop; the softmax over all names is carried across groups as a per-pixel log-sum-exp "
+        "(tests/models/test_query_groups.py: same scores to float32 rounding, same labels).\n"
+        "- big-buffer model: results scores float32 + winners int16 [C, H, W], plus canvas + row-resized [Q, ...] "
+        "(one group) or one group's 128 MB (class groups); Q = 4235, C = 847.\n"
+        + ade_line
+        + f"- one group at ADE-847's size, by its linear model: {ade:.1f} GiB, about {ade * ratio:.0f} GiB with the "
+        f"measured factor {ratio:.1f} (not run).\n\n"
         + table + "\n"
     )
-    append_results(section)
-
+    _replace_section(section)
 
 if __name__ == "__main__":
     main()

@@ -138,8 +138,12 @@ def has_group_form(rule: type[AssemblyRule]) -> bool:
 
 
 def _lse(logits: torch.Tensor) -> torch.Tensor:
-    """Log-sum-exp over the rows in float64 (the groups' terms are summed, so keep their rounding small)."""
-    return torch.logsumexp(logits.double(), dim=0)
+    """Log-sum-exp over the rows as float64: max + log(sum exp(x - max)), the exps summed in the logits' dtype
+    (as softmax sums them) and only the [...]-sized result in float64, so adding the groups' terms keeps
+    the rounding of one softmax without a float64 copy of the group."""
+    top = logits.max(dim=0).values
+    total = torch.exp(logits - top).sum(dim=0)
+    return top.double() + total.double().log()
 
 
 def _exp_minus(values: torch.Tensor, terms: Sequence[torch.Tensor]) -> torch.Tensor:
