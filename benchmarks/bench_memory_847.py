@@ -272,12 +272,14 @@ def main() -> None:
         "class groups = the default: the text side (logits, crop accumulation, resizes, assembly) runs a few whole "
         "classes at a time, at most `dense.GROUP_ELEMENTS` (2^25) per-query elements per group, the image encoder still "
         "once per crop; the softmax over all names is carried across groups as a per-pixel log-sum-exp "
-        "(tests/models/test_query_groups.py: same scores to float32 rounding, same labels).\n"
+        "(tests/models/test_query_groups.py: same scores to float32 rounding, same labels wherever the top-two gap "
+        "exceeds that rounding).\n"
         "- big-buffer model: results scores float32 + winners int16 [C, H, W], plus canvas + row-resized [Q, ...] "
         "(one group) or one group's 128 MB (class groups); Q = 4235, C = 847.\n"
         + ade_line
-        + f"- one group at ADE-847's size, by its linear model: {ade:.1f} GiB, about {ade * ratio:.0f} GiB with the "
-        f"measured factor {ratio:.1f} (not run).\n\n"
+        + f"- one group at ADE-847's size, by its linear model (canvas + row-resized [Q, ...], scores + int32 winners "
+        f"[C, H, W], the layout before issue 13): {ade:.1f} GiB, about {ade * ratio:.0f} GiB with the measured "
+        f"factor {ratio:.1f} of this run's one-group rows (not run).\n\n"
         + table + "\n"
     )
     _replace_section(section)
