@@ -3,7 +3,9 @@
 A preset is a JSON file: `default` holds the paper's general numbers, `datasets[ds]` the overrides
 for one benchmark. The bundled ones live in `preset_files/<name>.json`; `--preset PATH` takes a
 user's file of the same shape (for example one written by a tuning run). `crop = 0` means the
-whole resized image in one pass (NACLIP on VOC). `prob_thd` / `area_thd` only act on datasets
+whole resized image in one pass (NACLIP on VOC). Besides the dense numbers a preset may set
+`assembly`, `k`, `top_cls_num`, `templates` and `crf` (methods.PRESET_CONFIG_FIELDS; what a
+tuning run chooses), and its `method` must be the configured one. `prob_thd` / `area_thd` only act on datasets
 whose class 0 is background.
 """
 
