@@ -124,15 +124,18 @@ def build_method(
     entry = METHODS.entry(config.method)
     options = entry.config or MethodOptions
     check_applicable(config)
+    given = {key for key in ("k", "assembly") if getattr(config, key) is not None}
     config = with_preset_fields(config, dataset)
     label_set_path = str(config.label_set) if config.label_set else None
     if label_set is None and label_set_path:
         label_set = load_label_set(label_set_path, classes)
     elif label_set is not None and label_set.classes != classes:
         raise ConfigError(f"label set classes {label_set.classes[:3]}... differ from the class list {classes[:3]}...")
+    if label_set is None:  # a preset's K and assembly rule have nothing to act on with class names only
+        config = config.model_copy(update={key: None for key in ("k", "assembly") if key not in given})
+    if config.k is not None and label_set is None:
+        raise ConfigError(f"--k {config.k} keeps the first K subclasses of a label set: give one (--label-set)")
     if config.k is not None:
-        if label_set is None:
-            raise ConfigError(f"--k {config.k} keeps the first K subclasses of a label set: give one (--label-set)")
         label_set = label_set.first(config.k)
     assembly = config.assembly or (options.default_assembly if label_set is not None else "none")
     per_class = ASSEMBLY_RULES.get(assembly).one_name_per_class  # "none": the class names themselves

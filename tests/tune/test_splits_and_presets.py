@@ -95,5 +95,11 @@ def test_a_preset_sets_assembly_k_and_top_cls_num_of_llm_supervision(tmp_path):
     assert (other.top_cls_num, other.assembly, other.k) == (7, None, None)
     explicit = with_preset_fields(config.model_copy(update={"assembly": "mean"}), "demo")
     assert explicit.assembly == "mean"  # what the user gives wins over the preset
+    from llmseg.datasets import get_dataset
+    from llmseg.stage2.methods import build_method
+
+    names_only = build_method(MethodConfig(method="llm-supervision", backbone="demo-clip", preset=str(path)),
+                              get_dataset("demo").classes, "demo")  # the preset's K is ignored without a label set
+    assert names_only.describe()["k"] is None
     with pytest.raises(ConfigError, match="is for method 'llm-supervision', not --method dense"):
         with_preset_fields(MethodConfig(preset=str(path)), "demo")
