@@ -24,6 +24,21 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def method_config(fields: dict[str, object]):
+    """The MethodConfig of the given option values; an unknown field or a bad value is a ConfigError."""
+    from llmseg.errors import ConfigError
+
+    from .interface import MethodConfig
+
+    unknown = sorted(set(fields) - set(MethodConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"--set: no such setting {', '.join(unknown)} (see llmseg evaluate --help)")
+    try:
+        return MethodConfig.model_validate(fields)
+    except ValueError as exc:  # pydantic's ValidationError: a bad value of a user option
+        raise ConfigError(f"invalid settings: {exc}") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_command(
@@ -47,24 +62,15 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished cells (default).")] = True,
     ) -> None:
         """Compare label sets (e.g. several LLMs' against class names) across presets and datasets."""
-        from llmseg.errors import ConfigError
-
         from . import runner
         from .compare import compare, variants_from_presets
-        from .interface import MethodConfig
 
         fields = {"method": method, "backbone": backbone, "device": device, **_parse_sets(sets or [])}
         if pretrained is not None:
             fields["pretrained"] = pretrained
         if checkpoint is not None:
             fields["checkpoint"] = checkpoint
-        unknown = sorted(set(fields) - set(MethodConfig.model_fields))
-        if unknown:
-            raise ConfigError(f"--set: no such setting {', '.join(unknown)} (see llmseg evaluate --help)")
-        try:
-            base = MethodConfig.model_validate(fields)
-        except ValueError as exc:  # pydantic's ValidationError: a bad value of a user option
-            raise ConfigError(f"invalid settings: {exc}") from None
+        base = method_config(fields)
         variants = variants_from_presets(base, preset or []) if preset else {method: base}
         summary = compare(dataset, label_set, variants, data_root, out, run=runner.RunConfig(limit=limit),
                           overlays=overlays, plots=plots, resume=resume, echo=typer.echo)

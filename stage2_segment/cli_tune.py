@@ -45,8 +45,7 @@ def register(app: typer.Typer) -> None:
         """Tune thresholds, temperature, assembly and K on a held-out split; write a preset; evaluate val once."""
         from llmseg.errors import ConfigError
 
-        from .cli_compare import _parse_sets
-        from .interface import MethodConfig
+        from .cli_compare import _parse_sets, method_config
         from .runner import RunConfig
         from .tune import tune
 
@@ -54,11 +53,8 @@ def register(app: typer.Typer) -> None:
         for key, value in (("pretrained", pretrained), ("checkpoint", checkpoint), ("preset", preset), ("label_set", label_set)):
             if value is not None:
                 fields[key] = value
-        unknown = sorted(set(fields) - set(MethodConfig.model_fields))
-        if unknown:
-            raise ConfigError(f"--set: no such setting {', '.join(unknown)} (see llmseg evaluate --help)")
+        config = method_config(fields)
         try:
-            config = MethodConfig.model_validate(fields)
             run = RunConfig(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress)
         except ValueError as exc:  # pydantic's ValidationError: a bad value of a user option
             raise ConfigError(f"invalid settings: {exc}") from None

@@ -30,6 +30,7 @@ from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_
 
 from . import runner
 from .interface import MethodConfig
+from .run_folder import clear_results, finished_metrics, marker_key, write_marker
 
 NAMES = "names"
 PLACEHOLDER = "{dataset}"
@@ -150,33 +151,22 @@ def cell_key(cell: Cell, data_root: str | os.PathLike, limit: int | None) -> str
 
 def cell_is_finished(cell: Cell, key: str) -> bool:
     """metrics.json written, the checkpoint complete, and the cell key unchanged."""
-    try:
-        info = json.loads((cell.out / CELL_FILE).read_text(encoding="utf-8"))
-        checkpoint = json.loads((cell.out / "checkpoint.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return info.get("key") == key and bool(checkpoint.get("complete")) and (cell.out / "metrics.json").is_file()
+    return finished_metrics(cell.out, CELL_FILE, key) is not None
 
 
 def _claim(cell: Cell, key: str, resume: bool) -> None:
     """Write cell.json; a folder holding another grid's cell is refused (unless starting over)."""
-    path = cell.out / CELL_FILE
-    if path.is_file() and resume:
-        try:
-            old = json.loads(path.read_text(encoding="utf-8")).get("key")
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != key:
-            raise CompareError(
-                f"{cell.out} holds a cell run with other settings (dataset, data root, limit, method settings or "
-                "label-set contents); pass --no-resume to recompute it or choose another --out"
-            )
+    if (cell.out / CELL_FILE).is_file() and resume and marker_key(cell.out, CELL_FILE) != key:
+        raise CompareError(
+            f"{cell.out} holds a cell run with other settings (dataset, data root, limit, method settings or "
+            "label-set contents); pass --no-resume to recompute it or choose another --out"
+        )
     if not resume:
-        for name in ("metrics.json", "metrics.md", "checkpoint.json"):
-            (cell.out / name).unlink(missing_ok=True)
-    atomic_write_json(path, {"key": key, "dataset": cell.dataset, "variant": cell.variant, "label_set": cell.label_set,
-                             "label_set_path": str(cell.label_set_path) if cell.label_set_path else None,
-                             "method_config": cell.config.model_dump(mode="json")})
+        clear_results(cell.out)
+    write_marker(cell.out, CELL_FILE, key, {
+        "dataset": cell.dataset, "variant": cell.variant, "label_set": cell.label_set,
+        "label_set_path": str(cell.label_set_path) if cell.label_set_path else None,
+        "method_config": cell.config.model_dump(mode="json")})
 
 
 def _backbone_key(config: MethodConfig) -> str:

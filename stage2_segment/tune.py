@@ -34,6 +34,7 @@ from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_
 
 from . import runner
 from .interface import MethodConfig
+from .run_folder import clear_results, finished_metrics, marker_key, write_marker
 
 # MethodConfig fields a tuning run may choose; each is None by default (= the preset's / method's).
 TUNABLE_FIELDS = ("prob_thd", "logit_scale", "area_thd", "top_cls_num", "assembly", "k")
@@ -123,11 +124,11 @@ def default_space(config: MethodConfig, spec: DatasetSpec) -> SearchSpace:
     {0, 0.1, 0.2} and area_thd {none, 0.1}. llm-supervision: top_cls_num {5, 10, 20} (at most C)
     and the assembly rules softmax / max. With a label set of K > 1 subclasses: k {1, K//2, K}.
     """
-    from .methods import method_options_of
+    from .methods import _dataset_background, method_options_of
     from .methods.common import has_background
 
     reads = set(method_options_of(config).model_fields)
-    background = has_background(list(spec.classes), spec.background_is_zero if spec.source is not None else None)
+    background = has_background(list(spec.classes), _dataset_background(spec.name))
     values: dict[str, tuple[Any, ...]] = {}
     if "logit_scale" in reads:
         values["logit_scale"] = (40.0, 50.0, 65.0)
@@ -239,45 +240,23 @@ def _run_key(spec: DatasetSpec, data_root: str | os.PathLike, config: MethodConf
     })
 
 
-def _finished(folder: Path, key: str) -> dict[str, Any] | None:
-    """The metrics.json of a finished run in `folder` with the same key, else None."""
-    try:
-        info = json.loads((folder / TRIAL_FILE).read_text(encoding="utf-8"))
-        checkpoint = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
-        if info.get("key") != key or not checkpoint.get("complete"):
-            return None
-        return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _claim(folder: Path, key: str, resume: bool, about: dict[str, Any]) -> None:
-    """Write trial.json; a folder holding a run with other settings starts over (its checkpoint would refuse)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / TRIAL_FILE
-    old = None
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8")).get("key")
-        except (OSError, json.JSONDecodeError):
-            old = None
-    if old != key or not resume:
-        for name in ("metrics.json", "metrics.md", "checkpoint.json"):
-            (folder / name).unlink(missing_ok=True)
-    atomic_write_json(path, {"key": key, **about})
-
-
 def _evaluate(config: MethodConfig, spec: DatasetSpec, data_root: str | os.PathLike, folder: Path, key: str,
-              run: runner.RunConfig, backbone: Any, resume: bool, about: dict[str, Any],
+              run: runner.RunConfig, backbone: Callable[[], Any], resume: bool, about: dict[str, Any],
               extra_info: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """One evaluate run (or its finished result); returns metrics.json and whether it was reused."""
+    """One evaluate run, or its finished result (no model built); returns metrics.json and whether it was reused.
+
+    A folder holding a run with other settings starts over (its checkpoint would refuse to continue).
+    `backbone` builds (or returns the already built) backbone, only when a run is needed.
+    """
     from .methods import build_method
 
-    done = _finished(folder, key) if resume else None
+    done = finished_metrics(folder, TRIAL_FILE, key) if resume else None
     if done is not None:
         return done, True
-    _claim(folder, key, resume, about)
-    method = build_method(config, spec.classes, dataset=spec.name, backbone=backbone)
+    if not resume or marker_key(folder, TRIAL_FILE) != key:
+        clear_results(folder)
+    write_marker(folder, TRIAL_FILE, key, about)
+    method = build_method(config, spec.classes, dataset=spec.name, backbone=backbone())
     cfg = run.model_copy(update={"out": str(folder), "resume": resume, "run_name": folder.name})
     return runner.evaluate(method, spec, data_root, cfg, extra_info=extra_info), False
 
@@ -424,15 +403,19 @@ def tune(
     say(f"tuning {config.method} on {spec.name} '{tune_split}': {len(stems)} images (seed {seed}), "
         f"{len(points)} trials ({search}) over {', '.join(chosen_space.values)}")
 
-    backbone = None
+    built: list[Any] = []
+
+    def backbone() -> Any:  # one backbone for every trial and the final run, built on first need
+        if not built:
+            built.append(load_backbone(base))
+        return built[0]
+
     results: list[Trial] = []
     with tqdm(total=len(points), desc=f"tune {spec.name}", unit="trial", disable=not engine.progress) as bar:
         for index, point in enumerate(points, start=1):  # trials are numbered from 1, as printed
             trial = Trial(index, dict(point), trial_folder(out, point))
             trial_config = base.model_copy(update=point)
             key = _run_key(held_out, data_root, trial_config, stems_sha, None)
-            if backbone is None and (not resume or _finished(trial.folder, key) is None):
-                backbone = load_backbone(base)
             metrics, trial.reused = _evaluate(
                 trial_config, held_out, data_root, trial.folder, key, engine.model_copy(update={"save_vis": 0}),
                 backbone, resume, {"overrides": point, "split": tune_split},
@@ -476,8 +459,6 @@ def tune(
         last = final_config(base, preset_path)
         folder = out / "final"
         key = _run_key(spec, data_root, last, "all", limit)
-        if backbone is None and (not resume or _finished(folder, key) is None):
-            backbone = load_backbone(base)
         say(f"final: {spec.name} '{spec.split}' once, with {preset_path.name}")
         metrics, reused = _evaluate(
             last, spec, data_root, folder, key, engine.model_copy(update={"limit": limit}), backbone, resume,
