@@ -118,18 +118,16 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
     ):
-        from openai import OpenAI
+        from openai import OpenAI, Timeout
 
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._key = resolve_api_key(api_key, self.base_url, api_key_env)
         self.timeout = timeout
-        import httpx
-
         # a server that is not there should be known in seconds, not after the read timeout
         connect = min(timeout, CONNECT_TIMEOUT_S)
         self.client = OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
-                             timeout=httpx.Timeout(timeout, connect=connect))
+                             timeout=Timeout(timeout, connect=connect))
         # Until the server has answered once, a refused/unresolvable connection means a wrong URL or a
         # server that is not running: stop at once (retries are for a server that answered before).
         self.answered = False
