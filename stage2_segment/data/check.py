@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from llmseg.datasets import DatasetSpec
 
 from .pool import parallel_map
-from .readers import DataError, SampleRef, list_samples, load_image, load_label
+from .readers import DataError, SampleRef, label_range_problem, list_samples, load_image, load_label
 
 
 @dataclass
@@ -43,15 +41,10 @@ def _check_one(task: tuple[SampleRef, int, bool, int]) -> list[tuple[str, str]]:
                 (str(ref.label_path), f"size {label.shape[1]}x{label.shape[0]} differs from image {ref.image_path} "
                  f"{image.shape[1]}x{image.shape[0]} (WxH)")
             )
-        bad = (label != ignore_index) & ((label < 0) | (label >= num_classes))
-        if bad.any():
-            values = sorted(np.unique(label[bad]).tolist())
-            shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
-            after = " (after reduce_zero_label)" if reduce_zero_label else ""
-            problems.append(
-                (str(ref.label_path), f"{int(bad.sum())} pixels with values outside 0..{num_classes - 1} and "
-                 f"{ignore_index}{after}: {shown}")
-            )
+    if label is not None:
+        problem = label_range_problem(label, num_classes, ignore_index, reduce_zero_label)
+        if problem is not None:
+            problems.append((str(ref.label_path), problem))
     return problems
 
 

@@ -50,7 +50,7 @@ from llmseg.datasets import Layout, get_dataset
 from llmseg.io import atomic_path
 
 from .pool import parallel_map
-from .readers import DataError
+from .readers import IMAGE_READ_ERRORS, DataError
 
 COCO_UNUSED_THING_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 RAW_SUFFIX = ".png"  # the raw stuffthingmaps: <stem>.png
@@ -103,7 +103,7 @@ def _read_values(path: Path) -> np.ndarray:
             return np.array(img)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
@@ -143,7 +143,7 @@ def _convert_ade847(src: str, dst: str) -> tuple[str, str, str]:
             with Image.open(path) as picture:
                 picture.load()
                 pictures.append(np.asarray(picture.convert("RGB") if path == seg_path else picture))
-        except (OSError, ValueError, SyntaxError) as exc:
+        except IMAGE_READ_ERRORS as exc:
             raise DataError(f"cannot read {path}: {exc}") from exc
     seg, image = pictures
     if seg.shape[:2] != image.shape[:2]:
@@ -163,7 +163,7 @@ def _convert_ade847(src: str, dst: str) -> tuple[str, str, str]:
             with Image.open(label_dst) as existing:
                 if np.array_equal(np.array(existing), out):
                     return ("skipped", dst, "")
-        except (OSError, ValueError, SyntaxError):
+        except IMAGE_READ_ERRORS:
             pass
     with atomic_path(image_dst) as tmp:
         Image.fromarray(image).save(tmp, format="JPEG")
@@ -257,7 +257,7 @@ def _same_pixels(path: Path, out: np.ndarray) -> bool:
     try:
         with Image.open(path) as existing:
             return bool(np.array_equal(np.array(existing), out))
-    except (OSError, ValueError, SyntaxError):
+    except IMAGE_READ_ERRORS:
         return False  # unreadable old output: overwrite it
 
 
@@ -273,7 +273,7 @@ def _convert_pc459(src: str, dst: str) -> tuple[str, str, str]:
     try:
         with Image.open(image_path) as image:
             width, height = image.size
-    except (OSError, ValueError, SyntaxError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise DataError(f"cannot read {image_path}: {exc}") from exc
     if (height, width) != out.shape:
         raise DataError(f"{mat_path}: LabelMap is {out.shape[1]}x{out.shape[0]} but {image_path} is {width}x{height}")
@@ -332,7 +332,7 @@ def _convert_one(task: tuple[str, str, str]) -> tuple[str, str, str]:
                 with Image.open(target) as existing:
                     if np.array_equal(np.array(existing), out):
                         return ("skipped", dst, "")
-            except (OSError, ValueError, SyntaxError):
+            except IMAGE_READ_ERRORS:
                 pass  # unreadable old output: overwrite it
         with atomic_path(target) as tmp:
             Image.fromarray(out).save(tmp, format="PNG")

@@ -18,6 +18,10 @@ from PIL import Image, ImageOps
 from llmseg.datasets import DatasetError, DatasetSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# What PIL raises for a file it cannot or will not decode: truncated or corrupt data (OSError,
+# ValueError, SyntaxError) and a header claiming more pixels than PIL's limit (DecompressionBombError,
+# a plain Exception subclass), which is one bad file to report, never the end of a folder run.
+IMAGE_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class DataError(DatasetError):
@@ -54,7 +58,7 @@ def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> np.n
             img.load()
             shown = ImageOps.exif_transpose(img) if exif_transpose else img
             return np.asarray(shown.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for truncated/corrupt files
+    except IMAGE_READ_ERRORS as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -71,7 +75,7 @@ def load_label(path: str | os.PathLike, reduce_zero_label: bool = False, ignore_
             label = np.array(img)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise DataError(f"cannot read label {path}: {exc}") from exc
     if label.ndim != 2:
         raise DataError(f"label {path} has shape {label.shape}; expected a single-channel map")
@@ -82,6 +86,20 @@ def load_label(path: str | os.PathLike, reduce_zero_label: bool = False, ignore_
         label[zero] = ignore_index
         label[label == ignore_index - 1] = ignore_index  # 255 stays 255
     return label
+
+
+def label_range_problem(label: np.ndarray, num_classes: int, ignore_index: int, reduce_zero_label: bool = False) -> str | None:
+    """Why a label map holds values that are no class and not `ignore_index` (None: it does not).
+
+    Such a label cannot be scored; `evaluate` refuses it (naming it) or skips it with --skip-bad.
+    """
+    bad = (label != ignore_index) & ((label < 0) | (label >= num_classes))
+    if not bad.any():
+        return None
+    values = sorted(np.unique(label[bad]).tolist())
+    shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
+    after = " (after reduce_zero_label)" if reduce_zero_label else ""
+    return f"{int(bad.sum())} pixels with values outside 0..{num_classes - 1} and {ignore_index}{after}: {shown}"
 
 
 class BenchmarkDataset:
@@ -127,6 +145,9 @@ class BenchmarkDataset:
                     f"size mismatch: image {ref.image_path} is {image.shape[1]}x{image.shape[0]} "
                     f"but label {ref.label_path} is {label.shape[1]}x{label.shape[0]} (WxH)"
                 )
+            problem = label_range_problem(label, self.spec.num_classes, self.spec.ignore_index, self.spec.reduce_zero_label)
+            if problem is not None:
+                raise DataError(f"label {ref.label_path}: {problem}")
             item["label"] = label
         return item
 
