@@ -18,3 +18,7 @@ class ConfigError(LlmsegError, ValueError):
 
 class MissingFileError(LlmsegError, FileNotFoundError):
     """A file or folder the user named does not exist; the message names it (and where else was looked)."""
+
+
+class PluginImportError(LlmsegError, ImportError):
+    """A registered entry's module failed to import: names the entry, the module and the underlying error."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Generic, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginImportError
 
 T = TypeVar("T")
 
@@ -52,12 +52,26 @@ class Registry(Generic[T]):
         self._lazy.pop(name, None)
 
     def _load(self, name: str) -> None:
-        target = self._lazy.pop(name, None)
-        if target is not None and name not in self._entries:
-            module, _, attr = target.partition(":")
+        """Import a built-in entry's module. The entry stays listed until that succeeds, so a failing
+        import is reported on every lookup (naming the module and its error), never as an unknown name."""
+        target = self._lazy.get(name)
+        if target is None or name in self._entries:
+            return
+        module, _, attr = target.partition(":")
+        try:
             mod = import_module(module)  # registering happens on import; attr is a fallback
-            if name not in self._entries and attr:
-                self.register(name)(getattr(mod, attr))
+        except Exception as exc:  # any failure of a plug-in's import is reported, with its cause
+            raise PluginImportError(
+                f"{self.kind} '{name}' cannot be loaded: importing {module} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if name not in self._entries:
+            if not attr or not hasattr(mod, attr):
+                raise PluginImportError(
+                    f"{self.kind} '{name}': module {module} was imported but registers no '{name}'"
+                    + (f" and has no attribute '{attr}'" if attr else "")
+                )
+            self.register(name)(getattr(mod, attr))
+        self._lazy.pop(name, None)
 
     def entry(self, name: str) -> Entry[T]:
         self._load(name)
