@@ -199,9 +199,16 @@ class _RankLoop:
                 self._batch(batch)
             self._drain(everything=True)
         except BaseException:
-            if self.session.finished or self.session.skipped:  # progress to resume from; none: leave nothing
+            # progress to resume from (none: leave nothing); an inconsistent state (interrupted between an
+            # image's count and its mark) is not saved: the last checkpoint stays the resumption point
+            if (self.session.finished or self.session.skipped) and self.consistent():
                 self.save_checkpoint(complete=False)
             raise
+
+    def consistent(self) -> bool:
+        """The invariant: the metric counts exactly the finished images that were not skipped."""
+        s = self.session
+        return self.metric.num_images == len(s.finished) - len(s.skipped)
 
     def save_checkpoint(self, complete: bool) -> None:
         s = self.session
@@ -250,15 +257,17 @@ class _RankLoop:
                 f"prediction for {item['image_path']} is {labels.shape[1]}x{labels.shape[0]} but its label "
                 f"{item['label_path']} is {target.shape[1]}x{target.shape[0]} (WxH)"
             )
-        try:
-            self.metric.update(torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(target))
-        except ValueError as exc:
-            raise RunError(f"{item['image_path']} / {item['label_path']}: {exc}") from exc
+        # The files first: a write that fails (full disk, Ctrl-C) leaves the image neither counted nor
+        # finished, so a resumption scores it once. Its count and its "finished" mark are committed together.
         if self.cfg.save_pred:
             save_prediction(self.pred_dir, item["stem"], labels, self.suffix)
         if self.global_index[item["stem"]] < self.cfg.save_vis:
             save_overlay(self.vis_dir / f"{item['stem']}.png", item["image"], labels, self.spec.classes, self.spec.name,
                          truth=target)
+        try:
+            self.metric.update(torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(target))
+        except ValueError as exc:
+            raise RunError(f"{item['image_path']} / {item['label_path']}: {exc}") from exc
         self._mark_done(item["stem"])
         s = self.session
         s.images += 1
