@@ -26,11 +26,15 @@ CLASSES  ?=
 OUT      ?=
 PYTEST_ARGS ?=
 ARGS     ?=
+# The tested versions: `make install` pins every package, transitive ones included, to requirements/lock.txt.
+# LOCK= (empty) installs the newest releases pyproject.toml's ranges allow instead (CI's second world).
+LOCK     ?= requirements/lock.txt
+EXTRAS   ?= dev
 
-.PHONY: install test lint subclasses evaluate segment bench demo clean help
+.PHONY: install test lint lock subclasses evaluate segment bench demo clean help
 
 help:
-	@echo "targets: install test lint subclasses evaluate segment bench demo clean"
+	@echo "targets: install test lint lock subclasses evaluate segment bench demo clean"
 	@echo "  make demo                                  offline end-to-end run on the bundled demo benchmark"
 	@echo "  make subclasses DATASET=coco_stuff         stage one with BACKEND=$(BACKEND) LLM=$(LLM)"
 	@echo "  make evaluate DATASET=pascal_voc           stage two: METHOD=$(METHOD) BACKBONE=$(BACKBONE) PRESET=$(PRESET)"
@@ -40,8 +44,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[dev]'
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install $(if $(LOCK),-c $(LOCK),--upgrade) -e '.[$(EXTRAS)]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -59,6 +63,13 @@ test: install
 
 lint: install
 	$(BIN)/ruff check shared stage1_llm stage2_segment tests benchmarks
+	$(BIN)/deptry . --no-ansi
+
+# Recompile the lock from pyproject.toml's ranges: every extra, Linux/macOS/Windows, Python 3.10 and newer.
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.10 --all-extras \
+	  -c requirements/lock-constraints.txt --upgrade -o requirements/lock.txt
 
 subclasses: install
 	$(call require,subclasses,stage one)
