@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int, typer.Option(min=1, help="Subclasses per class.", rich_help_panel=_L)] = 5,
         cache_dir: Annotated[Path | None, typer.Option(help="Demo weights, examples, stage-one answers and outputs (default ~/.cache/llmseg).", rich_help_panel=_S)] = None,
         max_pixels: Annotated[int, typer.Option(min=1, help="Largest image accepted, in pixels.", rich_help_panel=_S)] = 4096 * 4096,
+        allow_local_weights: Annotated[bool, typer.Option("--allow-local-weights", help="Let the page's Weights box load weight files and checkpoints from this machine (off: bundled names and open_clip pretrained tags only).", rich_help_panel=_M)] = False,
         max_file_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted, in MB.", rich_help_panel=_S)] = 50.0,
     ) -> None:
         """A local web page: upload an image, type classes, see the overlay, legend and downloads (needs the app extra: llmseg\\[app])."""
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
                 cache_dir=cache_dir or user_cache_dir(),
                 max_pixels=max_pixels,
                 max_file_mb=max_file_mb,
+                allow_local_weights=allow_local_weights,
                 llm_backend=llm_backend,
                 llm_model=llm_model,
                 base_url=base_url,

@@ -6,6 +6,11 @@ as a message for the page, and so does an unexpected error (logged with its trac
 request cannot take the server down. Models live in a `ModelPool` keyed by (backbone, weights,
 method, preset); each is a `Segmenter`, which keeps one method per class list, so a second request
 with the same classes reuses the text embeddings.
+
+The page opens no server file that a request names: label sets come pasted or uploaded (as bytes), presets
+from the bundled list or an upload, weights as open_clip pretrained tags, or the model the app was started
+with; weight files named on the page need `llmseg app --allow-local-weights`. Refusals are decided from the
+names alone, so an answer never tells whether a server file exists or what it holds.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class AppSettings:
     max_pixels: int = MAX_PIXELS
     max_file_mb: float = MAX_FILE_MB
     max_models: int = 2
+    allow_local_weights: bool = False  # let the page's Weights box name server files (`--allow-local-weights`)
     # stage one on the fly
     llm_backend: str = "openai"
     llm_model: str = "gpt-4o-mini"
@@ -260,23 +266,147 @@ def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def parse_label_set_text(text: str | None) -> dict[str, Any] | str:
-    """The label-set box: JSON `{class: [subclasses]}` pasted in, or a path / bundled name of a label-set file."""
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads hook: a key given twice is an error (the last one would win silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise AppInputError(f"the label set gives class '{key}' twice")
+        seen[key] = value
+    return seen
+
+
+def _label_set_json(text: str, where: str) -> dict[str, Any]:
+    """JSON text typed or uploaded by the user -> a dict; errors name `where` and quote only the user's own text."""
+    try:
+        raw = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise AppInputError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise AppInputError(f"{where} is nested too deeply to be a label set") from exc
+    if not isinstance(raw, dict):
+        raise AppInputError(f"{where} must be a JSON object {{class: [subclasses]}}")
+    return raw
+
+
+def parse_label_set_text(text: str | None) -> dict[str, Any]:
+    """The label-set box: JSON `{class: [subclasses]}` pasted in. Never a path: the page reads no server file."""
     text = (text or "").strip()
     if not text:
         raise AppInputError(
             f"'{LABEL_SET}' is chosen but the label-set box is empty: paste JSON {{\"class\": [\"subclass\", ...]}} "
-            "or give a label-set file path"
+            "or upload a label-set file"
         )
-    if text.startswith("{"):
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AppInputError(f"the label set is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-        if not isinstance(raw, dict):
-            raise AppInputError("the label set must be a JSON object {class: [subclasses]}")
-        return raw
-    return text.strip("'\"")
+    if not text.startswith("{"):
+        raise AppInputError(
+            "the label-set box takes pasted JSON {\"class\": [\"subclass\", ...]}; to use a label-set file, upload it "
+            "(the page does not open files on the server)"
+        )
+    return _label_set_json(text, "the label set")
+
+
+def upload_bytes(upload: Any, what: str, max_file_mb: float) -> bytes:
+    """An upload's content as the page hands it over (bytes). A path string is refused unopened: who calls the
+    handler with a path may name any server file."""
+    if not isinstance(upload, bytes | bytearray | memoryview):
+        raise AppInputError(f"the {what} upload must be the file's content; the page does not open files on the server")
+    data = bytes(upload)
+    if len(data) > max_file_mb * 2**20:
+        raise AppInputError(f"the {what} upload is {len(data) / 2**20:.0f} MB; the page takes files up to {max_file_mb:g} MB")
+    return data
+
+
+def parse_label_set_upload(upload: Any, max_file_mb: float = MAX_FILE_MB) -> dict[str, Any]:
+    """An uploaded label-set file (its bytes) -> the JSON object it holds."""
+    data = upload_bytes(upload, "label-set", max_file_mb)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AppInputError(f"the uploaded label set is not UTF-8 text (byte {exc.start})") from exc
+    return _label_set_json(text, "the uploaded label set")
+
+
+def store_preset_upload(upload: Any, folder: Path, max_file_mb: float = MAX_FILE_MB) -> Path:
+    """An uploaded preset file (its bytes), checked, written once under `folder` by content hash; its path.
+
+    Methods read presets by path, so the upload becomes a file the app itself owns (named by its hash, so a
+    different upload never reuses a cached parse of an earlier one)."""
+    from pydantic import ValidationError
+
+    from llmseg.io import atomic_write_bytes, sha256_bytes
+    from llmseg.stage2.methods.presets import PresetFile
+
+    data = upload_bytes(upload, "preset", max_file_mb)
+    try:
+        raw = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise AppInputError(f"the uploaded preset is not UTF-8 JSON: {exc}") from exc
+    try:
+        PresetFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise AppInputError(f"the uploaded preset is not a preset file: {problems}") from None
+    path = Path(folder) / f"{sha256_bytes(data)[:32]}.json"
+    if not path.is_file():
+        atomic_write_bytes(path, data)
+    return path
+
+
+def _open_clip_arch(arch: str) -> str | None:
+    """`arch` as open_clip names it when open_clip knows it (no prefixes like 'local-dir:' or 'hf-hub:'), else None."""
+    import open_clip
+
+    known = set(open_clip.list_models())
+    for name in (arch, arch.replace("/", "-")):
+        if name in known:
+            return name
+    return None
+
+
+def check_model_choice(choice: ModelChoice, settings: AppSettings) -> None:
+    """Refuse a model the page may not build: server files are read only for the model the app was started with,
+    or with `--allow-local-weights`. Decided from the names alone, before any file is touched, so the answer
+    says nothing about which server files exist."""
+    if settings.allow_local_weights or choice.backbone == DEMO:
+        return
+    if (choice.backbone, choice.weights) == (settings.backbone, settings.weights):
+        return
+    family, _, arch = choice.backbone.partition(":")
+    hint = "weight files on the server need `llmseg app --allow-local-weights`"
+    if family != "openclip":
+        raise AppInputError(
+            f"backbone '{choice.backbone}': the page builds '{DEMO}', 'openclip:ARCH' with a pretrained tag, and the "
+            f"backbone the app was started with ({settings.backbone}); {hint}"
+        )
+    name = _open_clip_arch(arch)
+    if name is None:
+        raise AppInputError(f"backbone '{choice.backbone}': '{arch}' is not an open_clip architecture; {hint}")
+    if not choice.weights:
+        return  # the caller refuses random weights with its own message
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if choice.weights not in tags:
+        shown = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "") if tags else "none"
+        raise AppInputError(
+            f"weights '{choice.weights}' are not an open_clip pretrained tag of {name} (tags: {shown}); {hint}"
+        )
+
+
+def resolve_preset(preset: str | None, preset_upload: Any, settings: AppSettings) -> str | None:
+    """The Preset field: a bundled name, the preset the app was started with, or an upload; never a server path."""
+    if preset_upload is not None:
+        return str(store_preset_upload(preset_upload, settings.cache_dir / "app" / "presets", settings.max_file_mb))
+    preset = (preset or "").strip() or None
+    if preset is None or preset == settings.preset:
+        return preset
+    names = preset_names()
+    if preset not in names:
+        raise AppInputError(
+            f"unknown preset '{preset}': the page takes a bundled preset ({', '.join(names)}) or an uploaded "
+            "preset file (it does not open files on the server)"
+        )
+    return preset
 
 
 # --------------------------------------------------------------------------- the request
@@ -357,11 +487,14 @@ class SegmentApp:
         preset: str | None = None,
         label_mode: str = NAMES_ONLY,
         label_set_text: str | None = None,
+        label_set_file: bytes | None = None,
+        preset_file: bytes | None = None,
     ) -> AppResult:
-        """One press of the button; never raises."""
+        """One press of the button; never raises. `label_set_file` and `preset_file` are uploads' bytes."""
         start = time.perf_counter()
         try:
-            result = self._handle(image, classes, backbone, weights, method, preset, label_mode, label_set_text)
+            uploads = {"label_set_file": label_set_file, "preset_file": preset_file}
+            result = self._handle(image, classes, backbone, weights, method, preset, label_mode, label_set_text, **uploads)
         except (LlmsegError, ValueError, OSError) as exc:
             return AppResult(ok=False, message=f"Error: {exc}", seconds=time.perf_counter() - start)
         except Exception as exc:  # the server keeps running; the page says what happened
@@ -375,7 +508,8 @@ class SegmentApp:
         result.message += f" in {result.seconds:.1f} s."
         return result
 
-    def _handle(self, image, classes, backbone, weights, method, preset, label_mode, label_set_text) -> AppResult:
+    def _handle(self, image, classes, backbone, weights, method, preset, label_mode, label_set_text, *,
+                label_set_file=None, preset_file=None) -> AppResult:
         from llmseg.stage2.api import parse_classes
 
         s = self.settings
@@ -385,7 +519,10 @@ class SegmentApp:
             raise AppInputError(f"unknown label choice '{label_mode}': one of {', '.join(LABEL_MODES)}")
         label_set: Any = None
         if label_mode == LABEL_SET:
-            label_set = parse_label_set_text(label_set_text)
+            if label_set_file is not None:
+                label_set = parse_label_set_upload(label_set_file, s.max_file_mb)
+            else:
+                label_set = parse_label_set_text(label_set_text)
         elif label_mode == FROM_LLM:
             try:
                 label_set = self.subclasses.label_set(names)
@@ -397,12 +534,13 @@ class SegmentApp:
             backbone=(backbone or s.backbone).strip(),
             weights=(weights or "").strip() or (s.weights if (backbone or s.backbone) == s.backbone else None),
             method=method or s.method,
-            preset=preset or None,
+            preset=resolve_preset(preset, preset_file, s),
         )
+        check_model_choice(choice, s)
         if choice.backbone.startswith("openclip:") and not choice.weights:
             raise AppInputError(
-                f"backbone '{choice.backbone}' needs weights: an open_clip pretrained tag (e.g. 'openai') or a "
-                "weights file in the Weights box (without them the model would be random)"
+                f"backbone '{choice.backbone}' needs weights: an open_clip pretrained tag (e.g. 'openai') in the "
+                "Weights box (without them the model would be random)"
             )
         try:
             segmenter = self.pool.get(choice)
@@ -419,11 +557,12 @@ class SegmentApp:
             used = {c: [n for n, o in zip(output.subclass_names, output.subclass_owners, strict=True) if o == i]
                     for i, c in enumerate(output.classes)}
         height, width = rgb.shape[:2]
+        preset_shown = "uploaded preset" if preset_file is not None else choice.preset
         present = sum(1 for _ in output.summary()["present"])
         source = {NAMES_ONLY: "class names", LABEL_SET: "the label set", FROM_LLM: f"subclasses from {s.llm_model}"}[label_mode]
         message = (
             f"Segmented {name} ({width}x{height}) into {len(names)} classes ({present} present) with "
-            f"{choice.backbone} / {choice.method}{' / ' + choice.preset if choice.preset else ''}, using {source},"
+            f"{choice.backbone} / {choice.method}{' / ' + preset_shown if preset_shown else ''}, using {source},"
         )
         return AppResult(
             ok=True,

@@ -75,7 +75,7 @@ def build_page(app: SegmentApp):
     s = app.settings
     examples = prepare_examples(s.cache_dir)
     backbones = list(dict.fromkeys([s.backbone, DEMO, "openclip:ViT-B-16", "simseg"]))
-    presets = [NO_PRESET, *preset_names()]
+    presets = list(dict.fromkeys([NO_PRESET, *preset_names(), *([s.preset] if s.preset else [])]))
     methods = list(dict.fromkeys([s.method, *method_names()]))
     looks = {"theme": _offline_theme(gr), "css": CSS}
     blocks_kwargs = _supported(gr.Blocks.__init__, title="llmseg", analytics_enabled=False, **looks)
@@ -92,18 +92,21 @@ def build_page(app: SegmentApp):
                 preview = gr.Image(label="Input", interactive=False, height=240, elem_id="preview")
                 classes = gr.Textbox(label="Classes (comma-separated)", placeholder="background, cat, dog", elem_id="classes")
                 label_mode = gr.Radio(list(LABEL_MODES), value=NAMES_ONLY, label="Subclasses", elem_id="label-mode")
-                label_set = gr.Textbox(
-                    label="Label set: JSON {class: [subclasses]} or a file path", lines=4, elem_id="label-set"
-                )
+                label_set = gr.Textbox(label="Label set: paste JSON {class: [subclasses]}", lines=4, elem_id="label-set")
+                label_set_file = gr.File(label="... or upload a label-set JSON file (used instead of the box)",
+                                         type="binary", file_types=[".json"], elem_id="label-set-file")
                 with gr.Accordion("Model", open=False):
                     backbone = gr.Dropdown(backbones, value=s.backbone, allow_custom_value=True, label="Backbone",
                                            info="'demo' = the bundled demo CLIP (offline); open_clip: 'openclip:ARCH'",
                                            elem_id="backbone")
-                    weights = gr.Textbox(value=s.weights or "", label="Weights (open_clip pretrained tag/file, or SimSeg checkpoint)",
-                                         elem_id="weights")
+                    weights_label = ("Weights (open_clip pretrained tag, weights file, or SimSeg checkpoint)"
+                                     if s.allow_local_weights else "Weights (open_clip pretrained tag, e.g. 'openai')")
+                    weights = gr.Textbox(value=s.weights or "", label=weights_label, elem_id="weights")
                     method = gr.Dropdown(methods, value=s.method, label="Method", elem_id="method")
-                    preset = gr.Dropdown(presets, value=s.preset or NO_PRESET, allow_custom_value=True, label="Preset",
+                    preset = gr.Dropdown(presets, value=s.preset or NO_PRESET, allow_custom_value=False, label="Preset",
                                          elem_id="preset")
+                    preset_file = gr.File(label="... or upload a preset JSON file (used instead of the list)",
+                                          type="binary", file_types=[".json"], elem_id="preset-file")
                 run = gr.Button("Segment", variant="primary", elem_id="run")
             with gr.Column(scale=2):
                 message = gr.HTML(elem_id="message")
@@ -130,7 +133,8 @@ def build_page(app: SegmentApp):
             except (LlmsegError, ValueError, OSError):
                 return None  # the Segment button reports why
 
-        def segment(path, names, mode, text, backbone_name, weights_text, method_name, preset_name):
+        def segment(path, names, mode, text, set_upload, backbone_name, weights_text, method_name, preset_name,
+                    preset_upload):
             result = app.handle(
                 path,
                 names,
@@ -140,6 +144,8 @@ def build_page(app: SegmentApp):
                 preset=None if preset_name in (None, "", NO_PRESET) else preset_name,
                 label_mode=mode,
                 label_set_text=text if mode == LABEL_SET else None,
+                label_set_file=set_upload if mode == LABEL_SET else None,
+                preset_file=preset_upload,
             )
             return (_message_html(result.ok, result.message), result.overlay, result.subclass_overlay,
                     result.legend_html, result.files or None)
@@ -147,7 +153,7 @@ def build_page(app: SegmentApp):
         image.change(show, inputs=image, outputs=preview)
         run.click(
             segment,
-            inputs=[image, classes, label_mode, label_set, backbone, weights, method, preset],
+            inputs=[image, classes, label_mode, label_set, label_set_file, backbone, weights, method, preset, preset_file],
             outputs=[message, overlay, subclass, legend, files],
             **_supported(run.click, api_name="segment"),
         )
