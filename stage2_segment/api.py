@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     from .backbones.base import Backbone
 
-__all__ = ["SegmentInputError", "Segmenter", "SegmentationOutput", "parse_classes", "resolve_label_set", "to_rgb"]
+__all__ = ["SegmentInputError", "Segmenter", "SegmentationOutput", "output_names", "parse_classes", "resolve_label_set",
+           "to_rgb"]
 
 METHOD_CACHE_SIZE = 8
 
@@ -148,6 +149,17 @@ def to_rgb(image: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- output
 
 
+def output_names(stem: str, subclass: bool) -> list[str]:
+    """The file names `SegmentationOutput.save(out, stem)` writes (`subclass`: with a label set).
+
+    One list for the writer and for `llmseg segment`'s collision check, so the two cannot disagree.
+    """
+    names = [f"{stem}.png", f"{stem}_overlay.png"]
+    if subclass:
+        names.append(f"{stem}_subclass.png")
+    return [*names, f"{stem}.json"]
+
+
 @dataclass
 class SegmentationOutput:
     """One image's segmentation plus what is needed to draw and summarise it."""
@@ -208,14 +220,15 @@ class SegmentationOutput:
         Every picture is drawn before the first file is written, so a drawing error leaves nothing behind.
         """
         out = Path(out_dir)
-        pictures = {f"{stem}.png": self.label_image(), f"{stem}_overlay.png": self.overlay()}
-        if self.subclass_names:
-            pictures[f"{stem}_subclass.png"] = self.subclass_overlay()
+        label_name, overlay_name, *subclass_name, summary_name = output_names(stem, bool(self.subclass_names))
+        pictures = {label_name: self.label_image(), overlay_name: self.overlay()}
+        if subclass_name:
+            pictures[subclass_name[0]] = self.subclass_overlay()
         summary = self.summary()
         written: dict[str, Path] = {}
         for name, picture in pictures.items():
             written[name] = save_image(out / name, picture)
-        written[f"{stem}.json"] = atomic_write_json(out / f"{stem}.json", summary)
+        written[summary_name] = atomic_write_json(out / summary_name, summary)
         return written
 
 

@@ -5,9 +5,11 @@ A thin shell over `llmseg.stage2.api.Segmenter` (the same code path as the Pytho
 `<stem>_overlay.png`, `<stem>_subclass.png` (with a label set) and `<stem>.json`, plus one
 `segment_run.json` (configuration, the method's full description, images done and failed). Problems with
 the whole run (class list, label set, model) stop before anything is written; a problem with one
-image is reported, that image gets no files, the others go on, and the exit code is 1. The run record
-is rewritten after every image: an interrupted run started again with the same settings skips the
-images already done (`--no-resume` redoes them).
+image is reported, that image gets no files, the others go on, and the exit code is 1. No two images
+share an output file (`a.jpg`'s `a_overlay.png` is `a_overlay.jpg`'s label map): the later one is
+refused, naming the file. The run record is rewritten after every image, with the sha256 of each
+output: an interrupted run started again with the same settings skips the images whose outputs are
+still as written (`--no-resume` redoes them).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from llmseg.errors import LlmsegError
 from . import cli_options as opts
 
 RUN_RECORD = "segment_run"  # <out>/segment_run.json: configuration, method description, images done/failed
-# stems whose outputs would overwrite the run's own files (the run record, --subclasses auto's label set)
-RESERVED_STEMS = frozenset({RUN_RECORD, "label_set", "label_set.meta"})
+# the run's own files (the run record, --subclasses auto's label set, sidecar and answer cache): no image may write them
+RUN_FILES = frozenset({f"{RUN_RECORD}.json", "label_set.json", "label_set.meta.json", "subclasses.cache.jsonl"})
 
 # Defaults of the method options are None = "not given": only given ones reach MethodConfig.
 _L = "Subclasses"
@@ -184,8 +186,45 @@ def _release_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _finished_images(out: Path, fingerprint: str) -> dict[str, str]:
-    """{stem: source path} of the images an earlier run into `out` finished with the same settings."""
+def plan_outputs(paths: list[Path], subclass: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(images to segment, [(image, why refused)]): no two images, and no image and the run, share an output file.
+
+    Collisions are checked on every output file name of every input, not on stems: `a.jpg` writes
+    `a_overlay.png`, which is also the label map of `a_overlay.jpg`. The first image (in the given
+    order) to claim a name keeps it; a later one is refused, naming the file and its owner. Names are
+    compared case-folded, as a macOS or Windows disk would.
+    """
+    from .api import output_names
+
+    claimed: dict[str, Path | None] = {name.casefold(): None for name in RUN_FILES}
+    planned: list[Path] = []
+    refused: list[tuple[Path, str]] = []
+    for path in paths:
+        names = output_names(path.stem, subclass)
+        clash = next((name for name in names if name.casefold() in claimed), None)
+        if clash is None:
+            claimed.update((name.casefold(), path) for name in names)
+            planned.append(path)
+            continue
+        owner = claimed[clash.casefold()]
+        if owner is None:
+            refused.append((path, f"its output file '{clash}' is reserved for the run's own files; rename the image"))
+        else:
+            refused.append((path, f"its output file '{clash}' is already taken by {owner}; rename one of them "
+                                  "or segment them into separate --out folders"))
+    return planned, refused
+
+
+def _output_hashes(out: Path, names: list[str]) -> dict[str, str]:
+    """{file name: sha256} of an image's written outputs, for the run record."""
+    from llmseg.io import sha256_file
+
+    return {name: sha256_file(out / name) for name in names}
+
+
+def _finished_images(out: Path, fingerprint: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """{stem: (source path, {output file: sha256})} of the images an earlier run into `out` finished
+    with the same settings; an image without recorded hashes (an older record) counts as not finished."""
     path = out / f"{RUN_RECORD}.json"
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -193,8 +232,28 @@ def _finished_images(out: Path, fingerprint: str) -> dict[str, str]:
         return {}
     if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
         return {}
-    images = previous.get("images")
-    return {str(k): str(v) for k, v in images.items()} if isinstance(images, dict) else {}
+    images, outputs = previous.get("images"), previous.get("outputs")
+    if not isinstance(images, dict) or not isinstance(outputs, dict):
+        return {}
+    finished: dict[str, tuple[str, dict[str, str]]] = {}
+    for stem, source in images.items():
+        hashes = outputs.get(stem)
+        if isinstance(hashes, dict) and all(isinstance(v, str) for v in hashes.values()):
+            finished[str(stem)] = (str(source), {str(k): v for k, v in hashes.items()})
+    return finished
+
+
+def _still_finished(out: Path, path: Path, names: list[str], earlier: tuple[str, dict[str, str]] | None) -> bool:
+    """Whether an earlier run's outputs of this image are there untouched: same source, same files, same bytes.
+
+    A file another input (or anything else) wrote over since has another hash, so the image is redone.
+    """
+    if earlier is None or earlier[0] != str(path) or sorted(earlier[1]) != sorted(names):
+        return False
+    try:
+        return _output_hashes(out, names) == earlier[1]
+    except OSError:  # a missing or unreadable output
+        return False
 
 
 def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file, label_set, subclasses, backend,
@@ -259,8 +318,9 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     record["fingerprint"] = stable_hash(json.loads(json.dumps(record, default=str)))
     finished = _finished_images(out, record["fingerprint"]) if resume else {}
     out_of_memory = _out_of_memory_error()
-    failures: list[tuple[Path, str]] = []
+    planned, failures = plan_outputs(paths, subclass=resolved is not None)
     owners: dict[str, Path] = {}
+    hashes: dict[str, dict[str, str]] = {}
     done = skipped = 0
 
     def save_record(complete: bool) -> None:
@@ -268,19 +328,18 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             **record,
             "complete": complete,
             "images": {stem: str(path) for stem, path in owners.items()},
+            "outputs": hashes,
             "failed": {str(path): reason for path, reason in failures},
         })
 
-    for path in tqdm(paths, desc="segment", unit="img", disable=None if progress is None else not progress):
+    from .api import output_names
+
+    for path in tqdm(planned, desc="segment", unit="img", disable=None if progress is None else not progress):
         stem = path.stem
-        if stem in owners:
-            failures.append((path, f"output name '{stem}' is already taken by {owners[stem]}"))
-            continue
-        if stem in RESERVED_STEMS:
-            failures.append((path, f"output name '{stem}' is reserved for the run's own files; rename the image"))
-            continue
-        if finished.get(stem) == str(path) and all((out / f"{stem}{suffix}").is_file() for suffix in (".png", ".json")):
-            owners[stem] = path
+        files = output_names(stem, resolved is not None)
+        earlier = finished.get(stem)
+        if _still_finished(out, path, files, earlier):
+            owners[stem], hashes[stem] = path, earlier[1]
             done += 1
             skipped += 1
             continue
@@ -294,7 +353,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             _release_device_memory()
             failures.append((path, f"out of memory ({exc}); try a smaller --short-side or --crop"))
             continue
-        owners[stem] = path
+        owners[stem], hashes[stem] = path, _output_hashes(out, files)
         done += 1
         save_record(complete=False)
     save_record(complete=True)
