@@ -12,13 +12,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonlines
+
+from .errors import LlmsegError
+
 PathLike = str | os.PathLike
+log = logging.getLogger(__name__)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -101,38 +107,95 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
+class JsonlError(LlmsegError, OSError):
+    """A jsonlines file that cannot be read or appended to at all; the message names the file and the OS error."""
+
+
+def _ends_with_newline(fh: Any) -> bool:
+    """Whether the open binary file is empty or ends in b"\\n" (a kill mid-append leaves it without)."""
+    fh.seek(0, os.SEEK_END)
+    if fh.tell() == 0:
+        return True
+    fh.seek(-1, os.SEEK_END)
+    return fh.read(1) == b"\n"
+
+
 def append_jsonl(path: PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync, so a record survives a SIGKILL right after the call.
 
-    A process killed mid-write can leave a truncated last line; `read_jsonl` skips it.
+    A process killed mid-write can leave a truncated last line without its newline; the next
+    append first ends that line, so the torn fragment stays one bad line (`read_jsonl` skips it)
+    instead of swallowing the good record written after it. OSError (a full or read-only disk)
+    reaches the caller, which knows what the record is worth (`llmseg.stage1.cache` rescues it).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
+    with open(target, "a+b") as fh:
+        writer = jsonlines.Writer(fh, flush=True, dumps=_dumps)
+        if not _ends_with_newline(fh):
+            fh.write(b"\n")
+        writer.write(record)
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
-    """Read a jsonlines file written by `append_jsonl`, skipping lines a crash truncated."""
+def _dumps(value: Any) -> str:
+    """One JSON line, non-ASCII kept; a lone surrogate (a server may send "\\ud800") as a \\u escape instead of a crash."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value)  # reads back to the very same string
+    return text
+
+
+def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every readable line of a jsonlines file; a missing file has none.
+
+    Tolerant by design, because the file is a log of answers already paid for: each line is
+    decoded on its own (a last line cut inside a UTF-8 character spoils only that line), and a
+    line that is not a JSON object is skipped with a warning naming the file and the line: as
+    "cut short" when it is the unterminated last line (a kill mid-write), else as "not a JSON
+    object" (corruption, or a torn line that an older version appended after). Losing a line
+    costs at most one request asked again; refusing the whole file would lose every answer.
+    Raises JsonlError only when the file cannot be opened or read (a folder, an I/O error).
+    """
     target = Path(path)
-    if not target.exists():
-        return []
-    records: list[dict[str, Any]] = []
-    with open(target, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                records.append(value)
-    return records
+    try:
+        fh = open(target, "rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise JsonlError(f"cannot read {target}: {exc.strerror or exc}") from exc
+    with fh:
+        try:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    value = jsonlines.Reader([raw], loads=json.loads).read(type=dict)  # not orjson, when installed: it refuses what json.dumps writes (NaN, lone surrogates)
+                except (jsonlines.InvalidLineError, RecursionError) as exc:
+                    _warn_bad_line(target, number, raw, exc)
+                    continue
+                yield number, value
+        except OSError as exc:
+            raise JsonlError(f"cannot read {target}: {exc.strerror or exc}") from exc
+
+
+def _warn_bad_line(target: Path, number: int, raw: bytes, exc: Exception) -> None:
+    """Say which line of which file was skipped, and why (no line content: it may be huge or hostile)."""
+    if not raw.endswith(b"\n"):
+        log.warning("%s: line %d, the last one, is cut short (a run killed mid-write?): dropped; the other lines are kept", target, number)
+        return
+    if isinstance(exc, RecursionError):
+        reason = "nested too deeply"
+    else:
+        reason = str(exc).split(" (line", 1)[0].split(":", 1)[0]
+    log.warning("%s: line %d is not a JSON object (%s): skipped; the other lines are kept", target, number, reason)
+
+
+def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
+    """Every JSON object of a jsonlines file written by `append_jsonl` (see `iter_jsonl` for what is skipped)."""
+    return [record for _, record in iter_jsonl(path)]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -140,7 +203,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_text(text: str) -> str:
-    return sha256_bytes(text.encode("utf-8"))
+    """sha256 of the UTF-8 bytes; a lone surrogate (a hostile server's "\\ud800") hashes instead of crashing."""
+    return sha256_bytes(text.encode("utf-8", "surrogatepass"))
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
