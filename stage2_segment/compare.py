@@ -99,17 +99,34 @@ def variants_from_presets(base: MethodConfig, presets: Sequence[str]) -> dict[st
 
 
 def _unique_names(choices: list[LabelSetChoice]) -> None:
-    seen: set[str] = set()
+    """Each column needs its own cell folder: names are compared as folder names (`my set` = `my_set`)."""
+    seen: dict[str, str] = {}
     for choice in choices:
-        if choice.name in seen:
+        folder = _safe(choice.name)
+        if folder.casefold() in seen:  # casefold: one folder on a case-insensitive disk
+            first = seen[folder.casefold()]
+            same = "both named" if first == choice.name else f"named '{first}' and"
             raise ConfigError(
-                f"two label sets are both named '{choice.name}': name them, e.g. --label-set {choice.name}2={choice.template}"
+                f"two label sets are {same} '{choice.name}', which share the cell folder '{folder}': name them apart, "
+                f"e.g. --label-set {folder}2={choice.template}"
             )
-        seen.add(choice.name)
+        seen[folder.casefold()] = choice.name
+
+
+def _unique_variants(variants: Mapping[str, MethodConfig]) -> None:
+    """Variants, like label sets, must not share a cell folder."""
+    seen: dict[str, str] = {}
+    for name in variants:
+        folder = _safe(name).casefold()
+        if folder in seen:
+            raise ConfigError(f"two variants, '{seen[folder]}' and '{name}', share the cell folder '{_safe(name)}': rename one")
+        seen[folder] = name
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """The folder name of a grid name: characters other than letters, digits, '-', '_', '.' become '_'."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_" if safe in ("", ".", "..") else safe
 
 
 def plan_cells(datasets: Sequence[str], label_sets: Sequence[str | LabelSetChoice], variants: Mapping[str, MethodConfig],
@@ -121,6 +138,7 @@ def plan_cells(datasets: Sequence[str], label_sets: Sequence[str | LabelSetChoic
     if not choices:
         choices = [LabelSetChoice(NAMES, None)]
     _unique_names(choices)
+    _unique_variants(variants)
     if not datasets:
         raise ConfigError("give at least one --dataset")
     cells = []
