@@ -27,7 +27,7 @@ from llmseg.resources import resolve_label_set_path
 
 from .interface import MethodConfig, SegmentationMethod
 from .palettes import palette_for
-from .visualize import area_shares, label_png, overlay, save_image, subclass_overlay
+from .visualize import area_shares, label_picture, overlay, save_image, subclass_overlay
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -191,8 +191,9 @@ class SegmentationOutput:
         )
 
     def label_image(self) -> Image.Image:
-        """The label map as a 'P'-mode image: pixel value = class id, class colours attached."""
-        return label_png(self.labels, self.colors)
+        """The label map, pixel value = class id: a 'P'-mode image with the class colours attached, or,
+        past 255 classes (ade847), a 16-bit greyscale image (65535 = no class)."""
+        return label_picture(self.labels, self.colors, len(self.classes))
 
     def summary(self) -> dict[str, Any]:
         """Classes present (largest first) with pixel share, mean score and winning subclasses."""

@@ -1,7 +1,7 @@
 """`llmseg segment`: run a method on your own images with your own class names.
 
 A thin shell over `llmseg.stage2.api.Segmenter` (the same code path as the Python API and
-`evaluate`). Per image it writes, atomically, `<stem>.png` (palette label map),
+`evaluate`). Per image it writes, atomically, `<stem>.png` (palette label map; 16-bit ids past 255 classes),
 `<stem>_overlay.png`, `<stem>_subclass.png` (with a label set) and `<stem>.json`, plus one
 `segment_run.json` (configuration, the method's full description, images done and failed). Problems with
 the whole run (class list, label set, model) stop before anything is written; a problem with one

@@ -22,7 +22,7 @@ import numpy as np
 from llmseg.io import atomic_write_json, atomic_write_text, sha256_file
 
 from .palettes import voc_palette
-from .visualize import comparison, overlay, save_image, save_label_png
+from .visualize import comparison, label_png16, overlay, save_image, save_label_png
 
 PACKAGES = ("llmseg", "torch", "torchvision", "numpy", "pillow", "open_clip_torch", "timm", "transformers", "pydensecrf2")
 
@@ -207,7 +207,8 @@ def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str 
 def save_prediction(pred_dir: str | os.PathLike, stem: str, labels: np.ndarray, seg_map_suffix: str = ".png") -> Path:
     """Palette PNG (VOC colours), pixel value = class id, named like the label file.
 
-    A `.tif` label suffix (ade847, pc459: class ids past 255) gets a 16-bit greyscale TIFF of the ids.
+    A `.tif` label suffix (ade847, pc459: class ids past 255) gets a 16-bit greyscale TIFF of the ids;
+    a PNG label map holding an id past 255 (a dataset of more classes stored as PNG) a 16-bit PNG.
     """
     path = prediction_path(pred_dir, stem, seg_map_suffix)
     if seg_map_suffix.lower() in (".tif", ".tiff"):
@@ -217,6 +218,9 @@ def save_prediction(pred_dir: str | os.PathLike, stem: str, labels: np.ndarray, 
         if ids.size and (ids.min() < 0 or ids.max() > 65535):
             raise ValueError(f"a 16-bit TIFF holds ids 0..65535, the label map has {int(ids.min())}..{int(ids.max())}")
         return save_image(path, Image.fromarray(ids.astype(np.uint16)))
+    ids = np.asarray(labels)
+    if ids.size and int(ids.max()) > 255:
+        return save_image(path, label_png16(ids))
     return save_label_png(path, labels, voc_palette())
 
 

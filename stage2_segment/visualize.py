@@ -266,6 +266,34 @@ def label_png(labels: np.ndarray, colors: np.ndarray, ignore_index: int = 255) -
     return picture
 
 
+MAX_PALETTE_CLASSES = 255  # a 'P'-mode PNG holds ids 0..255, and 255 is its "no class" value
+IGNORE_16BIT = 65535  # "no class" in 16-bit label maps, as in the ade847 / pc459 TIFF labels
+
+
+def label_png16(labels: np.ndarray, ignore_index: int = IGNORE_16BIT) -> Image.Image:
+    """A 16-bit greyscale image holding the class id of each pixel (-1 stored as `ignore_index`).
+
+    For class lists a palette cannot hold (ade847, pc459, a user's 300 classes): the pixel value is
+    still the class id, read back by `np.array(Image.open(path))` or `llmseg score`.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    labels = np.where(labels < 0, ignore_index, labels)
+    if labels.size and (labels.min() < 0 or labels.max() > 65535):
+        raise ValueError(f"a 16-bit PNG holds ids 0..65535, the label map has {int(labels.min())}..{int(labels.max())}")
+    return Image.fromarray(np.ascontiguousarray(labels.astype(np.uint16)))
+
+
+def label_picture(labels: np.ndarray, colors: np.ndarray, num_classes: int) -> Image.Image:
+    """The label map of a `num_classes` class list: a palette PNG when the ids fit one, else 16-bit grey.
+
+    Chosen by the class count, not by the ids one image happens to hold, so every label map of a
+    run has the same format; past 255 classes a class id would meet the palette's "no class" 255.
+    """
+    if num_classes > MAX_PALETTE_CLASSES:
+        return label_png16(labels)
+    return label_png(labels, colors)
+
+
 def save_image(path: str | Path, picture: Image.Image) -> Path:
     """Write a PIL image atomically (format from the suffix)."""
     path = Path(path)
