@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from . import __version__
 from .errors import LlmsegError
-from .io import atomic_write_json, sha256_file
+from .io import atomic_path, sha256_bytes
 
 Severity = Literal["error", "warning", "info"]
 
@@ -144,14 +144,36 @@ def load_meta(path: str | Path) -> LabelSetMeta | None:
 
 
 def save_label_set(path: str | Path, label_set: LabelSet | dict[str, list[str]], meta: LabelSetMeta | None) -> Path:
-    """Write the label set and (if given) its sidecar, each atomically. The sidecar records the set's sha256."""
+    """Write the label set and (if given) its sidecar as a pair. The sidecar records the set's sha256.
+
+    Both are written in full to temporaries first; only then is the sidecar renamed into place,
+    and the label set last. A full or read-only disk therefore leaves the old pair (or nothing),
+    never a label set without its sidecar that a rerun would refuse to overwrite; at worst a
+    sidecar without its label set, which a rerun simply replaces. OSError becomes a LabelSetError
+    naming the file and the disk error.
+    """
     path = Path(path)
     data = label_set.root if isinstance(label_set, LabelSet) else label_set
-    atomic_write_json(path, data)
+    body = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    sidecar = None
     if meta is not None:
         record = meta.model_dump(mode="json")
-        record["label_set_sha256"] = sha256_file(path)
-        atomic_write_json(meta_path_for(path), record)
+        record["label_set_sha256"] = sha256_bytes(body)
+        sidecar = (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    writing = path
+    try:
+        with atomic_path(path) as set_tmp:
+            set_tmp.write_bytes(body)
+            if sidecar is not None:
+                writing = meta_path_for(path)
+                with atomic_path(writing) as meta_tmp:  # renamed when this block ends, before the label set
+                    meta_tmp.write_bytes(sidecar)
+                writing = path
+    except OSError as exc:
+        raise LabelSetError(
+            f"could not write {writing}: {exc.strerror or exc}" + (f" [errno {exc.errno}]" if exc.errno else "")
+            + f"; {path} was left as it was: free some space or write elsewhere (--out), then rerun"
+        ) from exc
     return path
 
 

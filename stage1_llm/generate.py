@@ -38,7 +38,7 @@ from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 from .backends import Backend, Sampling, make_backend
 from .backends.base import BackendError, StructuredOutputUnsupported
 from .batch import BatchOptions, prefill_from_batch
-from .cache import AnswerCache, request_key
+from .cache import AnswerCache, CacheWriteError, request_key
 from .parse import answer_schema, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 
@@ -274,7 +274,7 @@ class _Run:
                 raise _ClassFailed(f"the server rejected the request: {self._redact(str(exc))}") from exc
             except BackendError as exc:
                 message = self._redact(str(exc))
-                self.cache.append(
+                self._log(
                     {"kind": "error", "class": class_name, "answer": answer_index, "status": exc.status, "error": message}
                 )
                 if exc.fatal:
@@ -309,15 +309,23 @@ class _Run:
                 "text": completion.text,
                 "meta": completion.meta(),
             }
-            self.cache.append(record)
+            self._log(record)
             return record
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append to the cache; a disk error stops the run at once, so no more answers are paid for that cannot be kept."""
+        try:
+            self.cache.append(record)
+        except CacheWriteError as exc:
+            self._abort(str(exc))
+            raise
 
     def _schema_rejected(self, message: str) -> None:
         with self._lock:
             if not self.structured:
                 return
             self.structured = False
-        self.cache.append(
+        self._log(
             {
                 "kind": "note",
                 "event": "json_schema_rejected",
