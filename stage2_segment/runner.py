@@ -38,6 +38,7 @@ from .data.readers import BenchmarkDataset, DataError, SampleRef, list_samples, 
 from .interface import SegmentationMethod, SegResult
 from .metrics import SegMetric
 from .results import build_report, save_overlay, save_prediction, write_results
+from .worker_life import orphan_safe_pool
 
 CHECKPOINT_VERSION = 1
 
@@ -362,7 +363,7 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     loader = _loader(spec, data_root, todo, cfg)
     pool = None
     if cfg.post_workers > 0 and todo:
-        pool = ProcessPoolExecutor(max_workers=cfg.post_workers, mp_context=mp.get_context("spawn"))
+        pool = orphan_safe_pool(cfg.post_workers)  # its workers die with this process, also on SIGKILL
     session.start = time.perf_counter()
     bar = tqdm(
         total=len(mine),

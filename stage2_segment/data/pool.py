@@ -6,11 +6,11 @@ Spawn, not fork: a forked child of a process that has run multi-threaded torch o
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+
+from ..worker_life import orphan_safe_pool
 
 
 def default_workers() -> int:
@@ -38,7 +38,7 @@ def parallel_map(
                 yield fn(item)
                 bar.update(1)
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        with orphan_safe_pool(workers) as pool:  # its workers die with this process, also on SIGKILL
             for result in pool.map(fn, items, chunksize=max(1, chunksize)):
                 yield result
                 bar.update(1)
