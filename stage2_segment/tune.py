@@ -165,9 +165,10 @@ def tuning_spec(spec: DatasetSpec, tune_split: str, data_root: str | os.PathLike
                 seed: int, *, need_evaluation: bool = True) -> tuple[DatasetSpec, list[str]]:
     """The dataset read from a seeded subset of `tune_split`, written to out/tune_images.txt.
 
-    Refuses the evaluation split itself and any tuning image that is also an evaluation image
-    (when the evaluation split is not on disk and `need_evaluation` is False, that check is skipped).
-    Only file lists are read here (split files, folder listings), never an image.
+    Refuses the evaluation split itself and any tuning image that is also an evaluation image, by path
+    or by content (a byte copy under another name; when the evaluation split is not on disk and
+    `need_evaluation` is False, that check is skipped). Images are not decoded here: only file lists
+    are read, and the bytes of files whose size equals that of an image of the other split (to hash them).
     """
     from .data.readers import DataError, list_samples
 
@@ -182,22 +183,59 @@ def tuning_spec(spec: DatasetSpec, tune_split: str, data_root: str | os.PathLike
     check_dataset(held_out, data_root)
     candidates = list_samples(held_out, data_root)
     try:
-        evaluation = {ref.image_path.resolve() for ref in list_samples(spec, data_root)}
+        evaluation = [ref.image_path for ref in list_samples(spec, data_root)]
     except DataError:
         if need_evaluation:
             raise
-        evaluation = set()  # no evaluation split on disk and none asked for
-    shared = [ref.stem for ref in candidates if ref.image_path.resolve() in evaluation]
+        evaluation = []  # no evaluation split on disk and none asked for
+    resolved = {path.resolve() for path in evaluation}
+    shared = [ref.stem for ref in candidates if ref.image_path.resolve() in resolved]
     if shared:
         raise TuneError(
             f"{len(shared)} images of {spec.name}'s '{tune_split}' split are also in its evaluation split "
             f"'{spec.split}' (e.g. {shared[0]}): the held-out split must not contain evaluation images"
+        )
+    copies = _byte_copies([ref.image_path for ref in candidates], evaluation)
+    if copies:
+        mine, theirs = copies[0]
+        raise TuneError(
+            f"{len(copies)} images of {spec.name}'s '{tune_split}' split are byte copies of images of its evaluation "
+            f"split '{spec.split}' (e.g. {mine} = {theirs}): the held-out split must not contain evaluation images"
         )
     stems = choose_subset([ref.stem for ref in candidates], n, seed)
     subset = (out / SUBSET_FILE).resolve()
     atomic_write_text(subset, "".join(f"{s}\n" for s in stems))
     layout = replace(held_out.layout, split_file=str(subset))  # an absolute path: base / it is it
     return replace(held_out, layout=layout), stems
+
+
+def _byte_copies(candidates: Sequence[Path], evaluation: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(tuning image, evaluation image) pairs with the same bytes (sha256); only equal sizes are hashed."""
+    def size(path: Path) -> int | None:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return None  # a missing file is the readers' to report
+
+    by_size: dict[int, list[Path]] = {}
+    for path in evaluation:
+        n = size(path)
+        if n is not None:
+            by_size.setdefault(n, []).append(path)
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            digests[path] = sha256_file(path)
+        return digests[path]
+
+    pairs = []
+    for path in candidates:
+        same_size = by_size.get(size(path), []) if size(path) is not None else []
+        match = next((other for other in same_size if digest(other) == digest(path)), None)
+        if match is not None:
+            pairs.append((path, match))
+    return pairs
 
 
 # --- trials --------------------------------------------------------------------------------------
@@ -364,12 +402,14 @@ def tune(
     """
     from tqdm import tqdm
 
-    from llmseg.datasets import get_dataset
+    from llmseg.datasets import file_name_problem, get_dataset
 
     from .methods import load_backbone
     from .preflight import check_dataset, check_method_inputs
 
     say = echo or (lambda _text: None)
+    if preset_name is not None and file_name_problem(preset_name) is not None:  # OUT/NAME.json must stay in OUT
+        raise ConfigError(f"--name {preset_name!r} {file_name_problem(preset_name)}: the preset is written as OUT/NAME.json")
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     out = Path(out)
     overridden = sorted(k for k in TUNABLE_FIELDS if getattr(config, k) is not None)
