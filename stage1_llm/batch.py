@@ -62,6 +62,7 @@ class BatchReport:
     resumed: bool = False
     polls: int = 0
     cost_usd: float | None = None
+    bad_lines: list[str] = field(default_factory=list)  # "output file line 3: not JSON", one per unusable line
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -69,9 +70,11 @@ class BatchReport:
     def summary(self) -> str:
         cost = f", ${self.cost_usd:.4f}" if self.cost_usd is not None else ""
         again = " (resumed)" if self.resumed else ""
+        bad = f"; {len(self.bad_lines)} unusable output lines: " + "; ".join(self.bad_lines[:5]) if self.bad_lines else ""
+        more = f" (and {len(self.bad_lines) - 5} more)" if len(self.bad_lines) > 5 else ""
         return (
             f"batch {self.batch_id}{again}: {self.submitted} requests, {self.answered} answered, {len(self.failed)} failed "
-            f"(asked one by one), {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens{cost}"
+            f"(asked one by one), {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens{cost}{bad}{more}"
         )
 
 
@@ -120,12 +123,17 @@ def prefill_from_batch(run: _Run, names: list[str], options: BatchOptions | None
         report.batch_id = _submit(run, client, build, pending, batch_key, options)
         report.submitted = len(pending)
     batch = _wait(run, client, report, options)
-    if batch.status != "completed":
-        run.cache.append({"kind": "note", "event": "batch_ended", "batch_key": batch_key, "batch_id": report.batch_id, "status": batch.status})
+    if batch.status != "completed":  # expired, cancelled, failed: keep every line it did answer
+        _collect(run, client, batch, by_id, report)
+        run.cache.append({"kind": "note", "event": "batch_ended", "batch_key": batch_key, "batch_id": report.batch_id,
+                          "status": batch.status, **_counts(report)})
         errors = getattr(batch, "errors", None)
+        missing = sum(1 for _, _, key in by_id.values() if run.cache.get(key) is None)
         raise BatchError(
             f"batch {report.batch_id} ended with status '{batch.status}'{f': {errors}' if errors else ''}; "
-            "rerun the same command to submit a new batch, or drop --batch to ask class by class"
+            f"{report.answered} answers it gave are kept in the cache; rerun the same command to submit a new batch "
+            f"for the other {missing}, or drop --batch to ask them class by class"
+            + (f"; unusable output lines: {'; '.join(report.bad_lines[:5])}" if report.bad_lines else "")
         )
     _collect(run, client, batch, by_id, report)
     report.cost_usd = cost_usd(report.prompt_tokens, report.completion_tokens, options.prices)
@@ -203,38 +211,116 @@ def _wait(run: _Run, client: Any, report: BatchReport, options: BatchOptions) ->
         interval = min(options.max_interval, interval * 2)
 
 
-def _lines(client: Any, file_id: str | None) -> list[dict[str, Any]]:
+def _lines(run: _Run, client: Any, file_id: str | None, which: str) -> list[tuple[str, Any]]:
+    """(where, parsed JSON or None) of each non-empty line of a batch output or error file.
+
+    Each line is decoded on its own, so one line that is not UTF-8 JSON (or is cut short at the
+    end) spoils only itself; `where` ("output file line 3") names it in the report.
+    """
+    import openai
+
     if not file_id:
         return []
-    text = client.files.content(file_id).text
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        content = client.files.content(file_id)
+        data = content.content if isinstance(getattr(content, "content", None), bytes) else str(content.text).encode("utf-8")
+    except openai.APIError as exc:
+        raise BatchError(f"could not download the batch's {which} file {file_id}: {run._redact(str(exc))}; rerun to try again") from exc
+    lines = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            value = None
+        lines.append((f"{which} file line {number}", value))
+    return lines
+
+
+@dataclass
+class _Line:
+    """One output line, checked: the answer text and its metadata, or why it cannot be used."""
+
+    custom_id: str | None
+    problem: str | None = None  # the line's shape is wrong (reported as a bad line)
+    error: str | None = None  # a well-formed line saying the request failed (HTTP status, batch_expired)
+    status: Any = None
+    text: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _check(value: Any) -> _Line:
+    """What one parsed output line says, with every field's type checked (a hostile file gives a problem, not a crash)."""
+    if not isinstance(value, dict):
+        return _Line(None, "not a JSON object")
+    custom_id = value.get("custom_id")
+    custom_id = str(custom_id) if isinstance(custom_id, (str, int)) and not isinstance(custom_id, bool) else None
+    if custom_id is None:
+        return _Line(None, "no custom_id")
+    response, error = value.get("response"), value.get("error")
+    if response is not None and not isinstance(response, dict):
+        return _Line(custom_id, f"'response' is {type(response).__name__}, not an object")
+    response = response or {}
+    body, status = response.get("body"), response.get("status_code")
+    if body is not None and not isinstance(body, dict):
+        return _Line(custom_id, f"'response.body' is {type(body).__name__}, not an object", status=status)
+    body = body or {}
+    choices = body.get("choices")
+    if error or status != 200 or not choices:
+        message = error or body.get("error") or {"message": "no choices"}
+        message = message.get("message") if isinstance(message, dict) else message
+        return _Line(custom_id, error=f"HTTP {status}: {message}" if status is not None else str(message), status=status)
+    choice = choices[0] if isinstance(choices, list) else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    text = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(text, (str, type(None))) or not isinstance(message, dict):
+        return _Line(custom_id, "'choices[0].message.content' is not a string", status=status)
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    fingerprint = body.get("system_fingerprint") if isinstance(body.get("system_fingerprint"), str) else None
+    meta = {
+        "finish_reason": choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+        "request_id": response.get("request_id") if isinstance(response.get("request_id"), str) else None,
+        "system_fingerprint": fingerprint,
+        "model": body.get("model") if isinstance(body.get("model"), str) else None,
+        "usage": {k: v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens", "total_tokens") and type(v) is int and v >= 0},
+        "response_id": body.get("id") if isinstance(body.get("id"), str) else None,
+    }
+    return _Line(custom_id, status=status, text=text or "", meta=meta)
 
 
 def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report: BatchReport) -> None:
-    """Log every usable output line as an answer record (the per-class loop replays them)."""
-    seen: set[str] = set()
-    for line in _lines(client, batch.output_file_id) + _lines(client, getattr(batch, "error_file_id", None)):
-        custom_id = str(line.get("custom_id"))
-        if custom_id not in by_id or custom_id in seen:
+    """Log every usable output line as an answer record (the per-class loop replays them).
+
+    A line that cannot be used is named in `report.bad_lines`; its class (when the line says
+    which) is simply asked one by one later, like a class whose request failed in the batch.
+    """
+    answered: set[str] = set()
+    failures: dict[str, str] = {}
+    lines = _lines(run, client, batch.output_file_id, "output") + _lines(run, client, getattr(batch, "error_file_id", None), "error")
+    for where, value in lines:
+        line = _check(value) if value is not None else _Line(None, "not JSON (cut short?)")
+        if line.custom_id is not None and line.custom_id not in by_id:
+            line.problem = line.problem or f"unknown custom_id {line.custom_id[:40]!r}"
+        if line.problem is not None:
+            report.bad_lines.append(f"{where}: {line.problem}")
+            if line.custom_id in by_id:
+                failures.setdefault(line.custom_id, f"{where}: {line.problem}")
             continue
-        seen.add(custom_id)
-        name, messages, key = by_id[custom_id]
-        response = line.get("response") or {}
-        body = response.get("body") or {}
-        status = response.get("status_code")
-        choices = body.get("choices") or []
-        if line.get("error") or status != 200 or not choices:
-            error = line.get("error") or body.get("error") or {"message": "no choices"}
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            report.failed[name] = f"HTTP {status}: {message}"
-            run.cache.append({"kind": "error", "class": name, "answer": 0, "status": status, "error": run._redact(str(message)), "batch_id": report.batch_id})
+        if line.custom_id in answered:
             continue
-        choice = choices[0]
-        usage = {k: int(v) for k, v in (body.get("usage") or {}).items() if k in ("prompt_tokens", "completion_tokens", "total_tokens") and v is not None}
+        name, messages, key = by_id[line.custom_id]
+        if line.error is not None:
+            failures.setdefault(line.custom_id, line.error)
+            run.cache.append({"kind": "error", "class": name, "answer": 0, "status": line.status,
+                              "error": run._redact(line.error), "batch_id": report.batch_id})
+            continue
+        answered.add(line.custom_id)
+        usage = line.meta["usage"]
         report.prompt_tokens += usage.get("prompt_tokens", 0)
         report.completion_tokens += usage.get("completion_tokens", 0)
-        if body.get("system_fingerprint"):
-            run.fingerprints.add(body["system_fingerprint"])
+        if line.meta["system_fingerprint"]:
+            run.fingerprints.add(line.meta["system_fingerprint"])
         report.answered += 1
         run.cache.append(
             {
@@ -249,18 +335,10 @@ def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report
                 "structured": run.structured,
                 "sampling": run.sampling.as_dict(),
                 "messages": messages,
-                "text": (choice.get("message") or {}).get("content") or "",
-                "meta": {
-                    "finish_reason": choice.get("finish_reason"),
-                    "request_id": response.get("request_id"),
-                    "system_fingerprint": body.get("system_fingerprint"),
-                    "model": body.get("model"),
-                    "usage": usage,
-                    "response_id": body.get("id"),
-                    "batch_id": report.batch_id,
-                },
+                "text": line.text,
+                "meta": {**line.meta, "batch_id": report.batch_id},
             }
         )
-    for custom_id, (name, _, _) in by_id.items():
-        if custom_id not in seen and run.cache.get(by_id[custom_id][2]) is None:
-            report.failed[name] = "no line in the batch output"
+    for custom_id, (name, _, key) in by_id.items():
+        if custom_id not in answered and run.cache.get(key) is None:
+            report.failed[name] = failures.get(custom_id, "no line in the batch output")

@@ -505,6 +505,11 @@ class _Batches:
         self.polls = polls
         self.jobs: dict[str, ScriptedBatch] = {}
         self._lock = threading.Lock()
+        # Test hooks for a batch that goes wrong: `expire_after = n` answers only the first n lines and
+        # ends 'expired' (the rest go to the error file as batch_expired, like the real API);
+        # `rewrite_output(bytes) -> bytes` replaces the output file a finished batch serves.
+        self.expire_after: int | None = None
+        self.rewrite_output: Callable[[bytes], bytes] | None = None
 
     @property
     def created(self) -> int:
@@ -559,6 +564,10 @@ class _Batches:
         for number, line in enumerate(lines, start=1):
             request = json.loads(line)
             custom_id = request.get("custom_id")
+            if self.expire_after is not None and number > self.expire_after:
+                errors.append(json.dumps({"id": f"batch_req_{job.id}_{number}", "custom_id": custom_id, "response": None, "error": {
+                    "code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}))
+                continue
             status, payload, _ = self.owner.chat(str(request.get("url")), request.get("body") or {}, None)
             record = {"id": f"batch_req_{job.id}_{number}", "custom_id": custom_id}
             if 200 <= status < 300:
@@ -569,7 +578,10 @@ class _Batches:
                 errors.append(json.dumps(record))
         job.counts = {"total": len(lines), "completed": len(out), "failed": len(errors)}
         if out:
-            job.output_file_id = self.owner.files.add(f"{job.id}_output.jsonl", "batch_output", ("\n".join(out) + "\n").encode()).id
+            data = ("\n".join(out) + "\n").encode()
+            if self.rewrite_output is not None:
+                data = self.rewrite_output(data)
+            job.output_file_id = self.owner.files.add(f"{job.id}_output.jsonl", "batch_output", data).id
         if errors:
             job.error_file_id = self.owner.files.add(f"{job.id}_error.jsonl", "batch_output", ("\n".join(errors) + "\n").encode()).id
-        job.status = "completed"
+        job.status = "expired" if self.expire_after is not None and len(lines) > self.expire_after else "completed"
