@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,6 +35,56 @@ DATASET_FILE = "dataset.json"
 
 class DatasetError(LlmsegError, ValueError):
     """A dataset name, class file, dataset.json or layout problem; the message names the culprit."""
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character in `text` (C0, DEL, C1: U+0085, form feed, ...) as U+XXXX, or None."""
+    for char in text:
+        if unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def relative_path_problem(value: str) -> str | None:
+    """Why `value` cannot name a file or folder inside a dataset's root (None: it can).
+
+    Paths and stems that come from data (dataset.json, a split file) are confined to the folder
+    they describe: an absolute path, a drive or a '..' part would read or write (`--save-pred`)
+    elsewhere, and a control character is never part of a real file name.
+    """
+    if not value:
+        return "is empty"
+    char = _control_character(value)
+    if char is not None:
+        return f"holds the control character {char}"
+    if value.startswith(("/", "\\")) or PureWindowsPath(value).drive:
+        return "is an absolute path (or names a drive); give a path inside the dataset's folder"
+    if ".." in re.split(r"[\\/]", value):
+        return "holds a '..' part; give a path inside the dataset's folder"
+    return None
+
+
+def file_name_problem(value: str) -> str | None:
+    """Why `value` cannot be one plain file name (a suffix, a preset name): a separator, '..', a control character."""
+    if not value:
+        return "is empty"
+    char = _control_character(value)
+    if char is not None:
+        return f"holds the control character {char}"
+    if "/" in value or "\\" in value:
+        return "holds a path separator; give a plain name"
+    if value in (".", ".."):
+        return "is not a file name"
+    return None
+
+
+def _relative_path(value: str | None) -> str | None:
+    """Pydantic check of a path field from data (None passes)."""
+    if value is not None:
+        problem = relative_path_problem(value)
+        if problem is not None:
+            raise ValueError(f"{value!r} {problem}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -130,6 +182,8 @@ class SplitFolders(BaseModel):
     ann_dir: str | None = None
     split_file: str | None = None
 
+    _inside_the_dataset = field_validator("img_dir", "ann_dir", "split_file")(_relative_path)
+
 
 class DatasetFile(BaseModel):
     """The schema of `dataset.json`: validated with errors that name the file and the field."""
@@ -155,6 +209,27 @@ class DatasetFile(BaseModel):
     splits: dict[str, SplitFolders] = Field(
         default_factory=dict, description="other splits (e.g. train, for `llmseg tune`): the layout fields each changes"
     )
+
+    _inside_the_dataset = field_validator("img_dir", "ann_dir", "split_file")(_relative_path)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        # the dataset's own folder: under the data root, or an absolute path (a dataset kept elsewhere)
+        char = None if value is None else _control_character(value)
+        if char is not None:
+            raise ValueError(f"{value!r} holds the control character {char}")
+        if value == "":
+            raise ValueError("is empty; give the dataset's folder under the data root")
+        return value
+
+    @field_validator("img_suffix", "seg_map_suffix")
+    @classmethod
+    def _plain_suffix(cls, value: str) -> str:
+        problem = file_name_problem(value)
+        if problem is not None:
+            raise ValueError(f"{value!r} {problem} (a suffix such as .jpg or _labelTrainIds.png)")
+        return value
 
     @field_validator("background")
     @classmethod

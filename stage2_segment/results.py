@@ -200,7 +200,20 @@ def write_results(out_dir: str | os.PathLike, report: dict[str, Any], confusion:
 
 
 def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str = ".png") -> Path:
-    """Where `--save-pred` writes (and `score` first looks for) the PNG of sample `stem`."""
+    """Where `--save-pred` writes (and `score` first looks for) the PNG of sample `stem`.
+
+    The stem and suffix come from data (a split file, dataset.json): one that would leave `pred_dir`
+    is refused here too, whatever listed it.
+    """
+    from llmseg.datasets import file_name_problem, relative_path_problem
+
+    from .data.readers import DataError
+
+    what, problem = f"the stem {stem!r}", relative_path_problem(stem)
+    if problem is None:
+        what, problem = f"the suffix {seg_map_suffix!r}", file_name_problem(seg_map_suffix)
+    if problem is not None:
+        raise DataError(f"no prediction file for sample {stem!r} under {pred_dir}: {what} {problem}")
     return Path(pred_dir) / f"{stem}{seg_map_suffix}"
 
 

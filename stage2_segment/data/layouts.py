@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llmseg.datasets import DatasetError, DatasetSpec, Layout
+from llmseg.datasets import DatasetError, DatasetSpec, Layout, relative_path_problem
 from llmseg.registry import Registry
 
 from .readers import DataError, SampleRef
@@ -48,7 +48,7 @@ class LayoutReader:
             split = base / layout.split_file
             if not split.is_file():
                 raise DataError(f"{spec.name}: split file not found: {split} (expected under --data-root {data_root})")
-            stems = [line.strip() for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
+            stems = read_split_file(split)
         else:
             if not img_dir.is_dir():
                 raise DataError(f"{spec.name}: image folder not found: {img_dir} (expected under --data-root {data_root})")
@@ -64,6 +64,32 @@ class LayoutReader:
             SampleRef(stem, img_dir / f"{stem}{layout.img_suffix}", ann_dir / f"{stem}{layout.seg_map_suffix}")
             for stem in stems
         ]
+
+
+def read_split_file(path: Path) -> list[str]:
+    """The stems a split file lists, one a line (blank lines skipped); each must name a file inside the dataset.
+
+    Lines end at a newline only (not at U+0085 or a form feed, as `str.splitlines` would have it), so
+    such a character inside a line is refused as a control character instead of silently starting a
+    new stem. A stem that is absolute or holds '..' would make `--save-pred` write outside --out:
+    refused, with the file and line. A UTF-8 byte-order mark is dropped.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split file {path} is not UTF-8: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read split file {path}: {exc}") from exc
+    stems: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        stem = line.strip()
+        if not stem:
+            continue
+        problem = relative_path_problem(stem)
+        if problem is not None:
+            raise DataError(f"{path}:{number}: the stem {stem!r} {problem}")
+        stems.append(stem)
+    return stems
 
 
 LAYOUTS: Registry[type[LayoutReader]] = Registry("dataset layout")
