@@ -268,20 +268,31 @@ class DatasetFile(BaseModel):
 
 
 def read_classes_file(path: str | Path) -> list[str]:
-    """One class name per line; blank trailing lines ignored; errors name the file and line."""
+    """One class name per line; blank trailing lines ignored; errors name the file and line.
+
+    Lines end at a newline only: `str.splitlines` would also break at U+0085, a form feed or a
+    U+2028, turning one line into two classes and shifting every label id after it. A control
+    character left inside a name is refused instead. A UTF-8 byte-order mark is dropped.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"class file not found: {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"class file {path} is not UTF-8: {exc}") from exc
+    except OSError as exc:
+        raise DatasetError(f"cannot read class file {path}: {exc}") from exc
     while lines and not lines[-1].strip():
         lines.pop()
     classes: list[str] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
-        name = line.strip()
+        name = line.strip(" \t\r")
+        char = _control_character(name)
+        if char is not None:
+            raise DatasetError(f"{path}:{number}: class name {name!r} holds the control character {char}")
+        name = name.strip()
         if not name:
             raise DatasetError(f"{path}:{number}: empty class name")
         if name in seen:
@@ -293,15 +304,40 @@ def read_classes_file(path: str | Path) -> list[str]:
     return classes
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object naming one key twice (json.loads would silently keep the last value)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` that refuses a repeated key instead of letting the last one win."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
 def read_dataset_file(path: str | Path) -> DatasetFile:
     """Parse and validate one dataset.json; every problem names the file and the field."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError as exc:
         raise DatasetError(f"dataset file not found: {path}") from exc
+    except _DuplicateKey as exc:
+        raise DatasetError(f"{path}: field {exc.key!r} is given twice in one object (only one value can hold); "
+                           "remove the other") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise DatasetError(f"{path}: JSON nested too deeply to be dataset facts") from exc
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object of dataset facts, got {type(data).__name__}")
     try:

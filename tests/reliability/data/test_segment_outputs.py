@@ -16,7 +16,7 @@ def _photos(demo_data, folder, names):
 
     folder.mkdir()
     refs = list_samples(spec, data_root)
-    for ref, name in zip(refs, names):
+    for ref, name in zip(refs[: len(names)], names, strict=True):
         (folder / name).write_bytes(ref.image_path.read_bytes())
     return [folder / name for name in names]
 
