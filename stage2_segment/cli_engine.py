@@ -149,6 +149,7 @@ def register(app: typer.Typer) -> None:
         save_vis: Annotated[int, typer.Option(help="Write colour overlays of the first N images.", rich_help_panel=_R)] = 0,
         skip_bad: Annotated[bool, typer.Option(help="Skip (and list) corrupt/missing images or labels.", rich_help_panel=_R)] = False,
         checkpoint_every: Annotated[int, typer.Option(help="Checkpoint the metric every N images.", rich_help_panel=_R)] = 100,
+        checkpoint_seconds: Annotated[float, typer.Option(help="Also checkpoint once this many seconds have passed since the last checkpoint.", rich_help_panel=_R)] = 30.0,
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.", rich_help_panel=_R)] = True,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.", rich_help_panel=_R)] = True,
         method: opts.Method = None,
@@ -209,7 +210,8 @@ def register(app: typer.Typer) -> None:
             run_cfg = RunConfig(
                 out=str(out) if out else None, run_name=run_name or default_run_name(config), limit=limit,
                 batch_size=batch_size, num_workers=num_workers, post_workers=post_workers, save_pred=save_pred,
-                save_vis=save_vis, skip_bad=skip_bad, checkpoint_every=checkpoint_every, resume=resume, device=device,
+                save_vis=save_vis, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
+                checkpoint_seconds=checkpoint_seconds, resume=resume, device=device,
                 progress=progress,
             )
         except ValidationError as exc:

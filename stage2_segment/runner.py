@@ -61,7 +61,11 @@ class RunConfig(BaseModel):
     save_pred: bool = False
     save_vis: int = Field(default=0, ge=0, description="Write colour overlays of the first N images")
     skip_bad: bool = False
-    checkpoint_every: int = Field(default=100, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1, description="Checkpoint after this many images")
+    checkpoint_seconds: float = Field(
+        default=30.0, ge=0, le=86400, allow_inf_nan=False,
+        description="Also checkpoint once this many seconds have passed since the last checkpoint",
+    )
     resume: bool = True
     device: str = "cpu"
     progress: bool = True
@@ -69,6 +73,11 @@ class RunConfig(BaseModel):
 
     def out_dir(self, dataset: str) -> Path:
         return Path(self.out) if self.out else Path("results") / dataset / self.run_name
+
+
+def clock() -> float:
+    """The checkpoint timer's clock (monotonic; a module function so a test can substitute a fake one)."""
+    return time.monotonic()
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,6 +172,7 @@ class _Session:
     start: float = field(default_factory=time.perf_counter)
     images: int = 0  # images scored in this session (skipped files excluded)
     since_checkpoint: int = 0
+    last_checkpoint: float = field(default_factory=lambda: clock())  # when the checkpoint was last written
     first_done: float | None = None
     last_done: float | None = None
 
@@ -282,9 +292,11 @@ class _RankLoop:
         s.finished.append(stem)
         self.bar.update(1)
         s.since_checkpoint += 1
-        if s.since_checkpoint >= self.cfg.checkpoint_every:
+        # by count or by time: a kill on slow images (CRF, large models) loses at most checkpoint_seconds of work
+        if s.since_checkpoint >= self.cfg.checkpoint_every or clock() - s.last_checkpoint >= self.cfg.checkpoint_seconds:
             self.save_checkpoint(complete=False)
             s.since_checkpoint = 0
+            s.last_checkpoint = clock()
 
 
 def _check_method_device(method: Any, device: str, info: distributed.DistInfo) -> None:
@@ -365,6 +377,7 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     if cfg.post_workers > 0 and todo:
         pool = orphan_safe_pool(cfg.post_workers)  # its workers die with this process, also on SIGKILL
     session.start = time.perf_counter()
+    session.last_checkpoint = clock()
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
@@ -438,7 +451,26 @@ def _final_report(spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfi
     if info.is_main:
         write_results(out, report, metric.confusion.cpu().numpy())
     distributed.barrier(info)
+    if info.is_main:
+        remove_stale_temporaries(out)
     return report
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the temporaries (`.NAME.*.tmp`) that a killed writer left in a run folder; returns them.
+
+    Called after a successful run, while the run holds the folder, so no writer of ours is still
+    using one. Only the folders evaluate writes (the run folder, pred/, vis/) are searched.
+    """
+    removed = []
+    for folder, recursive in ((out, False), (out / "pred", True), (out / "vis", True)):
+        if not folder.is_dir():
+            continue
+        for path in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _ready(job: Future | SegResult) -> bool:
