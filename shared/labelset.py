@@ -117,7 +117,15 @@ def load_label_set(path: str | Path, classes: Sequence[str] | None = None) -> La
     """Load a label set; with `classes`, also require its keys to be exactly those classes in order.
 
     Only errors stop loading; warnings (duplicates, underscores...) are what `llmseg validate` is for.
+    A path that does not exist as given is looked up in the bundled `label_sets/` folder, as
+    `llmseg segment` does (`resolve_label_set_path`), so every command resolves it the same way.
     """
+    from .resources import resolve_label_set_path
+
+    try:
+        path = resolve_label_set_path(path)
+    except FileNotFoundError as exc:
+        raise LabelSetError(str(exc)) from exc
     return label_set_from_json(read_label_set_json(path), classes, source=str(path))
 
 
