@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from llmseg.errors import LlmsegError
 from llmseg.io import stable_hash
 
+from .cache import capped_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import _Run
 
@@ -335,7 +337,7 @@ def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report
                 "structured": run.structured,
                 "sampling": run.sampling.as_dict(),
                 "messages": messages,
-                "text": line.text,
+                **capped_text(line.text, run.max_answer_chars),
                 "meta": {**line.meta, "batch_id": report.batch_id},
             }
         )

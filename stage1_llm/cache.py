@@ -12,7 +12,8 @@ record whose fields have the wrong types (say `meta` not an object) is skipped t
 so nothing downstream meets a record it cannot use. A skipped line costs one request asked
 again, never the other answers.
 
-Each answer's text is stored once: a re-ask's conversation repeats earlier answers, and the
+An answer over the size cap (`capped_text`, the run's `max_answer_chars`) is stored as its size
+only. Each answer's text is stored once: a re-ask's conversation repeats earlier answers, and the
 record stores those as `{"role": "assistant", "answer_ref": <key of the answer record>}`
 (`AnswerCache.expand` puts the text back). Keys are still computed on the full messages, so
 existing caches keep their keys.
@@ -65,6 +66,15 @@ def request_key(
             "sampling": sampling,
         }
     )
+
+
+def capped_text(text: str, cap: int) -> dict[str, Any]:
+    """An answer record's text fields: the text, or for one over `cap` characters only its size (`oversize`).
+
+    Why: an answer's size is the server's choice; one over the cap is judged unusable anyway, so
+    storing it would only let a runaway or hostile server fill the disk.
+    """
+    return {"text": text} if len(text) <= cap else {"text": "", "oversize": len(text)}
 
 
 def now() -> str:

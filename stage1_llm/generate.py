@@ -38,11 +38,12 @@ from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 from .backends import Backend, Sampling, make_backend
 from .backends.base import BackendError, StructuredOutputUnsupported
 from .batch import BatchOptions, prefill_from_batch
-from .cache import AnswerCache, CacheWriteError, request_key
+from .cache import AnswerCache, CacheWriteError, capped_text, request_key
 from .parse import answer_schema, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 
 _STOPPED = "not finished: the run stopped"
+DEFAULT_MAX_ANSWER_CHARS = 64 * 1024  # an answer of K names is a few hundred characters; more is a runaway or hostile server
 log = logging.getLogger(__name__)
 
 
@@ -195,8 +196,11 @@ class _Run:
         other_classes: bool,
         structured: bool,
         repair_temperature: float | None = None,
+        max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
     ):
         self.classes = classes
+        self.max_answer_chars = max_answer_chars
+        self._answer_keys: dict[str, str] = {}  # answer text -> the key of the record that holds it (store each answer once)
         self.repair_temperature = repair_temperature
         self.backend = backend
         self.template = template
@@ -257,6 +261,7 @@ class _Run:
                 record = self.cache.get(self._key(messages, structured, sampling))
                 if record is not None:
                     self.stats.add(cached=1)
+                    self._remember(record)
                     return record
         transport_failures = 0
         while True:
@@ -305,12 +310,59 @@ class _Run:
                 "prompt_sha256": self.template.sha256,
                 "structured": structured,
                 "sampling": sampling.as_dict(),
-                "messages": messages,
-                "text": completion.text,
+                "messages": self._by_reference(messages),
+                **capped_text(completion.text, self.max_answer_chars),
                 "meta": completion.meta(),
             }
             self._log(record)
+            self._remember(record)
             return record
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        """Note which record holds this answer text, so a re-ask that repeats it stores the key, not the text."""
+        if record.get("text"):
+            with self._lock:
+                self._answer_keys[record["text"]] = record["key"]
+
+    def _by_reference(self, messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The messages as stored: an earlier answer repeated in the conversation becomes {"role", "answer_ref": key}.
+
+        Why: re-asks repeat every earlier answer, so storing them by value grows the cache with the
+        square of the tries (three 3 MB answers made an 18 MB cache). The key is computed on the
+        full messages, so caches written before keep their keys; `AnswerCache.expand` undoes this.
+        """
+        with self._lock:
+            refs = dict(self._answer_keys)
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            content = message.get("content")
+            if message.get("role") == "assistant" and isinstance(content, str) and content in refs:
+                out.append({"role": "assistant", "answer_ref": refs[content]})
+            else:
+                out.append(message)
+        return out
+
+    def _judge(self, class_name: str, record: dict[str, Any]) -> tuple[list[str] | None, str]:
+        """(subclasses, "") for a usable answer, else (None, what is wrong): the size cap first, then the parser."""
+        size = record.get("oversize") or len(record["text"])
+        if size > self.max_answer_chars:
+            return None, (
+                f"the answer is {size} characters long, over the answer size cap of {self.max_answer_chars} characters "
+                "(max_answer_chars); answer with the JSON object only"
+            )
+        meta = record.get("meta") or {}
+        parsed = parse_answer(
+            record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")
+        )
+        return (parsed.subclasses, "") if parsed.ok else (None, parsed.describe())
+
+    def _shown(self, record: dict[str, Any]) -> str:
+        """The assistant turn a repair conversation repeats: the answer, or for one over the cap a short stand-in
+        (its text is never stored, and a rerun must build the very same conversation to find its cached re-ask)."""
+        size = record.get("oversize") or len(record["text"])
+        if size > self.max_answer_chars:
+            return f"[an answer of {size} characters, over the {self.max_answer_chars}-character cap, not repeated here]"
+        return record["text"]
 
     def _log(self, record: dict[str, Any]) -> None:
         """Append to the cache; a disk error stops the run at once, so no more answers are paid for that cannot be kept."""
@@ -355,17 +407,13 @@ class _Run:
                 return _Outcome(None, answer_index, str(exc))
             except _Aborted as exc:
                 return _Outcome(None, answer_index, f"{_STOPPED} ({exc})")
-            meta = record.get("meta") or {}
-            parsed = parse_answer(
-                record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")
-            )
-            if parsed.ok:
-                return _Outcome(parsed.subclasses, answer_index + 1, messages=messages, text=record["text"])
-            problem = parsed.describe()
+            subclasses, problem = self._judge(class_name, record)
+            if subclasses is not None:
+                return _Outcome(subclasses, answer_index + 1, messages=messages, text=record["text"])
             if answer_index < self.max_retries:
                 self.stats.add(reasks=1)
                 repair = self.template.render_repair(class_name, self.k, problem, self.domain, others)
-                messages = [*messages, {"role": "assistant", "content": record["text"]}, {"role": "user", "content": repair}]
+                messages = [*messages, {"role": "assistant", "content": self._shown(record)}, {"role": "user", "content": repair}]
         return _Outcome(None, self.max_retries + 1, f"no usable answer in {self.max_retries + 1} tries, last: {problem}")
 
     def repair_clash(self, class_name: str, previous: _Outcome, clashes: dict[str, list[str]]) -> _Outcome:
@@ -382,13 +430,10 @@ class _Run:
             return _Outcome(None, answer_index + 1, str(exc))
         except _Aborted as exc:
             return _Outcome(None, answer_index + 1, f"{_STOPPED} ({exc})")
-        meta = record.get("meta") or {}
-        parsed = parse_answer(
-            record["text"], self.k, class_name=class_name, other_classes=self.classes, finish_reason=meta.get("finish_reason")
-        )
-        if not parsed.ok:  # an unusable repair keeps the earlier answer; the clash check decides
-            return _Outcome(previous.subclasses, answer_index + 1, messages=messages, text=record["text"])
-        return _Outcome(parsed.subclasses, answer_index + 1, messages=messages, text=record["text"])
+        subclasses, _ = self._judge(class_name, record)
+        if subclasses is None:  # an unusable repair keeps the earlier answer; the clash check decides
+            return _Outcome(previous.subclasses, answer_index + 1, messages=messages, text=self._shown(record))
+        return _Outcome(subclasses, answer_index + 1, messages=messages, text=record["text"])
 
 
 class _ClassFailed(Exception):
@@ -438,6 +483,7 @@ def generate_label_set(
     gguf_file: str | None = None,
     allow_shared: bool = False,
     repair_temperature: float | None = None,
+    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
 ) -> tuple[LabelSet, LabelSetMeta]:
     """Ask the LLM for exactly `k` subclasses of every class; return the label set and its provenance.
 
@@ -457,6 +503,8 @@ def generate_label_set(
     again naming the clash (CLASH_ROUNDS times), then GenerationError names them.
     repair_temperature: sample repair turns (re-asks after an unusable or clashing answer) at this
     temperature, seeded per try; None: the same sampling as the first answer.
+    max_answer_chars: an answer longer than this is an unusable answer (re-asked, naming the cap);
+    its text is not stored, only its size.
 
     Raises GenerationError naming every class without a usable answer (the others stay cached),
     FatalBackendError when the backend cannot work at all (bad key, unknown model), ValueError
@@ -472,6 +520,8 @@ def generate_label_set(
         raise ConfigError(f"k must be at least 1, got {k}")
     if concurrency < 1 or max_retries < 0:
         raise ConfigError("concurrency must be >= 1 and max_retries >= 0")
+    if max_answer_chars < 1:
+        raise ConfigError(f"max_answer_chars must be at least 1, got {max_answer_chars}")
     template = prompt if isinstance(prompt, PromptTemplate) else load_prompt(prompt)
     sampling = Sampling(temperature=temperature, seed=seed, max_tokens=max_tokens)
     own_backend = backend_instance is None
@@ -496,6 +546,7 @@ def generate_label_set(
         other_classes=other_classes,
         structured=structured,
         repair_temperature=repair_temperature,
+        max_answer_chars=max_answer_chars,
     )
     started = time.monotonic()
     batch_report = None
