@@ -125,6 +125,8 @@ def record_problem(record: dict[str, Any]) -> str | None:
             return f"'{name}' is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}"
     if kind == "answer" and not all(isinstance(m, dict) for m in record.get("messages", [])):
         return "'messages' holds an entry that is not an object"
+    if kind == "note" and record["event"].startswith("batch_") and not isinstance(record.get("batch_id"), str):
+        return f"a '{record['event']}' note without 'batch_id'"
     return None
 
 

@@ -72,6 +72,7 @@ def test_records_with_fields_of_the_wrong_type_are_skipped_and_named(tmp_path, c
         _answer("k4", text=None),
         _answer("k5", messages="hello"),
         {"kind": "note", "event": "batch_submitted", "batch_key": "b", "batch_id": 7, "requests": "all"},
+        {"kind": "note", "event": "batch_submitted", "batch_key": "b"},
         {"kind": 5},
     ]
     for record in bad:
@@ -81,7 +82,7 @@ def test_records_with_fields_of_the_wrong_type_are_skipped_and_named(tmp_path, c
         loaded = AnswerCache(cache)
     assert len(loaded) == 1 and loaded.get("good") is not None
     assert loaded.notes(event="batch_submitted") == []
-    assert [s.split(": ", 1)[0] for s in loaded.skipped] == [f"{cache}:{n}" for n in range(1, 7)]
+    assert [s.split(": ", 1)[0] for s in loaded.skipped] == [f"{cache}:{n}" for n in range(1, 8)]
     assert any(f"{cache}: line 1 skipped: 'meta' is list" in m for m in caplog.messages)
 
 
