@@ -270,15 +270,16 @@ class DatasetFile(BaseModel):
 def read_classes_file(path: str | Path) -> list[str]:
     """One class name per line; blank trailing lines ignored; errors name the file and line.
 
-    Lines end at a newline only: `str.splitlines` would also break at U+0085, a form feed or a
-    U+2028, turning one line into two classes and shifting every label id after it. A control
-    character left inside a name is refused instead. A UTF-8 byte-order mark is dropped.
+    Lines end at a newline (or CRLF) only: `str.splitlines` or text mode would also break at a lone
+    carriage return, U+0085, a form feed or U+2028, turning one line into two classes and shifting
+    every label id after it. A control character left inside a name is refused instead. A UTF-8
+    byte-order mark is dropped.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"class file not found: {path}")
     try:
-        lines = path.read_text(encoding="utf-8-sig").split("\n")
+        lines = path.read_bytes().decode("utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"class file {path} is not UTF-8: {exc}") from exc
     except OSError as exc:

@@ -57,7 +57,8 @@ class LayoutReader:
                 p.relative_to(img_dir).as_posix()[: -len(suffix)] for p in img_dir.rglob(f"*{suffix}") if p.is_file()
             )
         if not stems:
-            raise DataError(f"{spec.name}: no images listed under {base}")
+            where = f"in its split file {base / layout.split_file}" if layout.split_file is not None else f"under {img_dir}"
+            raise DataError(f"{spec.name}: no images listed {where}")
         if limit is not None:
             stems = stems[: max(0, int(limit))]
         return [
@@ -69,13 +70,14 @@ class LayoutReader:
 def read_split_file(path: Path) -> list[str]:
     """The stems a split file lists, one a line (blank lines skipped); each must name a file inside the dataset.
 
-    Lines end at a newline only (not at U+0085 or a form feed, as `str.splitlines` would have it), so
+    Lines end at a newline or CRLF only (not at a lone carriage return, U+0085 or a form feed, as text
+    mode or `str.splitlines` would have it), so
     such a character inside a line is refused as a control character instead of silently starting a
     new stem. A stem that is absolute or holds '..' would make `--save-pred` write outside --out:
     refused, with the file and line. A UTF-8 byte-order mark is dropped.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"split file {path} is not UTF-8: {exc}") from exc
     except OSError as exc:

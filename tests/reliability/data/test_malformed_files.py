@@ -39,7 +39,7 @@ def test_a_deeply_nested_dataset_json_is_a_named_error(tmp_path):
         read_dataset_file(path)
 
 
-@pytest.mark.parametrize(("char", "code"), [("\x85", "U+0085"), ("\x0c", "U+000C"), ("\u2028", None), ("\x1e", "U+001E")])
+@pytest.mark.parametrize(("char", "code"), [("\x85", "U+0085"), ("\x0c", "U+000C"), ("\r", "U+000D"), ("\u2028", None), ("\x1e", "U+001E")])
 def test_a_line_break_inside_a_class_line_does_not_make_two_classes(tmp_path, char, code):
     from llmseg.datasets import DatasetError, read_classes_file
 
