@@ -1,4 +1,4 @@
-"""What every `llmseg` command shares: one way to report a user error.
+"""What every `llmseg` command shares: one way to report a user error, one way to print untrusted text.
 
 A command raises (or lets through) an `LlmsegError`; the root group prints `error: <message>` and
 exits 2. Any other exception is a bug: it keeps its traceback and its own exit status, so a
@@ -8,6 +8,7 @@ KeyError deep inside a method is never disguised as bad input. This module impor
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import typer
@@ -18,9 +19,44 @@ from .errors import ConfigError, LlmsegError
 USER_ERROR = 2
 
 
+# bidirectional overrides and line separators: they reorder or break what a terminal shows
+_INVISIBLE = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
+def _escape(ch: str, as_json: bool) -> str:
+    code = ord(ch)
+    if as_json or code > 0xFF:
+        return f"\\u{code:04x}"
+    return f"\\x{code:02x}"
+
+
+def safe_text(text: str, *, newlines: bool = True, as_json: bool = False) -> str:
+    """`text` with every control character escaped (`\\x1b`, `\\x9b`, `\\u202e`), so that what came from a
+    file or a server cannot drive the terminal (clear the screen, move the cursor, set the title).
+
+    C0 (ESC included), DEL, C1 (0x80-0x9f: 0x9b is a one-byte CSI) and bidirectional overrides are
+    escaped. Only line feeds are kept when `newlines` (a message of several lines); `as_json` writes
+    `\\u009b` escapes, valid inside the strings of a JSON document that is printed.
+    """
+    out = []
+    for ch in text:
+        if ch == "\n" and newlines:
+            out.append(ch)
+        elif ch in _INVISIBLE or unicodedata.category(ch) == "Cc":
+            out.append(_escape(ch, as_json))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def echo(message: str, *, err: bool = False, fg: str | None = None) -> None:
+    """Print a line that may hold text from a file or a server, control characters escaped (see safe_text)."""
+    typer.secho(safe_text(message), err=err, fg=fg)
+
+
 def fail(message: str, code: int = USER_ERROR) -> typer.Exit:
     """Print `error: message` to stderr and return the Exit to raise (`raise fail(...)`)."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    echo(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
 
 

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from llmseg.cli_support import fail
+from llmseg.cli_support import echo, fail, safe_text
+from llmseg.redact import redact_url, redact_urls
 
 GENERATE_HELP = """Ask an LLM for K visually distinct subclasses of every class of DATASET and write a validated label set.
 
@@ -69,14 +70,15 @@ subclasses_app = typer.Typer(
 
 
 def _command_line(dataset: str, options: dict[str, Any]) -> str:
-    """The command that regenerates this label set (never with an API key)."""
+    """The command that regenerates this label set: never with an API key, URL credentials or key-like
+    query values (`--base-url http://user:pw@host/v1?api_key=K` is recorded as `http://***@host/v1?api_key=***`)."""
     parts = ["llmseg", "subclasses", dataset]
     for name, value in options.items():
         if value is None or value is False:
             continue
         flag = "--" + name.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
-    return shlex.join(parts)
+        parts += [flag] if value is True else [flag, redact_url(str(value)) if name == "base_url" else str(value)]
+    return redact_urls(shlex.join(parts))
 
 
 @subclasses_app.command("generate", help=GENERATE_HELP, no_args_is_help=True)
@@ -148,7 +150,7 @@ def generate_command(
         raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
     cache_path = cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl"
     if not quiet:
-        typer.echo(f"{spec.name}: {spec.num_classes} classes, K={k}, {backend}:{model}, prompt {template.id} -> {out}", err=True)
+        echo(f"{spec.name}: {spec.num_classes} classes, K={k}, {backend}:{model}, prompt {template.id} -> {out}", err=True)
     try:
         label_set, meta = generate_label_set(
             spec.classes,
@@ -185,7 +187,7 @@ def generate_command(
             gguf_file=gguf_file,
         )
     except GenerationError as exc:  # some classes got no usable answer: exit 1, the rest is cached
-        typer.secho(str(exc), err=True, fg=typer.colors.RED)
+        echo(str(exc), err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from exc
     regenerate = _command_line(
         spec.name,
@@ -219,7 +221,7 @@ def generate_command(
     except LabelSetError as exc:  # pragma: no cover - generate_label_set already validated it
         raise fail(f"wrote an invalid label set: {exc}") from exc
     stats = meta.model_extra.get("stats", {}) if meta.model_extra else {}
-    typer.echo(f"wrote {out} ({spec.num_classes} classes x {k}{' + class name' if include_class_name else ''})")
+    echo(f"wrote {out} ({spec.num_classes} classes x {k}{' + class name' if include_class_name else ''})")
     from .generate import RunStats
 
     typer.echo(RunStats(**{k_: v for k_, v in stats.items()}).summary())
@@ -267,10 +269,10 @@ def diff_command(
             raise fail(f"{path}: not a label set (a JSON object of lists)")
     result = diff_label_sets(raw_a, raw_b)
     if as_json:
-        typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        typer.echo(safe_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False), as_json=True))
     else:
         for line in format_diff(result, str(a), str(b), show_all=show_all):
-            typer.echo(line)
+            echo(line)
     raise typer.Exit(0 if result.identical else 1)
 
 
@@ -342,10 +344,12 @@ def refine_command(
     for number, record in enumerate(result.rounds, start=1):
         for name, reasons in record.flagged.items():
             for reason in reasons.values():
-                typer.echo(f"round {number}: class '{name}': {reason}")
+                echo(f"round {number}: class '{name}': {reason}")
             if name in record.replaced:
-                typer.echo(f"round {number}: class '{name}': asked again, new: " + ", ".join(record.replaced[name]))
+                echo(f"round {number}: class '{name}': asked again, new: " + ", ".join(record.replaced[name]))
     meta = load_meta(path) or LabelSetMeta(generator="refined", dataset=spec.name)
+    if isinstance((meta.model_extra or {}).get("command"), str):  # a sidecar written before commands were redacted
+        meta = meta.model_copy(update={"command": redact_urls(meta.model_extra["command"])})
     meta = meta.model_copy(update={"refined_from": str(path), "refine": {
         **result.as_dict(), "backbone": backbone, "pretrained": pretrained, "templates": templates, "llm": f"{backend}:{model}",
         "duplicate_threshold": duplicate_threshold, "spread_threshold": spread_threshold, "margin": margin,
@@ -354,8 +358,8 @@ def refine_command(
     load_label_set(out, spec.classes)
     remaining = result.remaining.lines()
     for line in remaining:
-        typer.secho(line, fg=typer.colors.YELLOW)
-    typer.echo(f"wrote {out}: {len(result.rounds)} rounds, {len(remaining)} findings remain")
+        echo(line, fg=typer.colors.YELLOW)
+    echo(f"wrote {out}: {len(result.rounds)} rounds, {len(remaining)} findings remain")
     raise typer.Exit(1 if remaining else 0)
 
 

@@ -8,13 +8,17 @@ serves every worker thread.
 from __future__ import annotations
 
 import email.utils
+import json
+import math
 import os
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from llmseg.redact import redact_secrets, redact_url, url_secrets
 
 from .base import (
     Completion,
@@ -56,38 +60,77 @@ def public_url(url: str | None) -> str | None:
     """A base URL without user:password or query string, fit for a log or a sidecar."""
     if not url:
         return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a malformed URL (bad port, open bracket): keep only what is surely not secret
+        return redact_url(url)
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def split_query(url: str | None) -> tuple[str | None, dict[str, str]]:
+    """A base URL's query string as separate parameters (`?api-version=...`, `?api_key=...`).
+
+    Why: the SDK appends `chat/completions` to the base URL's raw path *and query*, which would give
+    `/v1/?k=vchat/completions`; sent as default query parameters they reach every request intact.
+    """
+    if not url or "?" not in url:
+        return url, {}
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, {}
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _seconds(value: str, scale: float = 1.0) -> float | None:
+    """A finite, non-negative number of seconds from a header value, or None when it is not a number."""
+    try:
+        seconds = float(value) * scale
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date); None if unreadable.
+
+    A server's header is untrusted input: `Retry-After: soon` or a broken date means "no hint"
+    (the usual backoff applies), never an exception that ends the run.
+    """
     if headers is None:
         return None
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+        seconds = _seconds(value, 1e-3)
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if not value:
         return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    try:
         return max(0.0, parsed.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _is_schema_complaint(status: int | None, message: str) -> bool:
     lowered = message.lower()
     return status in (400, 422) and any(word in lowered for word in _SCHEMA_WORDS)
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    """The start of an unexpected body, quoted, for an error message."""
+    return json.dumps(text[:limit] + ("..." if len(text) > limit else ""), ensure_ascii=True)
 
 
 class OpenAISettings(BaseModel):
@@ -123,10 +166,13 @@ class OpenAIBackend:
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._key = resolve_api_key(api_key, self.base_url, api_key_env)
+        # what must never be written or printed: the key and the base URL's credentials
+        self._secrets = [*([self._key] if self._key != PLACEHOLDER_KEY else []), *url_secrets(self.base_url)]
         self.timeout = timeout
         # a server that is not there should be known in seconds, not after the read timeout
         connect = min(timeout, CONNECT_TIMEOUT_S)
-        self.client = OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
+        base, query = split_query(self.base_url)
+        self.client = OpenAI(api_key=self._key, base_url=base, default_query=query or None, max_retries=0,
                              timeout=Timeout(timeout, connect=connect))
         # Until the server has answered once, a refused/unresolvable connection means a wrong URL or a
         # server that is not running: stop at once (retries are for a server that answered before).
@@ -134,10 +180,11 @@ class OpenAIBackend:
         # Request adaptations learnt from the server's 400s (e.g. reasoning models), kept for the run.
         self.adaptations: list[str] = []
         self._lock = threading.Lock()
+        self._idle_http: list[Any] = []  # HTTP clients not in use (see _post)
 
     def redact(self, text: str) -> str:
-        """`text` with the API key (should a server echo it) replaced by ***."""
-        return text.replace(self._key, "***") if self._key and self._key != PLACEHOLDER_KEY else text
+        """`text` with the API key and the base URL's credentials (should a server echo them) replaced by ***."""
+        return redact_secrets(text, self._secrets)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -151,46 +198,121 @@ class OpenAIBackend:
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, sampling: Sampling) -> Completion:
         import openai
 
+        where = public_url(str(self.client.base_url))
         for _ in range(len(_ADAPTATIONS) + 1):
             kwargs = self._request(messages, schema, sampling)
+            expired = threading.Event()
             try:
-                response = self.client.chat.completions.create(**kwargs)
+                raw = self._post(kwargs, expired)
                 break
-            except openai.APITimeoutError as exc:
-                raise TransientError(f"timed out after {self.timeout:g} s ({public_url(str(self.client.base_url))})") from exc
-            except openai.APIConnectionError as exc:
-                cause = exc.__cause__ or exc
-                where = public_url(str(self.client.base_url))
-                if not self.answered:
-                    raise FatalBackendError(self.redact(
-                        f"cannot connect to {where}: {type(cause).__name__}: {cause}. Is the server running "
-                        "and is --base-url right (scheme, host, port, /v1)?"
-                    )) from exc
-                raise TransientError(self.redact(f"connection error to {where}: {cause}")) from exc
             except openai.APIStatusError as exc:
                 self.answered = True
                 if not self._adapt(exc):
                     raise self._map_status(exc) from exc
-            except openai.APIError as exc:  # e.g. a response the SDK could not read: may be transient
-                raise TransientError(self.redact(f"bad response: {exc}")) from exc
+            except openai.APITimeoutError as exc:
+                raise TransientError(f"timed out after {self.timeout:g} s ({where})") from exc
+            except Exception as exc:
+                if expired.is_set():  # the watchdog closed the connection: whatever broke, it is the deadline
+                    raise TransientError(f"timed out after {self.timeout:g} s in all ({where})") from exc
+                if isinstance(exc, openai.APIConnectionError):
+                    cause = exc.__cause__ or exc
+                    if not self.answered:
+                        raise FatalBackendError(self.redact(
+                            f"cannot connect to {where}: {type(cause).__name__}: {cause}. Is the server running "
+                            "and is --base-url right (scheme, host, port, /v1)?"
+                        )) from exc
+                    raise TransientError(self.redact(f"connection error to {where}: {cause}")) from exc
+                if isinstance(exc, openai.APIError):  # e.g. a response the SDK could not read: may be transient
+                    raise TransientError(self.redact(f"bad response from {where}: {exc}")) from exc
+                raise
         else:
             raise RequestRejected(f"the server keeps rejecting the request parameters ({', '.join(self.adaptations)})")
         self.answered = True
-        if not response.choices:
+        return self._completion(raw, where)
+
+    def _post(self, kwargs: dict[str, Any], expired: threading.Event) -> tuple[str, Any]:
+        """Send one request and read its whole answer within `timeout` seconds in all: (body text, headers).
+
+        The SDK's timeout bounds each read, so a server that trickles a byte at a time would never time
+        out. Each request in flight therefore has an HTTP client (connection pool) of its own, and a
+        watchdog closes that client when the deadline passes: the socket is closed, the blocked read
+        fails and the request really stops. A client that finished in time is reused (keep-alive).
+        """
+        http_client = self._take_http_client()
+
+        def expire() -> None:
+            expired.set()
+            http_client.close()
+
+        watchdog = threading.Timer(self.timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            raw = self.client.with_options(http_client=http_client).chat.completions.with_raw_response.create(**kwargs)
+            text = raw.text  # read in full here, under the watchdog
+            headers = raw.headers
+        except BaseException:
+            watchdog.cancel()
+            http_client.close()  # a failed exchange may leave the connection in any state: never reuse it
+            raise
+        watchdog.cancel()
+        if expired.is_set():
+            http_client.close()
+        else:
+            self._give_http_client(http_client)
+        return text, headers  # read in full, even if the deadline passed just after: the answer is good
+
+    def _take_http_client(self) -> Any:
+        import openai
+
+        with self._lock:
+            if self._idle_http:
+                return self._idle_http.pop()
+        return openai.DefaultHttpxClient()
+
+    def _give_http_client(self, http_client: Any) -> None:
+        with self._lock:
+            self._idle_http.append(http_client)
+
+    def _completion(self, raw: tuple[str, Any], where: str | None) -> Completion:
+        """A Completion from a 200 body; anything that is not a chat completion is a failed attempt.
+
+        A proxy's HTML page, a JSON list or a choice without a message would otherwise end the run
+        with a traceback; as a TransientError the class is asked again, then reported. Every string
+        that came back is redacted: a server that echoes the key must not get it into the answer log.
+        """
+        text, headers = raw
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise TransientError(self.redact(f"bad response from {where}: HTTP 200 but the body is not JSON: {_excerpt(text)}")) from exc
+        if not isinstance(body, dict):
+            raise TransientError(f"bad response from {where}: HTTP 200 but the body is a JSON {type(body).__name__}, not an object")
+        choices = body.get("choices")
+        if not choices:
             raise TransientError("the server answered with no choices")
-        choice = response.choices[0]
-        usage = response.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) if response.usage else {}
-        message = choice.message
-        text = message.content or ""  # a refusal leaves no content: unusable, asked again
+        choice = choices[0] if isinstance(choices, list) else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str | None):
+            raise TransientError(f"bad response from {where}: HTTP 200 but choices[0] holds no message with text content")
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        request_id = headers.get("x-request-id") if headers is not None else None
         return Completion(
-            text=text,
-            finish_reason=choice.finish_reason,
-            request_id=getattr(response, "_request_id", None) or response.id,
-            system_fingerprint=response.system_fingerprint,
-            model=response.model,
-            usage={k: int(v) for k, v in usage.items() if v is not None},
-            extra={"response_id": response.id, "refusal": getattr(message, "refusal", None)},
+            text=self.redact(message.get("content") or ""),  # a refusal leaves no content: unusable, asked again
+            finish_reason=self._clean(choice.get("finish_reason")),
+            request_id=self._clean(request_id) or self._clean(body.get("id")),
+            system_fingerprint=self._clean(body.get("system_fingerprint")),
+            model=self._clean(body.get("model")),
+            usage={k: int(v) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                   if isinstance(v := usage.get(k), int | float) and not isinstance(v, bool) and math.isfinite(v)},
+            extra={"response_id": self._clean(body.get("id")), "refusal": self._clean(message.get("refusal"))},
         )
+
+    def _clean(self, value: Any) -> str | None:
+        """A metadata field as a redacted string (None stays None); servers may send any JSON there."""
+        if value is None:
+            return None
+        return self.redact(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)[:200])
 
     def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, sampling: Sampling) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
@@ -237,4 +359,8 @@ class OpenAIBackend:
         return RequestRejected(message, status=status)
 
     def close(self) -> None:
+        with self._lock:
+            idle, self._idle_http = self._idle_http, []
+        for http_client in idle:
+            http_client.close()
         self.client.close()

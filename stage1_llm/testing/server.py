@@ -22,6 +22,10 @@ used one per request, in order; once a class's script is used up (or it has none
 server answers with `default(class_name, k)`: by default `["<class> variant 1", ...]`.
 A request whose class cannot be found gets a 400.
 
+Hostile servers for the fault tests: `raw_http(body, status=...)` sends exactly these bytes (a non-JSON
+200, a JSON list, a plain-text error page), `trickle(interval)` sends a reply one byte at a time, and
+`echo_credentials()` answers with the key, basic-auth user:password and query values it was sent.
+
 `latency` delays every answer; `reject_json_schema=True` answers 400 to any request with
 `response_format` of type json_schema, the way servers without structured output do. Every
 request is logged (`server.log`, `server.count(...)`); nothing is written to disk.
@@ -61,6 +65,9 @@ class Step:
     finish_reason: str = "stop"
     error_body: dict[str, Any] | None = None
     items: tuple[str, ...] | None = None  # for "json"/"prose": the list to serialise; None = the default answer
+    body: bytes | None = None  # for "bytes": exactly this response body
+    content_type: str = "application/json"
+    trickle: float = 0.0  # > 0: send the whole response (status line, headers, body) one byte per this many seconds
 
 
 def valid(items: Iterable[str] | None = None, delay: float = 0.0) -> Step:
@@ -97,6 +104,29 @@ def http_error(status: int, message: str | None = None, *, retry_after: float | 
     return Step("http", status=status, headers=headers, delay=delay, error_body=body)
 
 
+def raw_http(
+    body: bytes | str, *, status: int = 200, content_type: str = "application/json",
+    headers: Iterable[tuple[str, str]] = (), delay: float = 0.0,
+) -> Step:
+    """Exactly this HTTP response body: a non-JSON 200, a JSON list, a plain-text error page..."""
+    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    return Step("bytes", status=status, headers=tuple(headers), delay=delay, body=data, content_type=content_type)
+
+
+def trickle(interval: float, then: Step | None = None) -> Step:
+    """`then` (default: a valid answer) sent one byte every `interval` seconds, headers included:
+    a server that never stalls long enough for a per-read timeout."""
+    step = then or valid()
+    return Step(step.kind, step.content, step.status, step.headers, step.delay, step.finish_reason, step.error_body,
+                step.items, step.body, step.content_type, interval)
+
+
+def echo_credentials(status: int = 200) -> Step:
+    """An answer (status 200) or an error message (other statuses) that repeats the credentials the request
+    carried: the bearer key, a basic-auth user:password and the query string. A hostile or buggy server."""
+    return Step("echo", status=status)
+
+
 def rate_limited(retry_after: float = 1.0) -> Step:
     """429 Too Many Requests with a Retry-After header (seconds)."""
     return http_error(429, "Rate limit reached (scripted)", retry_after=retry_after)
@@ -109,7 +139,8 @@ def server_error(status: int = 500) -> Step:
 def slow(seconds: float, then: Step | None = None) -> Step:
     """`then` (default: a valid answer) after `seconds`: with a short client timeout, a timeout."""
     step = then or valid()
-    return Step(step.kind, step.content, step.status, step.headers, seconds, step.finish_reason, step.error_body, step.items)
+    return Step(step.kind, step.content, step.status, step.headers, seconds, step.finish_reason, step.error_body,
+                step.items, step.body, step.content_type, step.trickle)
 
 
 @dataclass
@@ -275,12 +306,19 @@ class ScriptedLLMServer:
             time.sleep(delay)
         if step.kind == "http":
             return step.status, step.error_body or {}, list(step.headers)
+        if step.kind == "bytes":
+            return step.status, RawReply(step.body or b"", step.content_type, step.trickle), list(step.headers)
+        if step.kind == "echo" and step.status != 200:
+            message = "scripted error; you sent: " + " ".join(request_credentials(entry))
+            return step.status, {"error": {"message": message, "type": "server_error"}}, list(step.headers)
         try:
             payload = _completion(entry, step, self, class_name, k)
         except Exception as exc:  # a failing answer generator: say so instead of dropping the connection
             message = f"scripted server: the answer generator failed for class '{class_name}': {exc!r}"
             entry.step, entry.status = "generator-error", 500
             return 500, {"error": {"message": message, "type": "server_error"}}, []
+        if step.trickle:
+            return 200, RawReply(json.dumps(payload).encode("utf-8"), "application/json", step.trickle), [("x-request-id", f"req_scripted_{entry.n}")]
         return 200, payload, [("x-request-id", f"req_scripted_{entry.n}")]
 
     def record(self, entry: LoggedRequest) -> None:
@@ -297,7 +335,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def _send(self, status: int, payload: dict[str, Any], headers: Iterable[tuple[str, str]] = ()) -> None:
+    def _send(self, status: int, payload: dict[str, Any] | RawReply, headers: Iterable[tuple[str, str]] = ()) -> None:
+        if isinstance(payload, RawReply):
+            self._send_raw(status, payload, headers)
+            return
         data = json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
@@ -309,6 +350,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
             pass
+
+    def _send_raw(self, status: int, reply: RawReply, headers: Iterable[tuple[str, str]]) -> None:
+        head = [f"HTTP/1.1 {status} Scripted", f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.data)}"]
+        head += [f"{name}: {value}" for name, value in headers]
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.data
+        try:
+            if not reply.trickle:
+                self.wfile.write(data)
+                return
+            for byte in data:  # one byte at a time, never silent for long
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(reply.trickle)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up: nothing to do
+            self.close_connection = True
 
     def _send_bytes(self, data: bytes) -> None:
         try:
@@ -363,10 +419,37 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, payload, headers)
 
 
-def _answer_text(step: Step, owner: ScriptedLLMServer, class_name: str, k: int) -> str:
+@dataclass(frozen=True)
+class RawReply:
+    """A response body sent as is (not serialised from a dict), optionally trickled byte by byte."""
+
+    data: bytes
+    content_type: str = "application/json"
+    trickle: float = 0.0
+
+
+def request_credentials(entry: LoggedRequest) -> list[str]:
+    """What a request carried that is secret: the bearer key or basic user:password, and its query values."""
+    import base64
+    from urllib.parse import parse_qsl, urlsplit
+
+    found = []
+    scheme, _, value = (entry.authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        found.append(value)
+    elif scheme.lower() == "basic" and value:
+        found.append(base64.b64decode(value).decode("utf-8", "replace"))
+    found += [v for _, v in parse_qsl(urlsplit(entry.path).query) if v]
+    return found
+
+
+def _answer_text(step: Step, owner: ScriptedLLMServer, class_name: str, k: int, entry: LoggedRequest | None = None) -> str:
     if step.kind == "raw":
         return step.content or ""
     items = list(step.items) if step.items is not None else list(owner.default(class_name, k))
+    if step.kind == "echo" and entry is not None:  # the first entries repeat the credentials
+        echoed = [f"{class_name} {secret}" for secret in request_credentials(entry)][:k]
+        items = echoed + items[: k - len(echoed)]
     payload = json.dumps({"subclasses": items}, ensure_ascii=False)
     if step.kind == "prose":
         return f"Sure! Here are the subtypes of {class_name}:\n\n```json\n{payload}\n```\n\nLet me know if you need more."
@@ -374,7 +457,7 @@ def _answer_text(step: Step, owner: ScriptedLLMServer, class_name: str, k: int) 
 
 
 def _completion(entry: LoggedRequest, step: Step, owner: ScriptedLLMServer, class_name: str, k: int) -> dict[str, Any]:
-    text = _answer_text(step, owner, class_name, k)
+    text = _answer_text(step, owner, class_name, k, entry)
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in entry.messages)
     completion_tokens = len(text.split())
     return {
@@ -569,6 +652,8 @@ class _Batches:
                     "code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}))
                 continue
             status, payload, _ = self.owner.chat(str(request.get("url")), request.get("body") or {}, None)
+            if isinstance(payload, RawReply):  # a raw_http step in a batch: its body as a string
+                payload = payload.data.decode("utf-8", "replace")
             record = {"id": f"batch_req_{job.id}_{number}", "custom_id": custom_id}
             if 200 <= status < 300:
                 record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": payload}, "error": None}

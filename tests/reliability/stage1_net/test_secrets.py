@@ -1,0 +1,115 @@
+"""Item 16 of issue 21: no API key, URL password or key-like query value in any file written or line printed.
+
+Stage one runs as a real process against the scripted server, which echoes the credentials it receives
+(in answers and in error messages); then every file under the output folder and all printed output
+are searched for each secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmseg.redact import redact_url, url_secrets
+from llmseg.stage1.testing import ScriptedLLMServer, echo_credentials, valid
+
+KEY = "sk-ENVKEY-0123456789abcdef"
+PASSWORD = "pw-Secret-4711"
+QUERY_KEY = "QUERYKEY-98765"
+TOKEN = "tok-AbCdEf-1357"
+
+
+def _llmseg(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    code = "import sys; from llmseg.cli import main; sys.argv[0] = 'llmseg'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def _leaks(root: Path, printed: str, secrets: list[str]) -> list[str]:
+    """Every (file or 'output', secret) pair where a secret appears, raw or base64 of user:password."""
+    found = [f"output: {s}" for s in secrets if s in printed]
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path}: {s}" for s in secrets if s.encode() in data]
+    return found
+
+
+def test_no_secret_in_files_or_output_of_a_run(toy, tmp_path):
+    env = {**os.environ, "MY_KEY": KEY, "LLMSEG_LABEL_SETS": str(toy)}
+    scripts = {"cat": [echo_credentials()], "dog": [echo_credentials(status=500), echo_credentials()]}
+    with ScriptedLLMServer(scripts) as server:
+        # 1. the key from the environment, echoed in an answer and in a 500's message
+        keyed = _llmseg("subclasses", "toy", "--model", "scripted", "--base-url", server.base_url, "--api-key-env", "MY_KEY",
+                        "--out", str(toy / "toy" / "keyed.json"), "--backoff-base", "0.01", env=env)
+        sent = [r.authorization for r in server.log]
+    assert keyed.returncode == 0, keyed.stdout + keyed.stderr
+    assert f"Bearer {KEY}" in sent  # the server did receive (and echo) the key
+    answers = json.loads((toy / "toy" / "keyed.json").read_text())
+    assert answers["cat"][0] == "cat ***"  # the echoed key was redacted before it was logged and parsed
+
+    scripts = {"cat": [echo_credentials()], "dog": [echo_credentials(status=503), echo_credentials()]}
+    with ScriptedLLMServer(scripts) as server:
+        # 2. credentials inside the base URL: user:password and key-like query values
+        host = server.base_url.split("://", 1)[1]
+        url = f"http://alice:{PASSWORD}@{host}?api_key={QUERY_KEY}&token={TOKEN}&mode=fast"
+        in_url = _llmseg("subclasses", "toy", "--model", "scripted", "--base-url", url,
+                         "--out", str(toy / "toy" / "url.json"), "--backoff-base", "0.01", env=env)
+        paths = [r.path for r in server.log]
+    assert in_url.returncode == 0, in_url.stdout + in_url.stderr
+    assert any(QUERY_KEY in p and "/chat/completions?" in p for p in paths)  # the query reached the server intact
+    meta = json.loads((toy / "toy" / "url.meta.json").read_text())
+    assert "--base-url 'http://***@" in meta["command"] and "api_key=***&token=***&mode=fast" in meta["command"]
+
+    printed = keyed.stdout + keyed.stderr + in_url.stdout + in_url.stderr
+    secrets = [KEY, PASSWORD, QUERY_KEY, TOKEN, *url_secrets(url)]
+    secrets = [s for s in secrets if s != "alice"]
+    assert _leaks(tmp_path, printed, secrets) == []
+
+
+def test_refine_keeps_echoed_keys_and_old_sidecar_secrets_out(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
+    import clashy
+    from clashy import LABEL_SET, REPLACEMENTS, clashy_backbone
+
+    from llmseg.cli import app
+    from llmseg.labelset import LabelSetMeta, save_label_set
+
+    folder = tmp_path / "pets"
+    folder.mkdir()
+    (folder / "classes.txt").write_text("cat\ndog\ncar\n", encoding="utf-8")
+    source = folder / "top.json"
+    old_command = f"llmseg subclasses pets --base-url 'http://bob:{PASSWORD}@example.org/v1?key={QUERY_KEY}'"
+    save_label_set(source, LABEL_SET, LabelSetMeta(generator="openai", command=old_command))  # a pre-fix sidecar
+    scripts = {name: [valid(new)] for name, new in REPLACEMENTS.items()}
+    scripts["cat"] = [echo_credentials()]
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    # the hand-built encoder knows every text by name: give it the redacted echo (the only answer that should arrive)
+    monkeypatch.setitem(clashy.VECTORS, "cat ***", clashy._e(0) + 0.4 * clashy._e(7))
+    with clashy_backbone(), ScriptedLLMServer(scripts) as server:
+        result = CliRunner().invoke(app, ["subclasses", "--refine", str(source), "--dataset", str(folder), "--backbone", "clashy",
+                                          "--templates", "single", "--model", "scripted", "--base-url", server.base_url,
+                                          "--quiet", "--backoff-base", "0.01", "--rounds", "1"])
+        assert f"Bearer {KEY}" in [r.authorization for r in server.log]
+    assert result.exit_code in (0, 1), result.output + repr(result.exception)
+    refined = json.loads((folder / "top.refined.json").read_text())
+    assert "cat ***" in refined["cat"], result.output
+    assert old_command in (folder / "top.meta.json").read_text()  # the planted pre-fix sidecar (input, not output)
+    (folder / "top.meta.json").unlink()
+    assert (folder / "top.refined.meta.json").is_file()
+    assert _leaks(tmp_path, result.output, [KEY, PASSWORD, QUERY_KEY]) == []
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://u:p@h:8/v1?api_key=K&x=1", "http://***@h:8/v1?api_key=***&x=1"),
+    ("https://h/v1?X-Amz-Signature=abc&access_token=t&sig=s", "https://h/v1?X-Amz-Signature=***&access_token=***&sig=***"),
+    ("http://h/v1", "http://h/v1"),
+    ("http://TOKEN@[::1/v1", "http://***@[::1/v1"),  # not parseable as a URL: userinfo still masked
+])
+def test_redact_url(url, expected):
+    assert redact_url(url) == expected
