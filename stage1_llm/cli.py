@@ -69,6 +69,13 @@ subclasses_app = typer.Typer(
 )
 
 
+def _hold_until_done(ctx: typer.Context, out: Path) -> None:
+    """Lock the label set `out` until the command ends (however it ends): a second run on it is refused."""
+    from llmseg.locks import hold_label_set
+
+    ctx.with_resource(hold_label_set(out))
+
+
 def _command_line(dataset: str, options: dict[str, Any]) -> str:
     """The command that regenerates this label set: never with an API key, URL credentials or key-like
     query values (`--base-url http://user:pw@host/v1?api_key=K` is recorded as `http://***@host/v1?api_key=***`)."""
@@ -83,6 +90,7 @@ def _command_line(dataset: str, options: dict[str, Any]) -> str:
 
 @subclasses_app.command("generate", help=GENERATE_HELP, no_args_is_help=True)
 def generate_command(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="A registered dataset (pascal_voc, coco_stuff, ...), a dataset folder, or any name with --classes-file.")],
     k: Annotated[int, typer.Option("--k", min=1, help="Subclasses per class.")] = 5,
     backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible server), hf (local transformers model) or another name registered in llmseg.stage1.backends.BACKENDS.")] = "openai",
@@ -146,6 +154,7 @@ def generate_command(
     out = out or label_sets_output_dir() / spec.name / f"top{k}.{model_slug(model)}.json"
     if out.suffix != ".json":
         raise fail(f"--out must end in .json: {out}")
+    _hold_until_done(ctx, out)
     if out.exists() and not force:
         raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
     cache_path = cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl"
@@ -278,6 +287,7 @@ def diff_command(
 
 @subclasses_app.command("refine", no_args_is_help=True)
 def refine_command(
+    ctx: typer.Context,
     label_set: Annotated[Path, typer.Argument(help="The label set to refine (JSON).")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose classes the label set has (for the other classes and the domain).")],
     backbone: Annotated[str, typer.Option(help="The text encoder that judges the subclasses, family[:arg] (e.g. openclip:ViT-B-16).")],
@@ -323,6 +333,7 @@ def refine_command(
     out = out or path.with_name(path.name[: -len(".json")] + ".refined.json")
     if out.suffix != ".json":
         raise fail(f"--out must end in .json: {out}")
+    _hold_until_done(ctx, out)
     if out.exists() and not force:
         raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
     model = model or ("gpt-4o-mini" if backend != "hf" else None)

@@ -27,6 +27,7 @@ from typing import Any
 
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_hash
+from llmseg.locks import hold_folder
 
 from . import runner
 from .interface import MethodConfig
@@ -355,6 +356,15 @@ def compare(
     base_run = run or runner.RunConfig()
     if overlays > 0:
         base_run = base_run.model_copy(update={"save_pred": True})
+    with hold_folder(out, "compare folder"):  # one grid at a time writes into `out`
+        return _run_grid(cells, variants, data_root, out, base_run, overlays=overlays, plots=plots, resume=resume,
+                         echo=echo)
+
+
+def _run_grid(cells: Sequence[Cell], variants: Mapping[str, MethodConfig], data_root: str | os.PathLike, out: Path,
+              base_run: runner.RunConfig, *, overlays: int, plots: bool, resume: bool,
+              echo: Callable[[str], None] | None) -> dict[str, Any]:
+    """The cells, the summary and the pictures, while this process holds the grid folder."""
     counts = run_cells(cells, data_root, base_run, resume=resume, echo=echo)
     summary = summarize(cells)
     summary["grid"] = {"datasets": list(dict.fromkeys(c.dataset for c in cells)),

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmseg.datasets import DatasetSpec
 from llmseg.errors import LlmsegError
 from llmseg.io import atomic_write_json, stable_hash
+from llmseg.locks import FOLDER_LOCK, LockedError, hold_folder, lock_files
 
 from . import distributed
 from .data.readers import BenchmarkDataset, DataError, SampleRef, list_samples, load_label
@@ -352,8 +353,6 @@ def evaluate(
 def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig,
                    info: distributed.DistInfo, extra_info: dict | None) -> dict[str, Any]:
     """This rank's share of the run, then the summed metrics (rank 0 writes them)."""
-    from tqdm import tqdm
-
     device = distributed.rank_device(cfg.device, info)
     _check_method_device(method, device, info)
     out = cfg.out_dir(spec.name)
@@ -364,6 +363,29 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     all_samples = list_samples(spec, data_root, cfg.limit)
     existed = out.exists()  # a run that fails before writing anything leaves no folder behind
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with hold_folder(out, "run folder", name=_lock_name(info)):  # one run at a time writes here
+            return _run_in_folder(method, spec, data_root, cfg, info, extra_info, device, description, out,
+                                  all_samples)
+    except LockedError:
+        raise  # the folder belongs to the run that holds it
+    except BaseException:
+        if not existed:
+            _remove_if_empty(out)
+        raise
+
+
+def _lock_name(info: distributed.DistInfo) -> str:
+    """Rank 0 (or a single process) takes the folder's lock; other ranks of the same run their own."""
+    return FOLDER_LOCK if not info.enabled or info.rank == 0 else f".llmseg.rank{info.rank}.lock"
+
+
+def _run_in_folder(method: SegmentationMethod, spec: DatasetSpec, data_root: str | os.PathLike, cfg: RunConfig,
+                   info: distributed.DistInfo, extra_info: dict | None, device: str, description: dict, out: Path,
+                   all_samples: list[SampleRef]) -> dict[str, Any]:
+    """The run proper, while this process holds the run folder."""
+    from tqdm import tqdm
+
     global_index = {ref.stem: i for i, ref in enumerate(all_samples)}
     mine = distributed.shard(all_samples, info)
     metric = SegMetric(spec.num_classes, spec.ignore_index, device=device)
@@ -390,10 +412,6 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
     loop = _RankLoop(method, spec, cfg, out, metric, checkpoint, session, global_index, bar, pool)
     try:
         loop.run(loader)
-    except BaseException:
-        if not existed:
-            _remove_if_empty(out)
-        raise
     finally:
         bar.close()
         if pool is not None:
@@ -410,7 +428,7 @@ def _remove_if_empty(folder: Path) -> None:
     """Delete `folder` (and its empty subfolders) if no file was written under it."""
     import shutil
 
-    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*") if p not in lock_files(folder)):
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from llmseg.datasets import DatasetSpec
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_hash
+from llmseg.locks import hold_folder
 
 from . import runner
 from .interface import MethodConfig
@@ -434,85 +435,86 @@ def tune(
         check_applicable(MethodConfig.model_validate({**config.model_dump(), **point}))
     if "k" in chosen_space.values and not config.label_set:
         raise ConfigError("--grid k truncates a label set: give one with --label-set")
-    # writes out/tune_images.txt once the splits are checked (the first file of the run)
-    held_out, stems = tuning_spec(spec, tune_split, data_root, out, tune_images, seed, need_evaluation=final)
-    stems_sha = hashlib.sha256("\n".join(stems).encode()).hexdigest()
-    cache = config.text_cache_dir or str(out / "text_cache")
-    base = config.model_copy(update={"text_cache_dir": cache})
-    engine = (run or runner.RunConfig()).model_copy(update={"limit": None})
-    say(f"tuning {config.method} on {spec.name} '{tune_split}': {len(stems)} images (seed {seed}), "
-        f"{len(points)} trials ({search}) over {', '.join(chosen_space.values)}")
+    with hold_folder(out, "tune folder"):  # one tuning run at a time writes into `out`
+        # writes out/tune_images.txt once the splits are checked (the first file of the run)
+        held_out, stems = tuning_spec(spec, tune_split, data_root, out, tune_images, seed, need_evaluation=final)
+        stems_sha = hashlib.sha256("\n".join(stems).encode()).hexdigest()
+        cache = config.text_cache_dir or str(out / "text_cache")
+        base = config.model_copy(update={"text_cache_dir": cache})
+        engine = (run or runner.RunConfig()).model_copy(update={"limit": None})
+        say(f"tuning {config.method} on {spec.name} '{tune_split}': {len(stems)} images (seed {seed}), "
+            f"{len(points)} trials ({search}) over {', '.join(chosen_space.values)}")
 
-    built: list[Any] = []
+        built: list[Any] = []
 
-    def backbone() -> Any:  # one backbone for every trial and the final run, built on first need
-        if not built:
-            built.append(load_backbone(base))
-        return built[0]
+        def backbone() -> Any:  # one backbone for every trial and the final run, built on first need
+            if not built:
+                built.append(load_backbone(base))
+            return built[0]
 
-    results: list[Trial] = []
-    with tqdm(total=len(points), desc=f"tune {spec.name}", unit="trial", disable=not engine.progress) as bar:
-        for index, point in enumerate(points, start=1):  # trials are numbered from 1, as printed
-            trial = Trial(index, dict(point), trial_folder(out, point))
-            trial_config = base.model_copy(update=point)
-            key = _run_key(held_out, data_root, trial_config, stems_sha, None)
-            metrics, trial.reused = _evaluate(
-                trial_config, held_out, data_root, trial.folder, key, engine.model_copy(update={"save_vis": 0}),
-                backbone, resume, {"overrides": point, "split": tune_split},
-                {"tune": {"trial": index, "overrides": point, "split": tune_split, "images": len(stems)},
-                 "method_config": trial_config.model_dump(mode="json")},
+        results: list[Trial] = []
+        with tqdm(total=len(points), desc=f"tune {spec.name}", unit="trial", disable=not engine.progress) as bar:
+            for index, point in enumerate(points, start=1):  # trials are numbered from 1, as printed
+                trial = Trial(index, dict(point), trial_folder(out, point))
+                trial_config = base.model_copy(update=point)
+                key = _run_key(held_out, data_root, trial_config, stems_sha, None)
+                metrics, trial.reused = _evaluate(
+                    trial_config, held_out, data_root, trial.folder, key, engine.model_copy(update={"save_vis": 0}),
+                    backbone, resume, {"overrides": point, "split": tune_split},
+                    {"tune": {"trial": index, "overrides": point, "split": tune_split, "images": len(stems)},
+                     "method_config": trial_config.model_dump(mode="json")},
+                )
+                trial.mIoU, trial.mAcc, trial.metrics = metrics["mIoU"], metrics["mAcc"], metrics
+                results.append(trial)
+                best = _best(results) if any(t.mIoU is not None for t in results) else None
+                say(f"[{index}/{len(points)}] {trial.label}: mIoU {_show(trial.mIoU)}"
+                    + (" (reused)" if trial.reused else "") + (f"; best so far {best.mIoU} ({best.label})" if best else ""))
+                bar.update(1)
+        best = _best(results)
+
+        name = preset_name or f"{Path(config.preset).stem if config.preset else config.method}-tuned-{spec.name}"
+        preset_path = out / f"{name}.json"
+        chosen_on = {"dataset": spec.name, "split": tune_split, "images": len(stems), "seed": seed,
+                     "images_sha256": stems_sha, "subset_file": SUBSET_FILE}
+        source = (f"llmseg tune: chosen on {spec.name} '{tune_split}' ({len(stems)} images, seed {seed}), "
+                  f"trial {best.index} of {len(points)}, mIoU {best.mIoU}; see tune.json beside this file")
+        preset = tuned_preset(config, spec.name, best.overrides, name, source,
+                              paper=f"tuned by llmseg on {spec.name} {tune_split}")
+        atomic_write_json(preset_path, preset)
+        say(f"chose {best.label} (mIoU {best.mIoU} on {tune_split}); wrote {preset_path}")
+
+        summary: dict[str, Any] = {
+            "units": "percent",
+            "dataset": spec.name,
+            "method": config.method,
+            "base_config": config.model_dump(mode="json"),
+            "search": {"kind": search, "space": {k: list(v) for k, v in chosen_space.values.items()},
+                       "trials": len(points), "seed": seed},
+            "chosen_on": chosen_on,
+            "chosen": {"trial": best.index, "overrides": best.overrides, "mIoU": best.mIoU, "folder": _rel(best.folder, out)},
+            "preset": _rel(preset_path, out),
+            "trials": [{"trial": t.index, "overrides": t.overrides, "mIoU": t.mIoU, "mAcc": t.mAcc,
+                        "reused": t.reused, "folder": _rel(t.folder, out)} for t in results],
+            "final": None,
+        }
+        if final:
+            last = final_config(base, preset_path)
+            folder = out / "final"
+            key = _run_key(spec, data_root, last, "all", limit)
+            say(f"final: {spec.name} '{spec.split}' once, with {preset_path.name}")
+            metrics, reused = _evaluate(
+                last, spec, data_root, folder, key, engine.model_copy(update={"limit": limit}), backbone, resume,
+                {"final": True, "split": spec.split},
+                {"tune": {"final": True, "chosen_on": chosen_on, "chosen": best.overrides},
+                 "method_config": last.model_dump(mode="json")},
             )
-            trial.mIoU, trial.mAcc, trial.metrics = metrics["mIoU"], metrics["mAcc"], metrics
-            results.append(trial)
-            best = _best(results) if any(t.mIoU is not None for t in results) else None
-            say(f"[{index}/{len(points)}] {trial.label}: mIoU {_show(trial.mIoU)}"
-                + (" (reused)" if trial.reused else "") + (f"; best so far {best.mIoU} ({best.label})" if best else ""))
-            bar.update(1)
-    best = _best(results)
-
-    name = preset_name or f"{Path(config.preset).stem if config.preset else config.method}-tuned-{spec.name}"
-    preset_path = out / f"{name}.json"
-    chosen_on = {"dataset": spec.name, "split": tune_split, "images": len(stems), "seed": seed,
-                 "images_sha256": stems_sha, "subset_file": SUBSET_FILE}
-    source = (f"llmseg tune: chosen on {spec.name} '{tune_split}' ({len(stems)} images, seed {seed}), "
-              f"trial {best.index} of {len(points)}, mIoU {best.mIoU}; see tune.json beside this file")
-    preset = tuned_preset(config, spec.name, best.overrides, name, source,
-                          paper=f"tuned by llmseg on {spec.name} {tune_split}")
-    atomic_write_json(preset_path, preset)
-    say(f"chose {best.label} (mIoU {best.mIoU} on {tune_split}); wrote {preset_path}")
-
-    summary: dict[str, Any] = {
-        "units": "percent",
-        "dataset": spec.name,
-        "method": config.method,
-        "base_config": config.model_dump(mode="json"),
-        "search": {"kind": search, "space": {k: list(v) for k, v in chosen_space.values.items()},
-                   "trials": len(points), "seed": seed},
-        "chosen_on": chosen_on,
-        "chosen": {"trial": best.index, "overrides": best.overrides, "mIoU": best.mIoU, "folder": _rel(best.folder, out)},
-        "preset": _rel(preset_path, out),
-        "trials": [{"trial": t.index, "overrides": t.overrides, "mIoU": t.mIoU, "mAcc": t.mAcc,
-                    "reused": t.reused, "folder": _rel(t.folder, out)} for t in results],
-        "final": None,
-    }
-    if final:
-        last = final_config(base, preset_path)
-        folder = out / "final"
-        key = _run_key(spec, data_root, last, "all", limit)
-        say(f"final: {spec.name} '{spec.split}' once, with {preset_path.name}")
-        metrics, reused = _evaluate(
-            last, spec, data_root, folder, key, engine.model_copy(update={"limit": limit}), backbone, resume,
-            {"final": True, "split": spec.split},
-            {"tune": {"final": True, "chosen_on": chosen_on, "chosen": best.overrides},
-             "method_config": last.model_dump(mode="json")},
-        )
-        summary["final"] = {"split": spec.split, "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"],
-                            "aAcc": metrics["aAcc"], "num_images": metrics["num_images"], "reused": reused,
-                            "metrics": _rel(folder / "metrics.json", out)}
-        say(f"{spec.name} '{spec.split}': mIoU {metrics['mIoU']} with the settings chosen on '{tune_split}'")
-    atomic_write_json(out / "tune.json", summary)
-    atomic_write_text(out / "tune.md", render_markdown(summary))
-    return summary
+            summary["final"] = {"split": spec.split, "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"],
+                                "aAcc": metrics["aAcc"], "num_images": metrics["num_images"], "reused": reused,
+                                "metrics": _rel(folder / "metrics.json", out)}
+            say(f"{spec.name} '{spec.split}': mIoU {metrics['mIoU']} with the settings chosen on '{tune_split}'")
+        atomic_write_json(out / "tune.json", summary)
+        atomic_write_text(out / "tune.md", render_markdown(summary))
+        return summary
 
 
 def _rel(path: Path, root: Path) -> str:

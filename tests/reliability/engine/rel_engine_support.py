@@ -77,3 +77,19 @@ def stems(name: str, data_root: Path) -> list[str]:
     from llmseg.stage2.data.readers import list_samples
 
     return [ref.stem for ref in list_samples(get_dataset(name), data_root)]
+
+
+class WaitsForGo(NoisyOracle):
+    """Blocks its first image until the file `go` exists: a run that is surely still going while a test looks."""
+
+    def __init__(self, *args, go: Path, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.go = go
+
+    def forward(self, images):
+        import time
+
+        deadline = time.monotonic() + 120
+        while not self.go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().forward(images)
