@@ -97,5 +97,5 @@ demo: install
 	$(LLMSEG) demo run
 
 clean:
-	rm -rf .pytest_cache .ruff_cache .venv-latest build *.egg-info results/demo .cache
+	rm -rf .pytest_cache .ruff_cache .hypothesis .venv-latest build *.egg-info results/demo .cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
