@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .cli_help import apply as _fix_help
-from .cli_support import LlmsegGroup, fail
+from .cli_support import LlmsegGroup, echo, fail
 
 _fix_help()  # flags without "<bool>", help text without rich markup
 
@@ -72,6 +72,8 @@ def validate_command(
 
     if dataset is None and classes_file is None:
         raise fail("give --dataset NAME or --classes-file FILE")
+    if fix is not None and fix.is_dir():
+        raise fail(f"--fix {fix} is a folder; give the file to write, e.g. {fix / 'clean.json'}")
     # a missing file, unknown dataset or bad template set raises an LlmsegError: `error: ...`, exit 2
     path = resolve_label_set_path(label_set)
     spec = get_dataset(dataset or Path(classes_file).parent.name, classes_file=classes_file)
@@ -91,7 +93,7 @@ def validate_command(
     if not quiet:
         for issue in report.issues:
             colour = {"error": typer.colors.RED, "warning": typer.colors.YELLOW}.get(issue.severity)
-            typer.secho(f"{path}: {issue}", fg=colour)
+            echo(f"{path}: {issue}", fg=colour)  # keys and entries come from the file: control characters escaped
     clip_lines: list[str] = []
     if backbone is not None:
         if report.errors:
@@ -107,18 +109,21 @@ def validate_command(
             clip_lines = clip_report.lines()
             if not quiet:
                 for line in clip_lines:
-                    typer.secho(f"{path}: {line}", fg=typer.colors.YELLOW)
+                    echo(f"{path}: {line}", fg=typer.colors.YELLOW)
     counts = {s: sum(1 for i in report.issues if i.severity == s) for s in ("error", "warning", "info")}
     counts["warning"] += len(clip_lines)
-    typer.echo(f"{path}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes ({spec.name}, {spec.num_classes} classes)")
+    echo(f"{path}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes ({spec.name}, {spec.num_classes} classes)")
     if fix is not None:
         if report.fixed is None:
             typer.secho(f"not writing {fix}: the errors above cannot be fixed automatically", err=True, fg=typer.colors.RED)
         else:
             from .io import atomic_write_json
 
-            atomic_write_json(fix, report.fixed)
-            typer.echo(f"wrote cleaned copy to {fix}")
+            try:
+                atomic_write_json(fix, report.fixed)
+            except OSError as exc:  # read-only or full disk, a file where a folder should be...
+                raise fail(f"cannot write --fix {fix}: {exc.strerror or exc}") from exc
+            echo(f"wrote cleaned copy to {fix}")
     raise typer.Exit(report.exit_code or (1 if clip_lines else 0))
 
 

@@ -102,15 +102,81 @@ def meta_path_for(path: str | Path) -> Path:
     return path.with_name(path.name[: -len(".json")] + ".meta.json" if path.name.endswith(".json") else path.name + ".meta.json")
 
 
+MAX_JSON_DEPTH = 32  # a label set is two levels deep ({class: [subclass]}); far deeper is an attack or a mistake
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json `object_pairs_hook`: a key given twice is refused (json.loads would silently keep the last)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
+def _check_tree(value: Any, source: str) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH and strings that are not valid Unicode (lone surrogates).
+
+    Iterative, so that a hostile depth cannot overflow the stack here; a lone surrogate would fail
+    later, when the name is printed or written as UTF-8, far from the file that holds it.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise LabelSetError(f"{source}: JSON nested more than {MAX_JSON_DEPTH} levels deep; a label set is "
+                                "{class: [subclasses]}")
+        if isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise LabelSetError(f"{source}: the string {ascii(item[:60])} holds a lone surrogate "
+                                    "(\\ud800-\\udfff), not valid Unicode") from exc
+
+
+def loads_label_set_json(text: str, source: str = "label set") -> Any:
+    """Label-set JSON text -> raw JSON (key order kept); anything else is a LabelSetError naming `source`.
+
+    Refused: invalid JSON, a key given twice in one object (naming the key), nesting deeper than
+    MAX_JSON_DEPTH (no RecursionError traceback), lone surrogates. `validate_label_set` judges the rest.
+    """
+    try:
+        data = json.loads(text, object_pairs_hook=_refuse_repeated_keys)
+    except _RepeatedKey as exc:
+        raise LabelSetError(f"{source}: key {exc.key!r} is given twice in one object (only one value can hold); "
+                            "remove the other") from exc
+    except json.JSONDecodeError as exc:
+        raise LabelSetError(f"{source}: not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise LabelSetError(f"{source}: JSON nested too deeply to be a label set") from exc
+    _check_tree(data, source)
+    return data
+
+
 def read_label_set_json(path: str | Path) -> Any:
-    """The raw JSON of a label-set file, key order preserved; errors name the file."""
+    """The raw JSON of a label-set file, key order preserved; errors (see loads_label_set_json) name the file."""
     path = Path(path)
     if not path.is_file():
         raise LabelSetError(f"label set not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise LabelSetError(f"{path}: not valid UTF-8 JSON: {exc}") from exc
+    except OSError as exc:
+        raise LabelSetError(f"cannot read label set {path}: {exc.strerror or exc}") from exc
+    return loads_label_set_json(text, str(path))
 
 
 def load_label_set(path: str | Path, classes: Sequence[str] | None = None) -> LabelSet:
@@ -148,7 +214,15 @@ def load_meta(path: str | Path) -> LabelSetMeta | None:
     meta = meta_path_for(path)
     if not meta.is_file():
         return None
-    return LabelSetMeta.model_validate_json(meta.read_text(encoding="utf-8"))
+    try:
+        return LabelSetMeta.model_validate_json(meta.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError; so is UnicodeDecodeError
+        raise LabelSetError(f"{meta}: not a readable label-set sidecar: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_label_set(path: str | Path, label_set: LabelSet | dict[str, list[str]], meta: LabelSetMeta | None) -> Path:
