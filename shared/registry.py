@@ -5,13 +5,17 @@ A registry entry is a builder (a class or a function) plus, optionally, the pyda
 settings. Adding an option is one module that calls `REGISTRY.register("name")(builder)`; code
 outside the package (a user's plugin, a test) registers the same way. Built-in entries are
 imported lazily from `builtins` (name -> "module:attribute"), so `llmseg --help` stays fast.
+
+An installed distribution adds entries without being imported by anyone: it declares them as
+entry points in the registry's `group` (e.g. `llmseg.methods`), `name = "module:attribute"`, and
+they are imported, like the built-ins, when first looked up. A built-in name always wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import import_module
+from importlib import import_module, metadata
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError, PluginImportError
@@ -30,10 +34,21 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """A named table of builders of one kind (e.g. `kind="dense mode"`)."""
 
-    def __init__(self, kind: str, builtins: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, builtins: dict[str, str] | None = None, *, group: str | None = None) -> None:
         self.kind = kind
+        self.group = group  # the entry-point group installed plug-ins declare their entries in
         self._entries: dict[str, Entry[T]] = {}
         self._lazy = dict(builtins or {})  # name -> "module:attr", imported on first use
+        self._plugins_found = group is None
+
+    def _find_plugins(self) -> None:
+        """Add the entry points of installed distributions to the lazy table (once, on first use)."""
+        if self._plugins_found:
+            return
+        self._plugins_found = True
+        for point in metadata.entry_points(group=self.group or ""):
+            if point.name not in self._entries and point.name not in self._lazy:
+                self._lazy[point.name] = point.value
 
     def register(self, name: str, *, config: type | None = None, help: str = "", replace: bool = False) -> Callable[[T], T]:
         """Decorator: `@REG.register("sclip")` over a class or function."""
@@ -54,6 +69,7 @@ class Registry(Generic[T]):
     def _load(self, name: str) -> None:
         """Import a built-in entry's module. The entry stays listed until that succeeds, so a failing
         import is reported on every lookup (naming the module and its error), never as an unknown name."""
+        self._find_plugins()
         target = self._lazy.get(name)
         if target is None or name in self._entries:
             return
@@ -86,9 +102,11 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **kwargs)
 
     def names(self) -> list[str]:
+        self._find_plugins()
         return sorted({*self._entries, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
+        self._find_plugins()
         return isinstance(name, str) and (name in self._entries or name in self._lazy)
 
     def __iter__(self) -> Iterator[str]:

@@ -128,7 +128,7 @@ def _distinct(num_classes: int) -> None:
 
 # A palette name in dataset.json -> a builder of [C, 3] colours (None: fall back to the distinct palette).
 # A new palette is one `PALETTES.register("name")(builder)` call.
-PALETTES: Registry[Callable[[int], np.ndarray | None]] = Registry("palette")
+PALETTES: Registry[Callable[[int], np.ndarray | None]] = Registry("palette", group="llmseg.palettes")
 for _name, _builder in (("voc", _voc), ("voc_no_background", _voc_no_background), ("cityscapes", _cityscapes),
                         ("distinct", _distinct)):
     PALETTES.register(_name)(_builder)

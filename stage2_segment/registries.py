@@ -51,14 +51,17 @@ __all__ = [
 METHODS: Registry[Any] = Registry(
     "method",
     builtins={"dense": "llmseg.stage2.methods.builtin", "llm-supervision": "llmseg.stage2.methods.builtin"},
+    group="llmseg.methods",
 )
 BACKBONES: Registry[Any] = Registry(
     "backbone",
     builtins={"openclip": "llmseg.stage2.backbones.builtin", "simseg": "llmseg.stage2.backbones.builtin",
               "demo-clip": "llmseg.stage2.demo.train"},
+    group="llmseg.backbones",
 )
 ASSEMBLY_RULES: Registry[Any] = Registry(
-    "assembly rule", builtins={name: "llmseg.stage2.assembly" for name in ("none", "max", "mean", "softmax", "chils")}
+    "assembly rule", builtins={name: "llmseg.stage2.assembly" for name in ("none", "max", "mean", "softmax", "chils")},
+    group="llmseg.assembly_rules",
 )
 
 

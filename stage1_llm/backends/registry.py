@@ -25,6 +25,7 @@ BACKENDS: Registry[Callable[..., Backend]] = Registry(
         "openai": "llmseg.stage1.backends.openai_compat:OpenAIBackend",
         "hf": "llmseg.stage1.backends.hf_local:HFBackend",
     },
+    group="llmseg.backends",
 )
 
 

@@ -37,7 +37,7 @@ from llmseg.registry import Registry
 
 DenseRule = Callable[["BlockParts"], torch.Tensor]
 
-DENSE_MODES: Registry[DenseRule] = Registry("dense mode")
+DENSE_MODES: Registry[DenseRule] = Registry("dense mode", group="llmseg.dense_modes")
 BUILTIN_DENSE_MODES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 
 

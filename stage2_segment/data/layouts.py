@@ -94,7 +94,7 @@ def read_split_file(path: Path) -> list[str]:
     return stems
 
 
-LAYOUTS: Registry[type[LayoutReader]] = Registry("dataset layout")
+LAYOUTS: Registry[type[LayoutReader]] = Registry("dataset layout", group="llmseg.layouts")
 
 
 @LAYOUTS.register("mmseg")
