@@ -344,7 +344,9 @@ class OpenAIBackend:
 
     def _map_status(self, exc: Any) -> Exception:
         status = exc.status_code
-        message = self.redact(f"HTTP {status}: {exc.message}")
+        body = getattr(exc, "body", None)
+        detail = f" - {body[:300]}" if isinstance(body, str) and body.strip() else ""  # a plain-text error page: say what it says
+        message = self.redact(f"HTTP {status}: {exc.message}{detail}")
         retry_after = parse_retry_after(exc.response.headers if exc.response is not None else None)
         if status == 500 and "json_schema" in f"{exc.message} {getattr(exc, 'body', '')}".lower():
             # llama-cpp-python's server answers a response_format it does not know with a 500 (a validation error)
