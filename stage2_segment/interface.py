@@ -60,13 +60,17 @@ class SegmentationMethod(Protocol):
         ...
 
 
+MAX_SIDE = 16_384  # pixels: the largest resize / crop / stride a setting may ask for
+
+
 class MethodConfig(BaseModel):
     """Everything that selects and parameterises a method. None = the preset's or method's default.
 
     Each field's description is its help text in the CLI too (cli_options). `method`, `assembly`
     and `dense_mode` are checked against their registries (llmseg.stage2.registries) here,
     `backbone` (family[:arg]) when it is loaded; a field the chosen method or backbone does not
-    read is refused when the method is built (check_applicable).
+    read is refused when the method is built (check_applicable). Every number has bounds and
+    NaN / infinity are refused, here and so also in preset files and `tune --grid` values.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -85,14 +89,14 @@ class MethodConfig(BaseModel):
         None, description="How the last block is rewritten: vanilla | maskclip | sclip | clearclip | naclip or a registered mode (default: the preset's, vanilla without one)."
     )
     naclip_std: float | None = Field(
-        None, description="NACLIP's Gaussian neighbourhood std, in patches (default: the preset's, else 5.0)."
+        None, gt=0, le=1000, allow_inf_nan=False, description="NACLIP's Gaussian neighbourhood std, in patches (default: the preset's, else 5.0)."
     )
     preset: str | None = Field(
         None, description="A bundled preset or a preset JSON file: every number of that paper for the dataset (default sclip)."
     )
     label_set: str | None = Field(None, description="Label-set JSON (class -> list of subclasses); none = class names only.")
     k: int | None = Field(
-        None, ge=1, description="Use each class's first K subclasses of the label set (default: all of them)."
+        None, ge=1, le=100_000, description="Use each class's first K subclasses of the label set (default: all of them)."
     )
     assembly: str | None = Field(
         None, description="Subclass assembly rule, a registered name (default: the method's with a label set, else none)."
@@ -100,20 +104,20 @@ class MethodConfig(BaseModel):
     include_class_name: bool = Field(False, description="Add each class name to its own subclasses.")
     templates: str | None = Field(None, description="Prompt templates: openai80 | seed13 | single | a file (default per method).")
     # llm-supervision
-    top_cls_num: int | None = Field(None, description="Classes in the threshold statistics.")
-    candidates: int = Field(5, description="Candidate classes per image.")
+    top_cls_num: int | None = Field(None, ge=1, le=100_000, description="Classes in the threshold statistics.")
+    candidates: int = Field(5, ge=1, le=100_000, description="Candidate classes per image.")
     # dense protocol (None = preset / dataset default)
-    short_side: int | None = Field(None, description="Resize so the short side is this.")
-    crop: int | None = Field(None, description="Sliding-window crop (0 = whole image).")
-    stride: int | None = Field(None, description="Sliding-window stride.")
-    logit_scale: float | None = Field(None, description="Temperature of the softmax over names.")
-    prob_thd: float | None = Field(None, description="Background threshold on the top probability.")
-    area_thd: float | None = Field(None, description="Drop classes under this share of the foreground.")
+    short_side: int | None = Field(None, ge=1, le=MAX_SIDE, description="Resize so the short side is this.")
+    crop: int | None = Field(None, ge=0, le=MAX_SIDE, description="Sliding-window crop (0 = whole image).")
+    stride: int | None = Field(None, ge=0, le=MAX_SIDE, description="Sliding-window stride (0 = the crop).")
+    logit_scale: float | None = Field(None, gt=0, le=10_000, allow_inf_nan=False, description="Temperature of the softmax over names.")
+    prob_thd: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="Background threshold on the top probability.")
+    area_thd: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="Drop classes under this share of the foreground.")
     pamr: bool | None = Field(None, description="PAMR refinement (default: the preset's).")
     crf: bool | None = Field(
         None, description="Dense CRF (default: the method's: off for dense, the seed's binary CRF on for llm-supervision)."
     )
-    crf_iterations: int = Field(10, description="Dense CRF iterations.")
+    crf_iterations: int = Field(10, ge=0, le=1000, description="Dense CRF iterations.")
     # execution
     device: str = Field("cpu", description="cpu, cuda, cuda:1, ... (under torchrun 'cuda' = this rank's GPU).")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32 | bf16 | fp16 (autocast on GPU).")

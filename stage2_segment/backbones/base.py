@@ -22,6 +22,21 @@ class BackboneError(LlmsegError, ValueError):
     """A backbone that cannot be built or loaded; the message names the file / architecture."""
 
 
+def refuse_non_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """BackboneError naming `source` and the first tensor holding NaN or infinity.
+
+    Why: such weights load and run without complaint and give NaN scores, which argmax turns into
+    class 0 everywhere: a plausible-looking but wrong number.
+    """
+    import torch
+
+    for name, tensor in named:
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise BackboneError(f"{source}: weights '{name}' hold {bad} non-finite values (NaN or infinity); "
+                                "the file is damaged or was saved from a diverged model: refusing to load it")
+
+
 class Backbone(ABC):
     """Text and image encoders sharing one embedding space."""
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from llmseg.errors import ConfigError
 from llmseg.io import sha256_file
 
-from .base import Backbone, BackboneError
+from .base import Backbone, BackboneError, refuse_non_finite
 from .dense_block import PosEmbedRule, run_tower
 from .dense_modes import DENSE_MODES
 
@@ -120,6 +120,8 @@ class OpenClipBackbone(Backbone):
                 )
             raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}{hint}") from exc
         model.eval()
+        if pretrained is not None:
+            refuse_non_finite(model.state_dict().items(), f"openclip:{arch} weights {pretrained}")
         visual = model.visual
         needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
         missing = [name for name in needed if not hasattr(visual, name)]

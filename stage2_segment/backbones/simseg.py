@@ -22,7 +22,7 @@ from torch import nn
 
 from llmseg.io import sha256_file
 
-from .base import Backbone, BackboneError
+from .base import Backbone, BackboneError, refuse_non_finite
 from .openclip import resize_pos_embed
 
 IMAGE_PREFIX = "image_encoder.model.model."
@@ -59,6 +59,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SimSegCheckpointError(f"{path}: expected a dict with a 'state_dict' of tensors")
+    refuse_non_finite(obj.items(), f"simseg checkpoint {path}")
     return dict(obj)
 
 

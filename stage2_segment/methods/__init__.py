@@ -22,7 +22,14 @@ from ..backbones.base import Backbone
 from ..interface import MethodConfig, SegmentationMethod
 from ..registries import ASSEMBLY_RULES, METHODS, MethodInputs, MethodOptions, check_applicable
 from .common import NameTable, has_background
-from .presets import DEFAULT_PRESET, DENSE_KEYS, NACLIP_STD_DEFAULT, load_preset, preset_settings
+from .presets import (
+    DEFAULT_PRESET,
+    DENSE_KEYS,
+    NACLIP_STD_DEFAULT,
+    PRESET_CONFIG_FIELDS,
+    load_preset,
+    preset_settings,
+)
 
 __all__ = [
     "build_method",
@@ -70,12 +77,17 @@ def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[st
         if value is not None:
             settings[key] = value
     settings["preset"] = preset
+    if settings.get("logit_scale") is None:  # the one number the dense method cannot do without
+        raise ConfigError(
+            f"preset '{preset}' sets no logit_scale{f' for {dataset}' if dataset else ''} (in 'default' or "
+            "'datasets'), and none was given: add it to the preset or pass --logit-scale"
+        )
     return settings
 
 
 # MethodConfig fields a preset may set besides the dense numbers (which resolve_dense_settings reads):
 # a tuned preset (`llmseg tune`) carries the assembly rule, K and llm-supervision's top_cls_num too.
-PRESET_CONFIG_FIELDS = ("assembly", "k", "top_cls_num", "templates", "crf")
+# (presets.PRESET_CONFIG_FIELDS, imported above)
 
 
 def with_preset_fields(config: MethodConfig, dataset: str | None) -> MethodConfig:
