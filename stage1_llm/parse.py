@@ -22,6 +22,7 @@ from llmseg.errors import LlmsegError
 from llmseg.labelset import normalize_subclass
 
 MAX_ENTRY_CHARS = 80  # longer than this is a sentence, not a name
+MAX_JSON_STARTS = 2048  # '[' / '{' positions tried as the start of embedded JSON: bounds the work on a hostile answer
 
 
 class SubclassAnswer(BaseModel):
@@ -58,11 +59,15 @@ def extract_json(text: str) -> Any:
             return json.loads(candidate)
         except json.JSONDecodeError:
             pass
+        except RecursionError:  # nested thousands deep: not an answer, and no traceback either
+            raise AnswerError("the answer's JSON is nested too deeply") from None
     decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", text):
+    for number, match in enumerate(re.finditer(r"[\[{]", text)):
+        if number >= MAX_JSON_STARTS:
+            break
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(value, dict | list) and value:
             return value
@@ -82,6 +87,15 @@ def answer_items(value: Any) -> list[Any]:
             return lists[0]
         raise AnswerError('the JSON object has no "subclasses" list')
     raise AnswerError(f"the JSON is a {type(value).__name__}, not an object with a list")
+
+
+def _short_json(value: Any, limit: int = 60) -> str:
+    """A bounded JSON rendering of an unusable entry, for the repair turn (never a RecursionError)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):
+        text = f"<a nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -129,7 +143,7 @@ def parse_answer(
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             item = item["name"]  # [{"name": "tabby cat", "description": ...}, ...]
         if not isinstance(item, str):
-            result.notes.append(f"entry {json.dumps(item, ensure_ascii=False)} is not a string")
+            result.notes.append(f"entry {_short_json(item)} is not a string")
             continue
         entry = normalize_subclass(item)
         key = entry.casefold()

@@ -12,7 +12,7 @@ import pytest
 from llmseg.stage1.backends.base import Sampling, TransientError
 from llmseg.stage1.backends.openai_compat import OpenAIBackend, parse_retry_after
 from llmseg.stage1.generate import Backoff, GenerationError, generate_label_set
-from llmseg.stage1.testing import ScriptedLLMServer, raw_http, trickle, valid
+from llmseg.stage1.testing import ScriptedLLMServer, raw, raw_http, trickle, valid
 
 CLASSES = ["background", "cat", "dog"]
 FIVE = ["tabby cat", "Siamese cat", "black cat", "Persian cat", "kitten"]
@@ -102,3 +102,12 @@ def test_a_fast_answer_is_not_cut_by_the_deadline():
     with ScriptedLLMServer({"cat": [trickle(0.001, valid(FIVE))]}) as server:
         completion = _complete(server, timeout=5.0)
     assert FIVE[0] in completion.text
+
+
+def test_an_answer_nested_thousands_deep_is_unusable_not_a_crash():
+    """The answer text (not the HTTP body) is hostile: the class is asked again, naming the problem."""
+    with ScriptedLLMServer({"cat": [raw("[" * 5000 + "]" * 5000), valid(FIVE)]}) as server:
+        label_set, meta = run(server)
+        repair = server.requests_for("cat")[1].messages[-1]["content"]
+    assert label_set.root["cat"] == FIVE and meta.model_extra["stats"]["reasks"] == 1
+    assert "nested too deeply" in repair
