@@ -337,8 +337,9 @@ def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report
                 "structured": run.structured,
                 "sampling": run.sampling.as_dict(),
                 "messages": messages,
-                **capped_text(line.text, run.max_answer_chars),
-                "meta": {**line.meta, "batch_id": report.batch_id},
+                # a server may echo the key: redacted before it is logged or parsed, as over HTTP
+                **capped_text(run._redact(line.text), run.max_answer_chars),
+                "meta": {**{k: run._redact(v) if isinstance(v, str) else v for k, v in line.meta.items()}, "batch_id": report.batch_id},
             }
         )
     for custom_id, (name, _, key) in by_id.items():

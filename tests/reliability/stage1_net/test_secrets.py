@@ -113,3 +113,23 @@ def test_refine_keeps_echoed_keys_and_old_sidecar_secrets_out(tmp_path, monkeypa
 ])
 def test_redact_url(url, expected):
     assert redact_url(url) == expected
+
+
+def test_a_key_echoed_in_batch_answers_is_not_stored(tmp_path):
+    """The Batch API path: the server's answers (read from its output file) hold the key."""
+    from llmseg.stage1.batch import BatchOptions
+    from llmseg.stage1.generate import Backoff, generate_label_set
+
+    def echoing(class_name: str, k: int) -> list[str]:
+        return [f"{class_name} {KEY}", *(f"{class_name} variant {i}" for i in range(1, k))]
+
+    cache = tmp_path / "log.jsonl"
+    with ScriptedLLMServer(default=echoing) as server:
+        label_set, meta = generate_label_set(
+            ["cat", "dog"], backend="openai", model="scripted", base_url=server.base_url, api_key=KEY,
+            batch=True, batch_options=BatchOptions(poll_interval=0.01, max_interval=0.02, timeout=30),
+            cache_path=cache, backoff=Backoff(base=0.01, cap=0.05), progress=False,
+        )
+        assert server.batches.created == 1
+    assert label_set.root["cat"][0] == "cat ***"
+    assert KEY not in cache.read_text() and KEY not in json.dumps(meta.model_dump(mode="json"))
