@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 
 def readme_table(readme: str) -> str:
-    """The first fenced block of the README whose first line is the demo table's header."""
-    for block in re.findall(r"```\n(.*?)```", readme, flags=re.S):
-        if block.startswith("run ") and "mIoU" in block.splitlines()[0]:
-            return block.strip()
+    """The README's fenced block whose first line is the demo table's header."""
+    blocks: list[list[str]] = []
+    inside = False
+    for line in readme.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+            if inside:
+                blocks.append([])
+        elif inside:
+            blocks[-1].append(line)
+    for block in blocks:
+        if block and block[0].startswith("run ") and "mIoU" in block[0]:
+            return "\n".join(block).strip()
     raise SystemExit("README.md has no demo table block")
 
 
