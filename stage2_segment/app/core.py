@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmseg.errors import LlmsegError
+from llmseg.labelset import LabelSetError, loads_label_set_json
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -266,24 +267,13 @@ def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json.loads hook: a key given twice is an error (the last one would win silently)."""
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise AppInputError(f"the label set gives class '{key}' twice")
-        seen[key] = value
-    return seen
-
-
 def _label_set_json(text: str, where: str) -> dict[str, Any]:
-    """JSON text typed or uploaded by the user -> a dict; errors name `where` and quote only the user's own text."""
+    """JSON text typed or uploaded by the user -> a dict, through the one label-set loader (repeated keys, deep
+    nesting and lone surrogates are refused there); errors name `where` and quote only the user's own text."""
     try:
-        raw = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise AppInputError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except RecursionError as exc:
-        raise AppInputError(f"{where} is nested too deeply to be a label set") from exc
+        raw = loads_label_set_json(text, where)
+    except LabelSetError as exc:
+        raise AppInputError(str(exc)) from exc
     if not isinstance(raw, dict):
         raise AppInputError(f"{where} must be a JSON object {{class: [subclasses]}}")
     return raw

@@ -93,7 +93,7 @@ def bad_files(tmp_path):
         ({"image": "truncated"}, "cut.png"),
         ({"image": "huge"}, "megapixels"),
         ({"label_mode": "label set", "label_set_text": ""}, "label-set box is empty"),
-        ({"label_mode": "label set", "label_set_text": '{"background": ['}, "not valid JSON"),
+        ({"label_mode": "label set", "label_set_text": '{"background": ['}, "not valid UTF-8 JSON"),
         ({"label_mode": "label set", "label_set_text": '{"cat": ["tabby"]}'}, "background"),
         ({"label_mode": "subclasses from an LLM"}, "--base-url"),
         ({"backbone": "openclip:no-such-arch", "weights": "openai"}, "no-such-arch"),

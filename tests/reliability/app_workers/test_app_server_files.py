@@ -87,7 +87,7 @@ def test_uploaded_label_set_equals_pasted_json(app, scene_png, demo_classes):
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"label_set_text": '{"background": ["sky"], "background": ["grass"]}'}, "'background' twice"),
+        ({"label_set_text": '{"background": ["sky"], "background": ["grass"]}'}, "'background' is given twice"),
         ({"label_set_file": b"\xff\xfe not utf-8"}, "not UTF-8"),
         ({"label_set_file": b"[1, 2]"}, "JSON object"),
         ({"label_set_file": b"[" * 100_000}, "uploaded label set"),
