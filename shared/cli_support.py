@@ -8,6 +8,8 @@ KeyError deep inside a method is never disguised as bad input. This module impor
 
 from __future__ import annotations
 
+import logging
+import sys
 import unicodedata
 from typing import Any
 
@@ -47,6 +49,31 @@ def safe_text(text: str, *, newlines: bool = True, as_json: bool = False) -> str
         else:
             out.append(ch)
     return "".join(out)
+
+
+class _SafeStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Python's last-resort log handler (WARNING and above, message only, to the current sys.stderr) with
+    every record escaped: a log line quoting a class name, an answer or a server reply cannot drive the
+    terminal either."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:  # the stderr of the moment (a test runner swaps it), as the stdlib's handler does
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe_text(super().format(record))
+
+
+# Only where the application has configured no logging of its own (the stdlib then uses lastResort).
+logging.lastResort = _SafeStderrHandler()
 
 
 def echo(message: str, *, err: bool = False, fg: str | None = None) -> None:

@@ -59,3 +59,15 @@ def test_safe_text_escapes_every_control_character():
     escaped = safe_text(every, newlines=False)
     assert escaped.isprintable() and "\\x1b" in escaped and "\\x9b" in escaped
     assert safe_text("two\nlines") == "two\nlines" and safe_text("café ✓") == "café ✓"
+
+
+def test_log_lines_from_the_cli_are_escaped():
+    """Warnings logged while a command runs (no logging configured) reach the terminal escaped too."""
+    import subprocess
+    import sys
+
+    code = ("import logging, llmseg.cli_support; "
+            "logging.getLogger('llmseg.stage1.generate').warning('asking %s again', 'cat\\x1b[2J\\x9b')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr
+    assert "\x1b" not in err and "\x9b" not in err
+    assert "asking cat\\x1b[2J\\x9b again" in err
