@@ -22,3 +22,39 @@ class MissingFileError(LlmsegError, FileNotFoundError):
 
 class PluginImportError(LlmsegError, ImportError):
     """A registered entry's module failed to import: names the entry, the module and the underlying error."""
+
+
+class DiskWriteError(LlmsegError, OSError):
+    """A file or folder could not be written: a full or read-only disk, no permission, an I/O error.
+
+    The message names the path and the operating system's reason with its errno name, e.g.
+    `cannot write results/x/metrics.json: No space left on device (ENOSPC); ...`. It stays an
+    OSError (errno, strerror and filename are set), so code that handles OSError keeps working,
+    and it pickles (a worker process may raise it).
+    """
+
+    def __init__(self, errno_: int | None, strerror: str | None, filename: str, hint: str | None = None) -> None:
+        super().__init__(errno_, strerror, filename)
+        self.hint = hint if hint is not None else "free some space or make it writable (or write elsewhere), then rerun"
+
+    @classmethod
+    def from_os_error(cls, path: object, exc: OSError, hint: str | None = None) -> DiskWriteError:
+        """The error for `exc`, met while writing `path` (a DiskWriteError already is one: kept, hint replaced if given)."""
+        if isinstance(exc, DiskWriteError):
+            return exc if hint is None else cls(exc.errno, exc.strerror, exc.filename, hint)
+        return cls(exc.errno, exc.strerror or str(exc), str(path), hint)
+
+    def reason(self) -> str:
+        """'No space left on device (ENOSPC)': the OS's words and the errno's name."""
+        import errno as errno_names
+        import os
+
+        words = self.strerror or (os.strerror(self.errno) if self.errno else "unknown error")
+        name = errno_names.errorcode.get(self.errno) if self.errno is not None else None
+        return f"{words} ({name})" if name else words
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.reason()}; {self.hint}"
+
+    def __reduce__(self):
+        return (type(self), (self.errno, self.strerror, self.filename, self.hint))

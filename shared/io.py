@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonlines
 
-from .errors import LlmsegError
+from .errors import DiskWriteError, LlmsegError
 
 PathLike = str | os.PathLike
 log = logging.getLogger(__name__)
@@ -68,13 +68,20 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
 
     For libraries that want a file name (PIL's save, torch.save, np.save). The temporary
     keeps the target's suffix so that format detection by extension still works.
+
+    An OSError on the way (a full or read-only disk, no permission, an I/O error), in the block
+    too (it writes the temporary), becomes a `DiskWriteError` naming `path` and the disk error;
+    the target is left as it was. This is the one place where the project's writes meet the disk.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=(suffix if suffix is not None else target.suffix) + ".tmp"
-    )
-    os.close(fd)
+    ensure_folder(target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=(suffix if suffix is not None else target.suffix) + ".tmp"
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise DiskWriteError.from_os_error(target, exc) from exc
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -83,10 +90,22 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, DiskWriteError):
+            raise DiskWriteError.from_os_error(target, exc) from exc
         raise
+
+
+def ensure_folder(folder: PathLike) -> Path:
+    """mkdir -p `folder`; a full or read-only disk is a `DiskWriteError` naming the folder, not a traceback."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiskWriteError.from_os_error(exc.filename or path, exc) from exc
+    return path
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

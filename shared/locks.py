@@ -22,8 +22,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import LlmsegError
-from .io import atomic_write_json
+from .errors import DiskWriteError, LlmsegError
+from .io import atomic_write_json, ensure_folder
 
 FOLDER_LOCK = ".llmseg.lock"  # the lock file of a run folder (evaluate, compare, tune)
 HOLDER_SUFFIX = ".holder.json"
@@ -66,12 +66,14 @@ def hold(lock_path: str | os.PathLike, what: str, hint: str = "wait for it to fi
     `what` names the protected thing in the error (e.g. "run folder results/x").
     """
     path = Path(lock_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     lock = FileLock(str(path), timeout=0, thread_local=False)
     try:
         lock.acquire()
-    except Timeout:
+    except Timeout:  # before OSError: filelock's Timeout is a TimeoutError
         raise LockedError(f"{what} is in use by {describe_holder(path)}: {hint}") from None
+    except OSError as exc:  # the lock file cannot be created: a read-only or full disk
+        raise DiskWriteError.from_os_error(path, exc) from exc
     side = holder_path(path)
     try:
         atomic_write_json(side, {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llmseg.errors import ConfigError, LlmsegError
-from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_hash
+from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file, stable_hash
 from llmseg.locks import hold_folder
 
 from . import runner
@@ -210,7 +210,7 @@ def run_cells(cells: Sequence[Cell], data_root: str | os.PathLike, run: runner.R
             continue
         if echo:
             echo(f"[{number}/{len(cells)}] {cell.title}")
-        cell.out.mkdir(parents=True, exist_ok=True)
+        ensure_folder(cell.out)
         _claim(cell, key, resume)
         spec = get_dataset(cell.dataset)
         bkey = _backbone_key(cell.config)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from llmseg.io import atomic_path
+
 CHART_CLASSES = 10  # classes per side (gained / lost) in a delta chart
 
 
@@ -49,8 +51,8 @@ def miou_chart(summary: dict[str, Any], path: Path) -> Path:
         ax.set_ylim(0, max(1.0, max((c["mIoU"] or 0.0) for c in mine) * 1.15))
     axes[-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:  # a full disk: DiskWriteError naming the chart
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -71,8 +73,8 @@ def delta_chart(deltas: Sequence[dict[str, Any]], title: str, path: Path) -> Pat
         ax.set_title(f"{d['label_set']} ({d['delta']:+.2f} mIoU)" if d["delta"] is not None else d["label_set"], fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:  # a full disk: DiskWriteError naming the chart
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path
 
 

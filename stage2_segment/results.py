@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from llmseg.io import atomic_write_json, atomic_write_text, sha256_file
+from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file
 
 from .palettes import voc_palette
 from .visualize import comparison, label_png16, overlay, save_image, save_label_png
@@ -187,16 +187,18 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def write_results(out_dir: str | os.PathLike, report: dict[str, Any], confusion: np.ndarray | None = None) -> Path:
-    """metrics.json + metrics.md (+ confusion.json), each atomically. Returns metrics.json's path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """(confusion.json +) metrics.md + metrics.json, each atomically. Returns metrics.json's path.
+
+    metrics.json comes last, so its presence means the set is whole (compare and tune reuse a
+    folder by it); a full disk part-way leaves no metrics.json and the rerun writes them all.
+    """
+    out = ensure_folder(out_dir)
     if confusion is not None:
         atomic_write_json(out / "confusion.json", {"rows": "label", "columns": "prediction (last = none)",
                                                     "matrix": np.asarray(confusion).tolist()}, indent=None)
         report = {**report, "confusion_matrix": "confusion.json"}
-    path = atomic_write_json(out / "metrics.json", report)
     atomic_write_text(out / "metrics.md", render_markdown(report))
-    return path
+    return atomic_write_json(out / "metrics.json", report)
 
 
 def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str = ".png") -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import multiprocessing as mp
 import os
 import time
@@ -30,8 +31,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmseg.datasets import DatasetSpec
-from llmseg.errors import LlmsegError
-from llmseg.io import atomic_write_json, stable_hash
+from llmseg.errors import DiskWriteError, LlmsegError
+from llmseg.io import atomic_write_json, ensure_folder, stable_hash
 from llmseg.locks import FOLDER_LOCK, LockedError, hold_folder, lock_files
 
 from . import distributed
@@ -42,6 +43,7 @@ from .results import build_report, save_overlay, save_prediction, write_results
 from .worker_life import orphan_safe_pool
 
 CHECKPOINT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 class RunError(LlmsegError, RuntimeError):
@@ -210,12 +212,24 @@ class _RankLoop:
             for batch in loader:
                 self._batch(batch)
             self._drain(everything=True)
-        except BaseException:
+        except BaseException as failure:
             # progress to resume from (none: leave nothing); an inconsistent state (interrupted between an
             # image's count and its mark) is not saved: the last checkpoint stays the resumption point
             if (self.session.finished or self.session.skipped) and self.consistent():
-                self.save_checkpoint(complete=False)
+                self._save_while_failing(failure)
             raise
+
+    def _save_while_failing(self, failure: BaseException) -> None:
+        """Checkpoint on the way out of `failure`; if the disk refuses that too, `failure` stays the error.
+
+        The last checkpoint on disk is then still the resumption point (atomic writes leave it whole).
+        """
+        try:
+            self.save_checkpoint(complete=False)
+        except OSError as exc:
+            if not isinstance(failure, DiskWriteError):  # a full disk is said once, by the error itself
+                log.warning("could not checkpoint on the way out (%s); %s stays the resumption point",
+                            exc.strerror or exc, self.checkpoint.path)
 
     def consistent(self) -> bool:
         """The invariant: the metric counts exactly the finished images that were not skipped."""
@@ -362,17 +376,33 @@ def _evaluate_rank(method: SegmentationMethod, spec: DatasetSpec, data_root: str
 
     all_samples = list_samples(spec, data_root, cfg.limit)
     existed = out.exists()  # a run that fails before writing anything leaves no folder behind
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out)
     try:
         with hold_folder(out, "run folder", name=_lock_name(info)):  # one run at a time writes here
             return _run_in_folder(method, spec, data_root, cfg, info, extra_info, device, description, out,
                                   all_samples)
     except LockedError:
         raise  # the folder belongs to the run that holds it
-    except BaseException:
+    except BaseException as exc:
         if not existed:
             _remove_if_empty(out)
+        if isinstance(exc, DiskWriteError):  # full or read-only disk: say what is kept and how to go on
+            raise DiskWriteError.from_os_error(exc.filename, exc, hint=_after_disk_error(_checkpoint_path(out, info), cfg.resume)) from exc
         raise
+
+
+def _after_disk_error(checkpoint: Path, resume: bool) -> str:
+    """What a failed write left behind, read from the checkpoint on disk: what a rerun continues from."""
+    fix = "free some space (or make the folder writable) and rerun " + ("the same command" if resume else "without --no-resume")
+    try:
+        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        finished, complete = len(state["finished"]), bool(state.get("complete"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no image was checkpointed yet: {fix}"
+    if complete:
+        return f"every image is scored and kept in {checkpoint}: {fix} to write the results"
+    images = "image" if finished == 1 else "images"
+    return f"{checkpoint} keeps the {finished} {images} finished so far: {fix}, it continues from there"
 
 
 def _lock_name(info: distributed.DistInfo) -> str:
