@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from disk_faults import numbers
 
 SHIM = Path(__file__).resolve().parent / "full_disk_shim"
@@ -29,6 +30,7 @@ def _evaluate(root: Path, out: Path, env: dict[str, str] | None = None) -> subpr
                           text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_full_disk_exits_2_naming_the_file_and_the_rerun_matches_a_clean_run(tmp_path):
     from llmseg.stage2.demo.benchmark import write_benchmark
 
