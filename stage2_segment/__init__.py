@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["Segmenter", "SegmentationOutput"]
+# the Segmenter and the data flow's public steps (api.STEPS: dense_logits, assemble, text_embeddings, ...)
+__all__ = ["Segmenter", "SegmentationOutput", "load_backbone", "resolve_dense_settings", "text_embeddings", "dense_logits",
+           "image_vector", "DensePending", "assemble", "image_weights", "SegMetric"]
 
 
 def __getattr__(name: str):
-    """`from llmseg.stage2 import Segmenter` without importing the API (and its dependencies) eagerly."""
+    """`from llmseg.stage2 import Segmenter` (or `dense_logits`, ...) without importing the API (and torch) eagerly."""
     if name in __all__:
         from . import api
 

@@ -34,8 +34,32 @@ if TYPE_CHECKING:
 
     from .backbones.base import Backbone
 
+# The data flow's public steps (README, "Step by step"), for callers who want the pieces rather than a
+# Segmenter: label set -> text_embeddings -> dense_logits -> assemble -> DensePending.of(...).finish() -> SegMetric.
+# Imported on first use (start-up time: they load torch, which this module and the CLI's start do not need).
+STEPS = {
+    "load_backbone": "llmseg.stage2.methods",
+    "resolve_dense_settings": "llmseg.stage2.methods",
+    "text_embeddings": "llmseg.stage2.text",
+    "dense_logits": "llmseg.stage2.methods.dense",
+    "image_vector": "llmseg.stage2.methods.dense",
+    "DensePending": "llmseg.stage2.methods.dense",
+    "assemble": "llmseg.stage2.assembly",
+    "image_weights": "llmseg.stage2.assembly",
+    "SegMetric": "llmseg.stage2.metrics",
+}
+
 __all__ = ["SegmentInputError", "Segmenter", "SegmentationOutput", "output_names", "parse_classes", "resolve_label_set",
-           "to_rgb"]
+           "to_rgb", *STEPS]
+
+
+def __getattr__(name: str) -> Any:
+    """`from llmseg.stage2.api import dense_logits` (and the other STEPS) without importing torch eagerly."""
+    if name in STEPS:
+        import importlib
+
+        return getattr(importlib.import_module(STEPS[name]), name)
+    raise AttributeError(f"module 'llmseg.stage2.api' has no attribute '{name}'")
 
 METHOD_CACHE_SIZE = 8
 

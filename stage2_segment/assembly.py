@@ -266,6 +266,18 @@ def rule_of(name: str) -> type[AssemblyRule]:
     return ASSEMBLY_RULES.get(name)
 
 
+def image_weights(
+    rule: str, text: torch.Tensor, image_vector: torch.Tensor, owners: Sequence[int], num_classes: int
+) -> torch.Tensor | None:
+    """The rule's image-level subclass weights [N] from the names' cosines with the image's global vector:
+    the seed's group softmax (`softmax`), one-hot on each class's best subclass (`chils`), None for the others."""
+    kind = rule_of(rule).image_weights
+    if kind is None:
+        return None
+    weigh = group_softmax if kind == "softmax" else group_argmax_onehot
+    return weigh(text @ image_vector, owners, num_classes)
+
+
 def _check(rule: str, sims: torch.Tensor, owners: Sequence[int], num_classes: int) -> tuple[AssemblyRule, list[slice]]:
     impl = ASSEMBLY_RULES.build(rule)
     if sims.shape[0] != len(owners):

@@ -158,12 +158,11 @@ def build_method(
     if backbone is None:
         backbone = load_backbone(config)
     mode = resolve_dense_mode(config)
-    if hasattr(backbone, "with_mode"):  # open_clip: this method's own view (mode, naclip std, pos-embed rule); the backbone is unchanged
-        from .dense import backbone_view_options
+    # open_clip: this method's own view (mode, naclip std, pos-embed rule), the one dense_logits takes; the backbone
+    # is unchanged. Imported here, not at the top: dense.py imports this package (resolve_dense_*).
+    from .dense import dense_backbone
 
-        backbone = backbone.with_mode(mode, **backbone_view_options(config, dataset))
-    elif config.dense_mode not in (None, "vanilla"):
-        raise ConfigError(f"--dense-mode {config.dense_mode} applies to openclip backbones only")
+    backbone = dense_backbone(backbone, config, dataset)
 
     templates = config.templates or options.default_templates
     from llmseg.templates import load_templates

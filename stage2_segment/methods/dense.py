@@ -8,12 +8,10 @@ bilinear resize to the original size, optional PAMR there (on the input resized 
 NACLIP does), then the assembly rule with the logit scale. finish() (CPU, numpy) does the
 optional multi-label CRF, area threshold, argmax and probability threshold.
 
-Where the peers' released code differs, the difference is data in the preset (ProtocolRules):
-a crop whose side is not a multiple of the patch is either zero-padded about its centre and the
-logits cut back (ClearCLIP's windows: `pad`) or given to the ViT as it is, the conv dropping the
-remainder rows/columns and the grid's logits stretched over the whole crop (SCLIP, NACLIP and
-every whole-image path: `truncate`); the whole-image logits go to the resized size and then to the
-original (NACLIP: `resized`) or straight to the original (SCLIP/ClearCLIP: `original`).
+The image side (resize, normalise, windows, per-window logits, the resizes and the preset's
+ProtocolRules) is dense_protocol.py's. The steps are public: `dense_logits` (one image, per-query
+logits [Q, H, W] at its size), `assembly.assemble` (per-name logits -> class scores by a rule) and
+`DensePending.of(...).finish()` (CRF, thresholds, argmax); DenseMethod composes the same functions.
 
 Memory: the image encoder runs once per crop and its patch features are kept (small); the text
 side (logits, crop accumulation, resizes, PAMR, assembly) runs one group of whole classes at a
@@ -27,13 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmseg.errors import ConfigError
 
@@ -42,25 +37,31 @@ from ..assembly import (
     assemble_group,
     class_slices,
     finish_groups,
-    group_argmax_onehot,
-    group_softmax,
     has_group_form,
+    image_weights,
     rule_of,
 )
-from ..interface import SegResult
-from ..preprocess import (
-    LONG_SIDE_CAP,
-    NormalizeRule,
-    ResizeRule,
-    normalize,
-    pixel_stats,
-    resize_uint8,
-    resized_shape,
+from ..dense_protocol import (
+    DenseProtocol,
+    Encoded,
+    ProtocolRules,
+    band_rows,
+    encode_images,
+    full_logits,
+    linear_rows,
+    resize_plan,
+    slide_windows,
+    window_logits,
 )
+from ..interface import MethodConfig, SegResult
+from ..preprocess import LONG_SIDE_CAP, resized_shape
+from ..registries import check_applicable
+from . import resolve_dense_mode, resolve_dense_settings
 from .common import NameTable
 
 __all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "argmax_classes",
-           "backbone_view_options", "query_groups", "resized_shape", "slide_windows"]
+           "backbone_view_options", "dense_backbone", "dense_logits", "image_vector", "linear_rows", "query_groups",
+           "resized_shape", "slide_windows"]
 
 BAND_ELEMENTS = 1 << 26  # names x rows x width per assembly band (256 MB of float32)
 # queries x per-query elements of one text-query group: its canvas, one crop batch's logits, the
@@ -78,23 +79,6 @@ def argmax_classes(scores: np.ndarray) -> np.ndarray:
     for start in range(0, h, band):
         labels[start : start + band] = scores[:, start : start + band].argmax(axis=0)
     return labels
-
-
-def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """(y1, y2, x1, x2) of mmseg's slide inference; crop <= 0 = one window over the whole image."""
-    if crop <= 0:
-        return [(0, height, 0, width)]
-    if stride <= 0:
-        raise ValueError(f"dense: stride must be positive, got {stride}")
-    rows = max(height - crop + stride - 1, 0) // stride + 1
-    cols = max(width - crop + stride - 1, 0) // stride + 1
-    windows = []
-    for r in range(rows):
-        for c in range(cols):
-            y2 = min(r * stride + crop, height)
-            x2 = min(c * stride + crop, width)
-            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    return windows
 
 
 @dataclass(frozen=True)
@@ -121,51 +105,6 @@ def query_groups(owners: Sequence[int], num_classes: int, max_queries: int, extr
     return groups
 
 
-@dataclass
-class _Encoded:
-    """One image after the image encoder: the input, where its logits go, and the crops' patch features."""
-
-    x: torch.Tensor  # normalised input [3, h, w]
-    size: tuple[int, int]  # the logits canvas: the resized size, or the original (whole_upsample 'original')
-    count: torch.Tensor  # [1, *size] windows covering each pixel
-    batches: list[tuple[list[dict], torch.Tensor, tuple[int, int]]] = field(default_factory=list)  # jobs, [b, gh, gw, D], logits size
-    pooled: list[torch.Tensor] = field(default_factory=list)
-    global_vec: torch.Tensor | None = None
-
-
-def linear_rows(in_size: int, out_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source rows and weights of torch's bilinear resize (align_corners=False, size given) along one axis."""
-    scale = in_size / out_size
-    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
-    lo = src.floor().long().clamp(max=in_size - 1)
-    hi = torch.where(lo < in_size - 1, lo + 1, lo)
-    frac = (src - lo).to(torch.float32)
-    return lo.to(device), hi.to(device), frac.to(device)
-
-
-class ProtocolRules(BaseModel):
-    """The preset keys that say how a peer's released code does each step (defaults: mmseg's)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    resize: ResizeRule = ResizeRule()
-    normalize: NormalizeRule = NormalizeRule()
-    crop_remainder: Literal["pad", "truncate"] = "pad"
-    whole_remainder: Literal["pad", "truncate"] = "pad"
-    whole_upsample: Literal["resized", "original"] = "resized"
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> ProtocolRules:
-        try:
-            rules = cls.model_validate({k: v for k, v in settings.items() if k in cls.model_fields and v is not None})
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"preset '{settings.get('preset')}': {problems}") from None
-        if rules.whole_upsample == "original" and rules.whole_remainder != "truncate":
-            raise ConfigError(f"preset '{settings.get('preset')}': whole_upsample 'original' needs whole_remainder 'truncate'")
-        return rules
-
-
 def backbone_view_options(config, dataset: str | None) -> dict[str, Any]:
     """naclip_std and the positional-embedding rule of the config's preset (for `backbone.with_mode`)."""
     from .presets import DEFAULT_PRESET, preset_settings
@@ -174,6 +113,66 @@ def backbone_view_options(config, dataset: str | None) -> dict[str, Any]:
     settings = preset_settings(preset, dataset) if preset else {}
     std = getattr(config, "naclip_std", None)
     return {"naclip_std": std if std is not None else settings.get("naclip_std"), "pos_embed": settings.get("pos_embed")}
+
+
+def dense_backbone(backbone, config: MethodConfig, dataset: str | None = None):
+    """The backbone as the configured dense method sees it: an open_clip backbone's view with the config's
+    dense mode, naclip std and pos-embed rule (same weights, no copy); any other backbone as it is."""
+    if hasattr(backbone, "with_mode"):
+        return backbone.with_mode(resolve_dense_mode(config), **backbone_view_options(config, dataset))
+    if config.dense_mode not in (None, "vanilla"):
+        raise ConfigError(f"--dense-mode {config.dense_mode} applies to openclip backbones only")
+    return backbone
+
+
+def _protocol_of(backbone, config: MethodConfig, dataset: str | None) -> tuple[Any, DenseProtocol]:
+    """The backbone view and the image-side protocol of a dense MethodConfig (what build_method gives DenseMethod)."""
+    if config.method != "dense":
+        raise ConfigError(f"dense_logits: the config's method is '{config.method}'; dense_logits runs the 'dense' protocol")
+    check_applicable(config)
+    view = dense_backbone(backbone, config, dataset)
+    return view, DenseProtocol.of(view, resolve_dense_settings(config, dataset))
+
+
+def _encode_one(backbone, image: np.ndarray, config: MethodConfig, dataset: str | None, crop_batch_size: int):
+    view, protocol = _protocol_of(backbone, config, dataset)
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"dense: images must be uint8 HxWx3 numpy arrays, got {type(image).__name__}")
+    (enc,) = encode_images(view, protocol, [image], crop_batch_size)
+    return view, protocol, enc
+
+
+@torch.no_grad()
+def dense_logits(
+    backbone,
+    image: np.ndarray,
+    text_embeddings: torch.Tensor,
+    config: MethodConfig,
+    *,
+    dataset: str | None = None,
+    crop_batch_size: int = 8,
+) -> torch.Tensor:
+    """Per-query cosine logits [Q, H, W] (float32, on the backbone's device) of one uint8 HxWx3 image.
+
+    Row q is the logit map of `text_embeddings[q]` (e.g. `text.text_embeddings(backbone, names)`) at
+    the image's own size, by the configured dense method's protocol: the preset's (and the dataset's)
+    short side, windows or whole image, pad/truncate and upsample rules, the backbone's dense mode
+    and pos-embed rule, PAMR when the config turns it on. The logits `assembly.assemble` turns into
+    class scores; DenseMethod runs these same steps (in class groups and row bands, for memory).
+    Every query at once: fine for tens to hundreds of names, not for thousands at megapixel sizes.
+    """
+    view, protocol, enc = _encode_one(backbone, image, config, dataset, crop_batch_size)
+    queries = text_embeddings.to(device=enc.x.device, dtype=torch.float32)
+    return full_logits(protocol, enc, queries, image.shape[0], image.shape[1])
+
+
+@torch.no_grad()
+def image_vector(backbone, image: np.ndarray, config: MethodConfig, *, dataset: str | None = None,
+                 crop_batch_size: int = 8) -> torch.Tensor:
+    """The image's global embedding [D] as the dense method uses it (the mean of its windows' pooled vectors,
+    L2-normalised): what `assembly.image_weights` needs for the rules with image-level weights (softmax, chils).
+    Runs the image encoder again; dense_logits does not return it."""
+    return _encode_one(backbone, image, config, dataset, crop_batch_size)[2].global_vec
 
 
 @dataclass
@@ -190,6 +189,21 @@ class DensePending:
     image: np.ndarray | None = None  # original uint8 image, only when crf
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, scores: torch.Tensor, winners: torch.Tensor, settings: dict[str, Any], *, background: bool,
+           crf: bool = False, crf_iterations: int = 10, image: np.ndarray | None = None) -> DensePending:
+        """The refinement step of resolved dense settings (prob_thd, area_thd): `finish()` runs it."""
+        return cls(
+            scores=scores.float().cpu().numpy(),
+            winners=winners.cpu().numpy(),
+            background=background,
+            prob_thd=settings.get("prob_thd"),
+            area_thd=settings.get("area_thd"),
+            crf=crf,
+            crf_iterations=crf_iterations,
+            image=np.ascontiguousarray(image) if crf else None,
+        )
+
     @property
     def needs_cpu(self) -> bool:
         return self.crf
@@ -199,6 +213,8 @@ class DensePending:
         if self.crf:
             from ..refine import dense_crf_multilabel
 
+            if self.image is None:
+                raise ValueError("dense: a pending result with crf needs its image (DensePending.of(..., image=...))")
             total = scores.sum(axis=0, keepdims=True)
             probs = scores / np.maximum(total, 1e-12)
             scores = dense_crf_multilabel(self.image, probs.astype(np.float32), iterations=self.crf_iterations)
@@ -255,101 +271,22 @@ class DenseMethod:
         self.queries = queries.to(device)
         self.num_names = text.shape[0]
         self.text = text.to(device)
-        self.rules = ProtocolRules.from_settings(self.settings)
-        mean255, std255 = pixel_stats(tuple(backbone.mean), tuple(backbone.std), self.rules.normalize)
-        self.mean = torch.tensor(mean255, dtype=torch.float32, device=device).reshape(3, 1, 1)
-        self.std = torch.tensor(std255, dtype=torch.float32, device=device).reshape(3, 1, 1)
+        self.protocol = DenseProtocol.of(backbone, self.settings)  # reads self.settings itself, at each call
+        self.rules = self.protocol.rules
 
-    # ---------------------------------------------------------------- preprocessing
+    # ---------------------------------------------------------------- device work (dense_protocol.py)
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side (mmseg's Resize, then SegDataPreProcessor)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"dense: images must be uint8 HxWx3, got {image.dtype} {image.shape}")
-        size = resized_shape(image.shape[0], image.shape[1], self.settings.get("short_side"))
-        return normalize(resize_uint8(image, size, self.rules.resize), self.mean, self.std, self.backbone.device)
+        """uint8 HxWx3 -> normalised [3, h, w] at the protocol's short side."""
+        return self.protocol.prepare(image, self.backbone.device)
 
-    # ---------------------------------------------------------------- device work
+    def _encode(self, images: Sequence[np.ndarray]) -> list[Encoded]:
+        """The image side, once per crop, batched across images (dense_protocol.encode_images)."""
+        return encode_images(self.backbone, self.protocol, images, self.crop_batch_size)
 
-    def _job(self, i: int, window: tuple[int, int, int, int], whole: bool, original: tuple[int, int]):
-        """How one window goes through the backbone: the slice fed, its zero padding, the logits' size and
-        offset, and where they go on the canvas."""
-        patch = self.backbone.patch_size
-        y1, y2, x1, x2 = window
-        ch, cw = y2 - y1, x2 - x1
-        remainder = self.rules.whole_remainder if whole else self.rules.crop_remainder
-        if remainder == "truncate":
-            fh, fw = ch - ch % patch, cw - cw % patch
-            if not fh or not fw:
-                raise ValueError(f"dense: a {ch}x{cw} window is smaller than the patch size {patch}")
-            out = original if whole and self.rules.whole_upsample == "original" else (ch, cw)
-            place = (0, out[0], 0, out[1]) if out != (ch, cw) else window
-            return {"i": i, "place": place, "feed": (y1, y1 + fh, x1, x1 + fw), "pad": (0, 0, 0, 0), "out": out,
-                    "offset": (0, 0)}
-        ph, pw = (-ch) % patch, (-cw) % patch
-        pt, pl = ph // 2, pw // 2
-        return {"i": i, "place": window, "feed": window, "pad": (pt, ph - pt, pl, pw - pl), "out": (ch + ph, cw + pw),
-                "offset": (pt, pl)}
-
-    @torch.no_grad()
-    def _encode(self, images: Sequence[np.ndarray]) -> list[_Encoded]:
-        """The image side, once per crop: windows batched by fed shape across images, patch features kept per image."""
-        crop = int(self.settings.get("crop") or 0)
-        stride = int(self.settings.get("stride") or crop or 1)
-        encoded, jobs = [], []
-        for i, img in enumerate(images):
-            x = self._prepare(img)
-            h, w = x.shape[-2:]
-            whole = crop <= 0
-            original = tuple(img.shape[:2])
-            size = original if whole and self.rules.whole_upsample == "original" else (h, w)
-            encoded.append(_Encoded(x=x, size=size, count=torch.zeros(1, *size, device=x.device)))
-            for window in slide_windows(h, w, crop, stride):
-                jobs.append(self._job(i, window, whole, original))
-        # batch the windows of one fed shape and one logits size together, in order
-        groups: dict[tuple, list] = {}
-        for job in jobs:
-            y1, y2, x1, x2 = job["feed"]
-            pt, pb, pl, pr = job["pad"]
-            groups.setdefault((y2 - y1 + pt + pb, x2 - x1 + pl + pr, job["out"]), []).append(job)
-        for (_fh, _fw, out), group in groups.items():
-            for start in range(0, len(group), self.crop_batch_size):
-                chunk = group[start : start + self.crop_batch_size]
-                crops = []
-                for job in chunk:
-                    y1, y2, x1, x2 = job["feed"]
-                    pt, pb, pl, pr = job["pad"]
-                    c = encoded[job["i"]].x[:, y1:y2, x1:x2]
-                    crops.append(F.pad(c, (pl, pr, pt, pb)) if pl + pr + pt + pb else c)
-                pooled, dense = self.backbone.encode_image(torch.stack(crops))
-                k = 0
-                for i, same in groupby(chunk, key=lambda job: job["i"]):  # jobs are in image order within a chunk
-                    part = list(same)
-                    feats = dense if len(part) == len(chunk) else dense[k : k + len(part)]
-                    encoded[i].batches.append((part, feats, out))
-                    k += len(part)
-                for k, job in enumerate(chunk):
-                    y1, y2, x1, x2 = job["place"]
-                    encoded[job["i"]].count[:, y1:y2, x1:x2] += 1
-                    encoded[job["i"]].pooled.append(pooled[k])
-        for enc in encoded:
-            enc.global_vec = F.normalize(torch.stack(enc.pooled).mean(dim=0), dim=-1)
-        return encoded
-
-    @torch.no_grad()
-    def _canvas(self, enc: _Encoded, queries: torch.Tensor) -> torch.Tensor:
-        """Averaged cosine logits [len(queries), *enc.size] of these text queries: each crop's, upsampled, summed."""
-        canvas = torch.zeros(queries.shape[0], *enc.size, device=enc.x.device)
-        for part, dense, out in enc.batches:
-            logits = torch.einsum("bhwd,qd->bqhw", dense, queries)
-            logits = F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
-            for k, job in enumerate(part):
-                y1, y2, x1, x2 = job["place"]
-                ot, ol = job["offset"]
-                canvas[:, y1:y2, x1:x2] += logits[k, :, ot : ot + y2 - y1, ol : ol + x2 - x1]
-            del logits
-        canvas /= enc.count
-        return canvas
+    def _canvas(self, enc: Encoded, queries: torch.Tensor) -> torch.Tensor:
+        """Averaged cosine logits [len(queries), *enc.size] of these text queries (dense_protocol.window_logits)."""
+        return window_logits(enc, queries)
 
     @torch.no_grad()
     def logits_at_resized(self, images: Sequence[np.ndarray]):
@@ -360,21 +297,7 @@ class DenseMethod:
         """
         return [(self._canvas(enc, self.queries), enc.global_vec, enc.x) for enc in self._encode(images)]
 
-    def _rows(self, canvas: torch.Tensor, image: torch.Tensor, height: int, width: int):
-        """Width-resized logits (or PAMR-refined at full size) and the row weights that finish the resize band by band."""
-        if self.settings.get("pamr"):
-            from ..refine import pamr
-
-            full = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)
-            img = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)
-            wide = pamr(img, full)[0]  # PAMR refines each query's map on its own: groups of queries are exact
-            lo = hi = torch.arange(height, device=canvas.device)
-            frac = torch.zeros(height, device=canvas.device)
-            return wide, lo, hi, frac
-        wide = F.interpolate(canvas[None], size=(canvas.shape[1], width), mode="bilinear", align_corners=False)[0]
-        return (wide, *linear_rows(canvas.shape[1], height, device=canvas.device))
-
-    def _elements_per_query(self, enc: _Encoded, height: int, width: int) -> int:
+    def _elements_per_query(self, enc: Encoded, height: int, width: int) -> int:
         """What one text query costs in elements at once: its canvas plus the larger of one crop batch's
         upsampled logits and the row-resized (PAMR: full-size, with PAMR's padded copies) maps."""
         h, w = enc.size
@@ -382,7 +305,7 @@ class DenseMethod:
         later = 5 * height * width if self.settings.get("pamr") else h * width
         return h * w + max(crops, later)
 
-    def query_groups_for(self, enc: _Encoded, height: int, width: int) -> list[QueryGroup]:
+    def query_groups_for(self, enc: Encoded, height: int, width: int) -> list[QueryGroup]:
         """The class groups the text side runs in for this image (one group: every query at once)."""
         owners = self.names.owners
         if not has_group_form(self.rule):
@@ -391,18 +314,17 @@ class DenseMethod:
         return query_groups(owners, self.num_classes, max_queries, extra_per_class=int(self.rule.needs_class_sims))
 
     @torch.no_grad()
-    def class_scores(self, enc: _Encoded, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def class_scores(self, enc: Encoded, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilinear resize to (height, width) (+ PAMR there, as NACLIP does), assembly in row bands, class group by group.
 
         Returns scores [C, H, W] float32 and winners [C, H, W]. Without PAMR the row resize is done band by
         band (same weights as torch's bilinear) so that queries x H x W never has to be in memory at once.
         """
-        weights = None
-        if self.rule.image_weights is not None:
-            # image-level subclass weights (the seed's group softmax, or CHiLS's best subclass); the
-            # image vector is the mean of the crops' global vectors. Per class, so computed once for all groups.
-            weigh = group_softmax if self.rule.image_weights == "softmax" else group_argmax_onehot
-            weights = weigh(self.text @ enc.global_vec, self.names.owners, self.num_classes)
+        if enc.global_vec is None:
+            raise ValueError("dense: class_scores needs an image from encode_images (it sets the global vector)")
+        # image-level subclass weights (the seed's group softmax, or CHiLS's best subclass), or None; the
+        # image vector is the mean of the crops' global vectors. Per class, so computed once for all groups.
+        weights = image_weights(self.assembly, self.text, enc.global_vec, self.names.owners, self.num_classes)
         scale = float(self.settings["logit_scale"])
         device = enc.x.device
         scores = torch.empty(self.num_classes, height, width, device=device)
@@ -410,12 +332,12 @@ class DenseMethod:
         winners = torch.empty(self.num_classes, height, width, dtype=index, device=device)
         groups = self.query_groups_for(enc, height, width)
         if len(groups) == 1:  # every query at once: the rule's own all-names assembly
-            wide, lo, hi, frac = self._rows(self._canvas(enc, self.queries), enc.x, height, width)
+            wide, lo, hi, frac = resize_plan(self.settings, self._canvas(enc, self.queries), enc.x, height, width)
             n = self.num_names
             band = max(1, BAND_ELEMENTS // max(1, wide.shape[0] * width))
             for start in range(0, height, band):
                 rows = slice(start, min(start + band, height))
-                sims = self._band(wide, lo, hi, frac, rows)
+                sims = band_rows(wide, lo, hi, frac, rows)
                 s, win = assemble(self.assembly, sims[:n], self.names.owners, self.num_classes, logit_scale=scale,
                                   class_sims=sims[n:] if self.rule.needs_class_sims else None, weights=weights)
                 scores[:, rows] = s
@@ -426,14 +348,14 @@ class DenseMethod:
             queries = self.text[group.names]
             if self.rule.needs_class_sims:
                 queries = torch.cat([queries, self.queries[self.num_names :][group.classes]])
-            wide, lo, hi, frac = self._rows(self._canvas(enc, queries), enc.x, height, width)
+            wide, lo, hi, frac = resize_plan(self.settings, self._canvas(enc, queries), enc.x, height, width)
             n = group.names.stop - group.names.start
             owners = [o - group.classes.start for o in self.names.owners[group.names]]
             num = group.classes.stop - group.classes.start
             band = max(1, self.group_elements // max(1, 8 * wide.shape[0] * width))
             for start in range(0, height, band):
                 rows = slice(start, min(start + band, height))
-                sims = self._band(wide, lo, hi, frac, rows)
+                sims = band_rows(wide, lo, hi, frac, rows)
                 values, win, parts = assemble_group(
                     self.assembly, sims[:n], owners, num, logit_scale=scale,
                     class_sims=sims[n:] if self.rule.needs_class_sims else None,
@@ -452,28 +374,12 @@ class DenseMethod:
             scores[:, rows] = finish_groups(self.assembly, scores[:, rows], [t[rows] for t in terms or []])
         return scores, winners
 
-    @staticmethod
-    def _band(wide: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, frac: torch.Tensor, rows: slice) -> torch.Tensor:
-        """The bilinear row resize of `wide` for these output rows (torch's weights)."""
-        f = frac[rows].reshape(1, -1, 1)
-        return wide[:, lo[rows]] * (1 - f) + wide[:, hi[rows]] * f
-
     def forward(self, images: Sequence[np.ndarray]) -> list[DensePending]:
         results = []
         for image, enc in zip(images, self._encode(images), strict=True):
             scores, winners = self.class_scores(enc, image.shape[0], image.shape[1])
-            results.append(
-                DensePending(
-                    scores=scores.float().cpu().numpy(),
-                    winners=winners.cpu().numpy(),
-                    background=self.background,
-                    prob_thd=self.settings.get("prob_thd"),
-                    area_thd=self.settings.get("area_thd"),
-                    crf=self.crf,
-                    crf_iterations=self.crf_iterations,
-                    image=np.ascontiguousarray(image) if self.crf else None,
-                )
-            )
+            results.append(DensePending.of(scores, winners, self.settings, background=self.background, crf=self.crf,
+                                           crf_iterations=self.crf_iterations, image=image))
         return results
 
     def describe(self) -> dict[str, Any]:
