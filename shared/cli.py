@@ -70,13 +70,17 @@ def validate_command(
     from .resources import resolve_label_set_path
     from .templates import load_templates
 
-    if dataset is None and classes_file is None:
-        raise fail("give --dataset NAME or --classes-file FILE")
+    if classes_file is None:  # an empty --dataset "" names nothing either
+        if not dataset:
+            raise fail("give --dataset NAME or --classes-file FILE")
+        dataset_name = dataset
+    else:
+        dataset_name = dataset or classes_file.parent.name
     if fix is not None and fix.is_dir():
         raise fail(f"--fix {fix} is a folder; give the file to write, e.g. {fix / 'clean.json'}")
     # a missing file, unknown dataset or bad template set raises an LlmsegError: `error: ...`, exit 2
     path = resolve_label_set_path(label_set)
-    spec = get_dataset(dataset or Path(classes_file).parent.name, classes_file=classes_file)
+    spec = get_dataset(dataset_name, classes_file=classes_file)
     raw = read_label_set_json(path)
     counter = longest = None
     if check_length:
