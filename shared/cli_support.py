@@ -51,7 +51,7 @@ def safe_text(text: str, *, newlines: bool = True, as_json: bool = False) -> str
     return "".join(out)
 
 
-class _SafeStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _SafeStderrHandler(logging.StreamHandler):
     """Python's last-resort log handler (WARNING and above, message only, to the current sys.stderr) with
     every record escaped: a log line quoting a class name, an answer or a server reply cannot drive the
     terminal either."""
@@ -60,7 +60,7 @@ class _SafeStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.setLevel(logging.WARNING)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:  # the stderr of the moment (a test runner swaps it), as the stdlib's handler does
         return sys.stderr
 

@@ -121,7 +121,7 @@ class DatasetSpec:
     source: Path | None = None  # the dataset.json the facts came from
     extra: dict = field(default_factory=dict, compare=False)
     split: str = DEFAULT_SPLIT  # the split `layout` points at (the benchmark's evaluation split)
-    other_splits: dict[str, dict[str, str | None]] = field(default_factory=dict, compare=False)  # name -> layout overrides
+    other_splits: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)  # name -> layout overrides
 
     @property
     def num_classes(self) -> int:
@@ -393,13 +393,15 @@ def load_dataset_folder(folder: str | Path, name: str | None = None, classes_fil
     if not facts_path.is_file():
         return DatasetSpec.from_classes_file(classes_path, name=name)
     facts = read_dataset_file(facts_path)
-    palette: str | tuple[tuple[int, int, int], ...] | None = facts.palette
-    if isinstance(palette, list):
-        if len(palette) != len(classes):
+    palette: str | tuple[tuple[int, int, int], ...] | None
+    if isinstance(facts.palette, list):
+        if len(facts.palette) != len(classes):
             raise DatasetError(
-                f"{facts_path}: field 'palette': {len(palette)} colours for the {len(classes)} classes of {classes_path}"
+                f"{facts_path}: field 'palette': {len(facts.palette)} colours for the {len(classes)} classes of {classes_path}"
             )
-        palette = tuple(tuple(rgb) for rgb in palette)
+        palette = tuple((r, g, b) for r, g, b in facts.palette)  # three values each: checked by DatasetFacts
+    else:
+        palette = facts.palette
     return DatasetSpec(
         name=name,
         classes=tuple(classes),
