@@ -278,7 +278,8 @@ def _check(value: Any) -> _Line:
     text = message.get("content") if isinstance(message, dict) else None
     if not isinstance(text, (str, type(None))) or not isinstance(message, dict):
         return _Line(custom_id, "'choices[0].message.content' is not a string", status=status)
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    assert isinstance(choice, dict)  # message is a dict, so the choice holding it was one
+    usage = found if isinstance(found := body.get("usage"), dict) else {}
     fingerprint = body.get("system_fingerprint") if isinstance(body.get("system_fingerprint"), str) else None
     meta = {
         "finish_reason": choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
@@ -309,15 +310,17 @@ def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report
             if line.custom_id in by_id:
                 failures.setdefault(line.custom_id, f"{where}: {line.problem}")
             continue
-        if line.custom_id in answered:
+        custom_id = line.custom_id
+        assert custom_id is not None  # _check names a problem for every line without one
+        if custom_id in answered:
             continue
-        name, messages, key = by_id[line.custom_id]
+        name, messages, key = by_id[custom_id]
         if line.error is not None:
-            failures.setdefault(line.custom_id, line.error)
+            failures.setdefault(custom_id, line.error)
             run.cache.append({"kind": "error", "class": name, "answer": 0, "status": line.status,
                               "error": run._redact(line.error), "batch_id": report.batch_id})
             continue
-        answered.add(line.custom_id)
+        answered.add(custom_id)
         usage = line.meta["usage"]
         report.prompt_tokens += usage.get("prompt_tokens", 0)
         report.completion_tokens += usage.get("completion_tokens", 0)

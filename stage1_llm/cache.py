@@ -114,7 +114,7 @@ def record_problem(record: dict[str, Any]) -> str | None:
     """Why this record cannot be used (a field missing or of the wrong type), or None when it can."""
     kind = record.get("kind")
     fields = {"answer": _ANSWER_FIELDS, "note": _NOTE_FIELDS}.get(kind) if isinstance(kind, str) else None
-    if fields is None:
+    if fields is None or not isinstance(kind, str):  # (the second test only tells mypy what the first implies)
         return None  # errors and unknown kinds are for the record only: never read back
     for name in _REQUIRED[kind]:
         if name not in record:
@@ -162,6 +162,7 @@ class AnswerCache:
         """Read back what an earlier run could not write to the cache, and move it into the cache if the disk allows."""
         if not rescue.is_file():
             return
+        assert self.path is not None  # only a cache with a file has a rescue file
         records = self._load(rescue)
         log.warning("%s: %d records an earlier run could not write to %s are read back", rescue, len(records), self.path)
         try:

@@ -359,8 +359,8 @@ def refine_command(
             if name in record.replaced:
                 echo(f"round {number}: class '{name}': asked again, new: " + ", ".join(record.replaced[name]))
     meta = load_meta(path) or LabelSetMeta(generator="refined", dataset=spec.name)
-    if isinstance((meta.model_extra or {}).get("command"), str):  # a sidecar written before commands were redacted
-        meta = meta.model_copy(update={"command": redact_urls(meta.model_extra["command"])})
+    if isinstance(command := (meta.model_extra or {}).get("command"), str):  # a sidecar written before commands were redacted
+        meta = meta.model_copy(update={"command": redact_urls(command)})
     meta = meta.model_copy(update={"refined_from": str(path), "refine": {
         **result.as_dict(), "backbone": backbone, "pretrained": pretrained, "templates": templates, "llm": f"{backend}:{model}",
         "duplicate_threshold": duplicate_threshold, "spread_threshold": spread_threshold, "margin": margin,

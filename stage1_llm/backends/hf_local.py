@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -134,7 +134,7 @@ class HFBackend:
             raise FatalBackendError(f"cannot load model '{model}' from {where}: {exc}") from exc
         if not getattr(self.tokenizer, "chat_template", None):
             raise FatalBackendError(f"model '{model}': its tokenizer has no chat template; use an instruction-tuned (chat) model")
-        self.lm.to(self.device)
+        self.lm.to(self.device)  # type: ignore[arg-type]  # transformers types `to` as its unbound wrapper
         self.lm.eval()
         self._lock = threading.Lock()
 
@@ -151,7 +151,8 @@ class HFBackend:
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """The exact prompt text the model sees: the chat template applied, generation prompt added."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # tokenize=False gives the text; the stub's return type covers every mode
+        return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, sampling: Sampling) -> Completion:
         import torch
@@ -177,7 +178,7 @@ class HFBackend:
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         stopped = bool(len(new)) and int(new[-1]) in eos_ids
-        answer = self.tokenizer.decode(new, skip_special_tokens=True)
+        answer = cast(str, self.tokenizer.decode(new, skip_special_tokens=True))  # one sequence in, one text out
         return Completion(
             text=answer,
             finish_reason="stop" if stopped or len(new) < sampling.max_tokens else "length",

@@ -295,7 +295,8 @@ class OpenAIBackend:
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("content"), str | None):
             raise TransientError(f"bad response from {where}: HTTP 200 but choices[0] holds no message with text content")
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        assert isinstance(choice, dict)  # message is a dict, so the choice holding it was one
+        usage = found if isinstance(found := body.get("usage"), dict) else {}
         request_id = headers.get("x-request-id") if headers is not None else None
         return Completion(
             text=self.redact(message.get("content") or ""),  # a refusal leaves no content: unusable, asked again

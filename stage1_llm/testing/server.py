@@ -211,6 +211,7 @@ class ScriptedLLMServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's host is a str (the stub also allows bytes)
         self._url = f"http://{host}:{port}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
         self._thread.start()
@@ -278,7 +279,8 @@ class ScriptedLLMServer:
                 return script.pop(0)
         return valid()
 
-    def chat(self, path: str, body: dict[str, Any], auth: str | None) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+    def chat(self, path: str, body: dict[str, Any], auth: str | None
+             ) -> tuple[int, dict[str, Any] | RawReply, list[tuple[str, str]]]:
         """One chat-completions request (over HTTP or as a batch line): status, JSON payload, headers."""
         entry = LoggedRequest(0, path, None, None, "", 0, body, auth)
         if not path.split("?", 1)[0].rstrip("/").endswith("/chat/completions"):
@@ -415,8 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route.endswith("/cancel") and "/batches/" in route:
             self._send(*owner.batches.cancel(route.split("/batches/", 1)[1].split("/")[0]))
             return
-        status, payload, headers = owner.chat(self.path, body, self.headers.get("Authorization"))
-        self._send(status, payload, headers)
+        status, reply, headers = owner.chat(self.path, body, self.headers.get("Authorization"))
+        self._send(status, reply, headers)
 
 
 @dataclass(frozen=True)
@@ -534,7 +536,8 @@ class _Files:
         fields: dict[str, tuple[str | None, bytes]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)  # bytes, or None for an empty or nested part
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
         if "file" not in fields or "purpose" not in fields:
             return 400, {"error": {"message": "files: 'file' and 'purpose' are required", "type": "invalid_request_error"}}
         filename, content = fields["file"]
@@ -652,14 +655,14 @@ class _Batches:
                     "code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}))
                 continue
             status, payload, _ = self.owner.chat(str(request.get("url")), request.get("body") or {}, None)
-            if isinstance(payload, RawReply):  # a raw_http step in a batch: its body as a string
-                payload = payload.data.decode("utf-8", "replace")
+            # a raw_http step in a batch: its body as a string
+            body = payload.data.decode("utf-8", "replace") if isinstance(payload, RawReply) else payload
             record = {"id": f"batch_req_{job.id}_{number}", "custom_id": custom_id}
             if 200 <= status < 300:
-                record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": payload}, "error": None}
+                record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": body}, "error": None}
                 out.append(json.dumps(record))
             else:
-                record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": payload}, "error": None}
+                record |= {"response": {"status_code": status, "request_id": f"req_{job.id}_{number}", "body": body}, "error": None}
                 errors.append(json.dumps(record))
         job.counts = {"total": len(lines), "completed": len(out), "failed": len(errors)}
         if out:
