@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -131,7 +132,7 @@ class DatasetSpec:
     def background_is_zero(self) -> bool:
         return self.background == 0
 
-    def data_dir(self, data_root: str | Path = "data") -> Path:
+    def data_dir(self, data_root: str | os.PathLike[str] = "data") -> Path:
         if self.layout is None:
             where = f" ({self.source})" if self.source else ""
             raise DatasetError(
