@@ -6,6 +6,7 @@ accepted (`--set FIELD=VALUE`) and applies to every cell, `--preset` may be repe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def method_config(fields: dict[str, object]):
+def method_config(fields: Mapping[str, object]):
     """The MethodConfig of the given option values; an unknown field or a bad value is a ConfigError."""
     from llmseg.errors import ConfigError
 

@@ -43,7 +43,7 @@ def _choices(field: str) -> str:
     if field == "backbone":
         spelled = []
         for name in BACKBONES.names():
-            config = BACKBONES.entry(name).config
+            config: Any = BACKBONES.entry(name).config  # a BackboneOptions subclass (arg_name, takes_arg) or None
             spelled.append(f"{name}:<{config.arg_name}>" if getattr(config, "takes_arg", False) else name)
         return " Registered: " + ", ".join(spelled) + "."
     return ""
@@ -87,7 +87,7 @@ def option_type(field: str) -> Any:
     """`Annotated[T | None, typer.Option(...)]` for one MethodConfig field (default None = not given)."""
     base = _base_type(field)
     option = typer.Option(*flags(field), help=help_text(field), rich_help_panel=PANELS.get(field, METHOD_PANEL))
-    return Annotated[base | None, option]  # type: ignore[valid-type]
+    return Annotated[base | None, option]
 
 
 OPTION_TYPES: dict[str, Any] = {field: option_type(field) for field in MethodConfig.model_fields}

@@ -338,7 +338,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         stem = path.stem
         files = output_names(stem, resolved is not None)
         earlier = finished.get(stem)
-        if _still_finished(out, path, files, earlier):
+        if earlier is not None and _still_finished(out, path, files, earlier):
             owners[stem], hashes[stem] = path, earlier[1]
             done += 1
             skipped += 1

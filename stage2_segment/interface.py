@@ -51,8 +51,10 @@ class SegmentationMethod(Protocol):
 
     num_classes: int
 
-    def forward(self, images: Sequence[np.ndarray]) -> list[PendingResult]:
-        """images: RGB uint8 arrays [H, W, 3] (sizes may differ). One pending result per image."""
+    def forward(self, images: Sequence[np.ndarray]) -> Sequence[PendingResult]:
+        """images: RGB uint8 arrays [H, W, 3] (sizes may differ). One pending result per image.
+
+        (A Sequence, not a list, so that a method may return a list of its own pending type.)"""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def check_openclip_weights(arch: str, pretrained: str | None, random_weights: bo
     hub = cfg.get("hf_hub", "")
     if hub:
         repo_id, filename = os.path.split(hub.rstrip("/") if hub.endswith("/") else hub)
+        filenames: tuple[str, ...]
         if hub.endswith("/"):
             repo_id, filenames = hub.rstrip("/"), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
         else:

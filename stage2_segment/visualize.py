@@ -9,6 +9,7 @@ engine can draw pictures in its CPU workers.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,11 @@ def boundary_mask(labels: np.ndarray, thickness: int = 1) -> np.ndarray:
     return grown
 
 
+def _rgb(color: np.ndarray) -> tuple[int, int, int]:
+    """One palette row as plain ints."""
+    return int(color[0]), int(color[1]), int(color[2])
+
+
 def legend_font(image_height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """PIL's default font, sized to the image (bitmap fallback when FreeType is missing)."""
     size = int(min(28, max(11, round(image_height / 28))))
@@ -110,14 +116,15 @@ def render_legend(entries: Sequence[LegendEntry], min_height: int, font=None) ->
     rows = list(entries) or [LegendEntry("(no class)", LEGEND_BACKGROUND, 0.0)]
     texts = [e.text if entries else e.name for e in rows]
     boxes = [probe.textbbox((0, 0), t, font=font) for t in texts]
-    line = max(max(b[3] for b in boxes), probe.textbbox((0, 0), "Hg", font=font)[3])
+    # Pillow types text boxes as floats; an integer-sized font (legend_font) gives ints
+    line = int(max(max(b[3] for b in boxes), probe.textbbox((0, 0), "Hg", font=font)[3]))
     pad = max(4, line // 3)
     row_h = line + pad
     swatch = line
     height = max(min_height, min(len(rows), 10) * row_h + pad)
     per_column = max(1, (height - pad) // row_h)
     columns = math.ceil(len(rows) / per_column)
-    text_w = max(b[2] for b in boxes)
+    text_w = int(max(b[2] for b in boxes))
     column_w = pad + swatch + pad + text_w + pad
     panel = Image.new("RGB", (columns * column_w + pad, height), LEGEND_BACKGROUND)
     draw = ImageDraw.Draw(panel)
@@ -173,7 +180,7 @@ def overlay(
     if not legend:
         return picture
     shares = area_shares(labels, len(class_names))
-    entries = [LegendEntry(class_names[i], tuple(int(v) for v in colors[i]), s) for i, s in shares.items()]
+    entries = [LegendEntry(class_names[i], _rgb(colors[i]), s) for i, s in shares.items()]
     return _beside(picture, render_legend(entries, rgb.shape[0]))
 
 
@@ -201,13 +208,13 @@ def comparison(
     panels = [("image", Image.fromarray(rgb))] + [(t, _blend(rgb, m, colors, alpha, True)) for t, m in checked]
     font = legend_font(rgb.shape[0])
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    title_h = probe.textbbox((0, 0), "Hg", font=font)[3] + 6
+    title_h = int(probe.textbbox((0, 0), "Hg", font=font)[3]) + 6  # an int for an integer-sized font
     present: set[int] = set()
     for _, labels in checked:
         present |= set(area_shares(labels, len(class_names)))
     last = area_shares(checked[-1][1], len(class_names)) if checked else {}
     order = sorted(present, key=lambda i: (-last.get(i, 0.0), i))
-    entries = [LegendEntry(class_names[i], tuple(int(v) for v in colors[i]), last.get(i, 0.0)) for i in order]
+    entries = [LegendEntry(class_names[i], _rgb(colors[i]), last.get(i, 0.0)) for i in order]
     legend = render_legend(entries, rgb.shape[0], font=font)
     width = sum(p.width + gap for _, p in panels) + legend.width
     canvas = Image.new("RGB", (width, title_h + max(rgb.shape[0], legend.height)), LEGEND_BACKGROUND)
@@ -247,7 +254,7 @@ def subclass_overlay(
         label = names[index]
         if owners is not None and class_names is not None:
             label = f"{label} ({class_names[owners[index]]})"
-        entries.append(LegendEntry(label, tuple(int(v) for v in colors[index]), share))
+        entries.append(LegendEntry(label, _rgb(colors[index]), share))
     return _beside(picture, render_legend(entries, rgb.shape[0]))
 
 
@@ -294,7 +301,7 @@ def label_picture(labels: np.ndarray, colors: np.ndarray, num_classes: int) -> I
     return label_png(labels, colors)
 
 
-def save_image(path: str | Path, picture: Image.Image) -> Path:
+def save_image(path: str | os.PathLike[str], picture: Image.Image) -> Path:
     """Write a PIL image atomically (format from the suffix)."""
     path = Path(path)
     with atomic_path(path) as tmp:

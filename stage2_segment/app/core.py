@@ -166,13 +166,13 @@ class ModelPool:
     def _build(self, choice: ModelChoice) -> Segmenter:
         from llmseg.stage2.api import Segmenter
 
-        common = {"method": choice.method, "preset": choice.preset, "device": self.settings.device}
+        method, preset, device = choice.method, choice.preset, self.settings.device
         if choice.backbone == DEMO:
             fields = demo_model_fields(self.settings.cache_dir, choice.method)
-            return Segmenter.create(fields.pop("backbone"), **fields, **common)
+            return Segmenter.create(fields.pop("backbone"), **fields, method=method, preset=preset, device=device)
         if choice.backbone == "simseg":
-            return Segmenter.create("simseg", checkpoint=choice.weights, **common)
-        return Segmenter.create(choice.backbone, pretrained=choice.weights, **common)
+            return Segmenter.create("simseg", checkpoint=choice.weights, method=method, preset=preset, device=device)
+        return Segmenter.create(choice.backbone, pretrained=choice.weights, method=method, preset=preset, device=device)
 
 
 class SubclassSource:

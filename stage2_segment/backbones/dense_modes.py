@@ -45,7 +45,7 @@ BUILTIN_DENSE_MODES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 class BlockParts:
     """The last block's input and its attention projections, in batch-first layout."""
 
-    block: nn.Module  # open_clip ResidualAttentionBlock: ln_1, attn, ls_1, ln_2, mlp, ls_2
+    block: Any  # open_clip's ResidualAttentionBlock (untyped; an nn.Module): ln_1, attn, ls_1, ln_2, mlp, ls_2
     x: torch.Tensor  # [B, N, C] the block's input, class token first
     q: torch.Tensor  # [B, H, N, d]
     k: torch.Tensor
@@ -78,7 +78,7 @@ class BlockParts:
         return self.ffn(self.x[:, rows] + self.block.ls_1(out))
 
 
-def block_parts(block: nn.Module, x: torch.Tensor, grid: tuple[int, int], options: Mapping[str, Any]) -> BlockParts:
+def block_parts(block: Any, x: torch.Tensor, grid: tuple[int, int], options: Mapping[str, Any]) -> BlockParts:
     """q, k, v of the block's attention (open_clip's fused in_proj) for a batch-first input."""
     attn = block.attn
     if not isinstance(attn, nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None:
@@ -94,7 +94,7 @@ def block_parts(block: nn.Module, x: torch.Tensor, grid: tuple[int, int], option
     def split(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(b, n, heads, c // heads).transpose(1, 2)
 
-    return BlockParts(block, x, split(q), split(k), split(v), (c // heads) ** -0.5, tuple(grid), options)
+    return BlockParts(block, x, split(q), split(k), split(v), (c // heads) ** -0.5, (grid[0], grid[1]), options)
 
 
 @DENSE_MODES.register("vanilla")

@@ -147,7 +147,7 @@ class OpenClipBackbone(Backbone):
         self.precision = precision
         self.name = f"openclip:{arch}"
         self.quick_gelu_forced = force_quick
-        self.weights_sha256 = sha256_file(pretrained) if local else None
+        self.weights_sha256 = sha256_file(pretrained) if local and pretrained is not None else None
         self.patch_size = int(visual.patch_size[0])
         self.native_size = int(visual.image_size[0])
         self.native_grid = tuple(int(g) for g in visual.grid_size)

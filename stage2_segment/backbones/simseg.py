@@ -203,7 +203,8 @@ class SimSegBackbone(Backbone):
         self.image_arch = image_arch
         self.patch_size = image_arch["patch"]
         self.embed_dim = embed_dim
-        self.native_grid = tuple(int(g) for g in self.model.image.patch_embed.grid_size)
+        rows, cols = self.model.image.patch_embed.grid_size
+        self.native_grid = (int(rows), int(cols))
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def _autocast(self):
@@ -220,10 +221,12 @@ class SimSegBackbone(Backbone):
         if height % p or width % p:
             raise ValueError(f"simseg: input {height}x{width} is not a multiple of the patch size {p}")
         grid = (height // p, width // p)
+        pos_embed, cls_token = vit.pos_embed, vit.cls_token
+        assert pos_embed is not None and cls_token is not None  # SimSeg's ViT has both (timm allows neither)
         if grid not in self._pos_cache:
-            self._pos_cache[grid] = resize_pos_embed(vit.pos_embed.detach(), self.native_grid, grid)
+            self._pos_cache[grid] = resize_pos_embed(pos_embed.detach(), self.native_grid, grid)
         x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
-        x = torch.cat([vit.cls_token.expand(b, -1, -1).to(x.dtype), x], dim=1) + self._pos_cache[grid].to(x.dtype)
+        x = torch.cat([cls_token.expand(b, -1, -1).to(x.dtype), x], dim=1) + self._pos_cache[grid].to(x.dtype)
         x = vit.norm_pre(vit.patch_drop(vit.pos_drop(x)))
         x = vit.norm(vit.blocks(x))
         return x[:, 1:]

@@ -112,6 +112,7 @@ def ade847_table() -> dict[int, int]:
     from llmseg.datasets import get_dataset
 
     spec = get_dataset("ade847")
+    assert spec.classes_file is not None  # a bundled dataset: its folder holds classes.txt
     path = spec.classes_file.parent / "ade20k_full_ids.txt"
     ids = [int(line) for line in path.read_text(encoding="utf-8").split()]
     if len(ids) != spec.num_classes:
@@ -148,7 +149,7 @@ def _convert_ade847(src: str, dst: str) -> tuple[str, str, str]:
     seg, image = pictures
     if seg.shape[:2] != image.shape[:2]:
         raise DataError(f"{seg_path} is {seg.shape[1]}x{seg.shape[0]} but {image_src} is {image.shape[1]}x{image.shape[0]}")
-    raw = (seg[:, :, 0].astype(np.int32) // 10) * 256 + seg[:, :, 1].astype(np.int32)
+    raw: np.ndarray = (seg[:, :, 0].astype(np.int32) // 10) * 256 + seg[:, :, 1].astype(np.int32)
     size = _ade847_size(*raw.shape)
     if size is not None:
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)

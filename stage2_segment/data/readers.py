@@ -122,7 +122,7 @@ class BenchmarkDataset:
     ) -> None:
         if errors not in ("raise", "report"):
             raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
-        self.spec = spec
+        self.spec: DatasetSpec | None = spec  # None for a FolderDataset (user images, no labels)
         self.data_root = Path(data_root)
         self.errors = errors
         self.samples = samples if samples is not None else list_samples(spec, data_root, limit)
@@ -139,13 +139,15 @@ class BenchmarkDataset:
             "image": image,
         }
         if ref.label_path is not None:
-            label = load_label(ref.label_path, self.spec.reduce_zero_label, self.spec.ignore_index)
+            spec = self.spec
+            assert spec is not None  # only a benchmark's samples have labels
+            label = load_label(ref.label_path, spec.reduce_zero_label, spec.ignore_index)
             if label.shape != image.shape[:2]:
                 raise DataError(
                     f"size mismatch: image {ref.image_path} is {image.shape[1]}x{image.shape[0]} "
                     f"but label {ref.label_path} is {label.shape[1]}x{label.shape[0]} (WxH)"
                 )
-            problem = label_range_problem(label, self.spec.num_classes, self.spec.ignore_index, self.spec.reduce_zero_label)
+            problem = label_range_problem(label, spec.num_classes, spec.ignore_index, spec.reduce_zero_label)
             if problem is not None:
                 raise DataError(f"label {ref.label_path}: {problem}")
             item["label"] = label

@@ -104,13 +104,14 @@ def write_benchmark(
 
     spec = demo_spec()
     layout = spec.layout
+    assert layout is not None and layout.split_file is not None  # the demo's dataset.json gives both
     base = spec.data_dir(data_root)
     manifest_path = base / (MANIFEST if split == "val" else f"demo_manifest_{split}.json")
     wanted = _manifest(n_images, seed, size)
     prefix = "demo_" if split == "val" else f"demo_{split}_"
-    split = base / (layout.split_file if split == "val" else Path(layout.split_file).with_name(f"{split}.txt"))
+    split_path = base / (layout.split_file if split == "val" else Path(layout.split_file).with_name(f"{split}.txt"))
     stems = [f"{prefix}{i:05d}" for i in range(n_images)]
-    if manifest_path.is_file() and split.is_file():
+    if manifest_path.is_file() and split_path.is_file():
         try:
             same = json.loads(manifest_path.read_text(encoding="utf-8")) == wanted
         except json.JSONDecodeError:
@@ -128,6 +129,6 @@ def write_benchmark(
         with atomic_path(base / layout.img_dir / f"{stem}{layout.img_suffix}") as tmp:
             Image.fromarray(scene.image).save(tmp, format="JPEG", quality=95)
         save_label_png(base / layout.ann_dir / f"{stem}{layout.seg_map_suffix}", label_map(scene), palette)
-    atomic_write_text(split, "".join(f"{stem}\n" for stem in stems))
+    atomic_write_text(split_path, "".join(f"{stem}\n" for stem in stems))
     atomic_write_json(manifest_path, wanted)
     return spec

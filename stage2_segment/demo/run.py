@@ -180,6 +180,7 @@ def compare_pictures(
         image = load_image(ref.image_path)
         big = np.kron(image, np.ones((scale, scale, 1), np.uint8))
         panels = [("picture", Image.fromarray(big))]
+        assert ref.label_path is not None  # a benchmark's samples have labels
         truth = load_label(ref.label_path)
         grow = np.ones((scale, scale), np.int64)
         truth = np.kron(np.where(truth == 255, 0, truth), grow)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: object  # open_clip CLIP
+    model: Any  # open_clip's CLIP (untyped)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     token_ids: list[int] = field(default_factory=list)  # rows of the token embedding training touched
@@ -121,7 +122,7 @@ def build_pool(n: int, world_seed: int, image_size: int, patch_size: int, progre
         scene = render_scene(world_seed, i)
         picture = Image.fromarray(scene.image)
         if picture.size != (image_size, image_size):
-            picture = picture.resize((image_size, image_size), Image.BICUBIC)
+            picture = picture.resize((image_size, image_size), Image.Resampling.BICUBIC)
         images[i] = np.asarray(picture)
         captions.append(caption(scene, world_seed, i))
         texts.append(region_captions(scene, world_seed, i))
@@ -140,7 +141,8 @@ def build_pool(n: int, world_seed: int, image_size: int, patch_size: int, progre
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
     """open_clip's convention: no decay on gains, biases, embeddings and logit_scale."""
-    decay, no_decay = [], []
+    decay: list[Any] = []  # the trainable parameters (torch.nn.Parameter)
+    no_decay: list[Any] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -169,7 +171,8 @@ def train(
     model = open_clip.create_model(cfg.model, pretrained=None)
     embedding = model.token_embedding.weight
     with torch.no_grad():
-        embedding.copy_(torch.from_numpy(token_embedding_init(*embedding.shape, seed=cfg.seed)))
+        vocab, width = embedding.shape
+        embedding.copy_(torch.from_numpy(token_embedding_init(vocab, width, seed=cfg.seed)))
     tokenizer = open_clip.get_tokenizer(cfg.model)
     size = model_input_size(cfg.model)
     patch = int(model.visual.patch_size[0])
@@ -274,7 +277,8 @@ def save_compact(result: TrainResult, path: str | Path, cfg: TrainConfig) -> Pat
     state = {k: v.detach().contiguous().clone() for k, v in result.model.state_dict().items()}
     table = state.pop(TOKEN_KEY)
     ids = torch.tensor(result.token_ids, dtype=torch.int64)
-    init = torch.from_numpy(token_embedding_init(*table.shape, seed=cfg.seed))
+    vocab, width = table.shape
+    init = torch.from_numpy(token_embedding_init(vocab, width, seed=cfg.seed))
     untouched = torch.ones(table.shape[0], dtype=torch.bool)
     untouched[ids] = False
     if not torch.equal(table[untouched], init[untouched]):

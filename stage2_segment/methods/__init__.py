@@ -134,7 +134,7 @@ def build_method(
     if not classes:
         raise ConfigError("build_method: empty class list")
     entry = METHODS.entry(config.method)
-    options = entry.config or MethodOptions
+    options: type[MethodOptions] = entry.config or MethodOptions
     check_applicable(config)
     given = {key for key in ("k", "assembly") if getattr(config, key) is not None}
     config = with_preset_fields(config, dataset)
@@ -145,9 +145,9 @@ def build_method(
         raise ConfigError(f"label set classes {label_set.classes[:3]}... differ from the class list {classes[:3]}...")
     if label_set is None:  # a preset's K and assembly rule have nothing to act on with class names only
         config = config.model_copy(update={key: None for key in ("k", "assembly") if key not in given})
-    if config.k is not None and label_set is None:
-        raise ConfigError(f"--k {config.k} keeps the first K subclasses of a label set: give one (--label-set)")
     if config.k is not None:
+        if label_set is None:
+            raise ConfigError(f"--k {config.k} keeps the first K subclasses of a label set: give one (--label-set)")
         label_set = label_set.first(config.k)
     assembly = config.assembly or (options.default_assembly if label_set is not None else "none")
     per_class = ASSEMBLY_RULES.get(assembly).one_name_per_class  # "none": the class names themselves

@@ -66,7 +66,7 @@ def minmax(values: torch.Tensor) -> torch.Tensor:
 
 def squash_resize(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision's Resize((size, size)) on a PIL image: PIL bilinear, aspect ratio ignored."""
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def to_network_input(resized: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
