@@ -106,6 +106,7 @@ def side_by_side(cells: Sequence[Any], data_root: str | os.PathLike, out: Path, 
             scale = max(1, 256 // max(1, min(image.shape[:2])))
             grow = np.ones((scale, scale), np.int64)
             big = np.kron(image, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else image
+            assert ref.label_path is not None  # a benchmark's samples have labels
             truth = load_label(ref.label_path, spec.reduce_zero_label, spec.ignore_index)
             panels = [("picture", Image.fromarray(big)),
                       ("ground truth", overlay(big, np.kron(truth, grow), spec.classes, colours, legend=False))]

@@ -340,7 +340,8 @@ def _loader(spec: DatasetSpec, data_root: str | os.PathLike, todo: list[SampleRe
 
     workers = cfg.num_workers if todo else 0
     return torch.utils.data.DataLoader(
-        BenchmarkDataset(spec, data_root, errors="report", samples=todo),
+        # torch takes any map-style dataset (__getitem__, __len__); its stub asks for a Dataset subclass
+        BenchmarkDataset(spec, data_root, errors="report", samples=todo),  # type: ignore[arg-type]
         batch_size=cfg.batch_size,
         shuffle=False,
         num_workers=workers,
@@ -561,6 +562,7 @@ class _ScoreDataset:
         ref = self.samples[index]
         item: dict[str, Any] = {"stem": ref.stem, "label_path": str(ref.label_path)}
         try:
+            assert ref.label_path is not None  # a benchmark's samples have labels
             label = load_label(ref.label_path, self.spec.reduce_zero_label, self.spec.ignore_index)
             candidates = prediction_candidates(self.pred_dir, ref, self.suffix)
             path = next((p for p in candidates if p.is_file()), None)
@@ -596,8 +598,9 @@ def score(
         raise DataError(f"prediction folder not found: {pred_dir}")
     samples = list_samples(spec, data_root, cfg.limit)
     metric = SegMetric(spec.num_classes, spec.ignore_index, device=cfg.device, strict=False)
-    loader = torch.utils.data.DataLoader(
-        _ScoreDataset(spec, samples, pred_dir),
+    loader: torch.utils.data.DataLoader[dict[str, Any]] = torch.utils.data.DataLoader(
+        # torch takes any map-style dataset (__getitem__, __len__); its stub asks for a Dataset subclass
+        _ScoreDataset(spec, samples, pred_dir),  # type: ignore[arg-type]
         batch_size=max(1, cfg.batch_size),
         num_workers=cfg.num_workers,
         collate_fn=_collate,

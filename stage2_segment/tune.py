@@ -206,6 +206,7 @@ def tuning_spec(spec: DatasetSpec, tune_split: str, data_root: str | os.PathLike
     stems = choose_subset([ref.stem for ref in candidates], n, seed)
     subset = (out / SUBSET_FILE).resolve()
     atomic_write_text(subset, "".join(f"{s}\n" for s in stems))
+    assert held_out.layout is not None  # list_samples above read it
     layout = replace(held_out.layout, split_file=str(subset))  # an absolute path: base / it is it
     return replace(held_out, layout=layout), stems
 
@@ -232,7 +233,8 @@ def _byte_copies(candidates: Sequence[Path], evaluation: Sequence[Path]) -> list
 
     pairs = []
     for path in candidates:
-        same_size = by_size.get(size(path), []) if size(path) is not None else []
+        n = size(path)
+        same_size = by_size.get(n, []) if n is not None else []
         match = next((other for other in same_size if digest(other) == digest(path)), None)
         if match is not None:
             pairs.append((path, match))
