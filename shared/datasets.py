@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import LlmsegError
+from .io import RepeatedKeyError, refuse_repeated_keys
 from .resources import label_sets_dir
 
 IGNORE_INDEX = 255
@@ -306,32 +307,14 @@ def read_classes_file(path: str | Path) -> list[str]:
     return classes
 
 
-class _DuplicateKey(ValueError):
-    """A JSON object naming one key twice (json.loads would silently keep the last value)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """`object_pairs_hook` that refuses a repeated key instead of letting the last one win."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKey(key)
-        obj[key] = value
-    return obj
-
-
 def read_dataset_file(path: str | Path) -> DatasetFile:
     """Parse and validate one dataset.json; every problem names the file and the field."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
     except FileNotFoundError as exc:
         raise DatasetError(f"dataset file not found: {path}") from exc
-    except _DuplicateKey as exc:
+    except RepeatedKeyError as exc:
         raise DatasetError(f"{path}: field {exc.key!r} is given twice in one object (only one value can hold); "
                            "remove the other") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

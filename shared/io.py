@@ -217,6 +217,24 @@ def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
     return [record for _, record in iter_jsonl(path)]
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object that names one key twice (json.loads would silently keep the last value)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` for json.loads: a repeated key raises RepeatedKeyError instead of losing a value."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RepeatedKeyError(key)
+        obj[key] = value
+    return obj
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

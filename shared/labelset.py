@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from . import __version__
 from .errors import LlmsegError
-from .io import atomic_path, sha256_bytes
+from .io import RepeatedKeyError, atomic_path, refuse_repeated_keys, sha256_bytes
 
 Severity = Literal["error", "warning", "info"]
 
@@ -105,22 +105,6 @@ def meta_path_for(path: str | Path) -> Path:
 MAX_JSON_DEPTH = 32  # a label set is two levels deep ({class: [subclass]}); far deeper is an attack or a mistake
 
 
-class _RepeatedKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json `object_pairs_hook`: a key given twice is refused (json.loads would silently keep the last)."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _RepeatedKey(key)
-        obj[key] = value
-    return obj
-
-
 def _check_tree(value: Any, source: str) -> None:
     """Refuse nesting deeper than MAX_JSON_DEPTH and strings that are not valid Unicode (lone surrogates).
 
@@ -153,8 +137,8 @@ def loads_label_set_json(text: str, source: str = "label set") -> Any:
     MAX_JSON_DEPTH (no RecursionError traceback), lone surrogates. `validate_label_set` judges the rest.
     """
     try:
-        data = json.loads(text, object_pairs_hook=_refuse_repeated_keys)
-    except _RepeatedKey as exc:
+        data = json.loads(text, object_pairs_hook=refuse_repeated_keys)
+    except RepeatedKeyError as exc:
         raise LabelSetError(f"{source}: key {exc.key!r} is given twice in one object (only one value can hold); "
                             "remove the other") from exc
     except json.JSONDecodeError as exc:
