@@ -323,12 +323,14 @@ def store_preset_upload(upload: Any, folder: Path, max_file_mb: float = MAX_FILE
     different upload never reuses a cached parse of an earlier one)."""
     from pydantic import ValidationError
 
-    from llmseg.io import atomic_write_bytes, sha256_bytes
+    from llmseg.io import RepeatedKeyError, atomic_write_bytes, refuse_repeated_keys, sha256_bytes
     from llmseg.stage2.methods.presets import PresetFile
 
     data = upload_bytes(upload, "preset", max_file_mb)
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
+        raw = json.loads(data.decode("utf-8-sig"), object_pairs_hook=refuse_repeated_keys)
+    except RepeatedKeyError as exc:
+        raise AppInputError(f"the uploaded preset gives key {exc.key!r} twice in one object") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise AppInputError(f"the uploaded preset is not UTF-8 JSON: {exc}") from exc
     try:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmseg.errors import ConfigError, LlmsegError
+from llmseg.io import RepeatedKeyError, refuse_repeated_keys
 
 PRESET_DIR = Path(__file__).with_name("preset_files")
 
@@ -144,7 +145,9 @@ def _read(path: str) -> PresetFile:
 @lru_cache(maxsize=64)
 def _read_cached(path: str, _stat: tuple[int, int] | None) -> PresetFile:
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
+    except RepeatedKeyError as exc:
+        raise ConfigError(f"preset file {path}: key {exc.key!r} is given twice in one object; remove the other") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"preset file {path}: cannot read it: {exc}") from exc
     try:

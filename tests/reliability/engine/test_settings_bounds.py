@@ -111,6 +111,16 @@ def test_a_preset_without_logit_scale_is_a_named_error_not_a_key_error(tmp_path)
                      "demo")
 
 
+def test_a_preset_key_given_twice_is_a_named_error(tmp_path):
+    """json.loads would keep the second logit_scale silently."""
+    from llmseg.stage2.methods.presets import load_preset
+
+    path = tmp_path / "twice.json"
+    path.write_text('{"name": "twice", "default": {"logit_scale": 40, "logit_scale": 1e9}}')
+    with pytest.raises(ConfigError, match=r"twice.json: key 'logit_scale' is given twice"):
+        load_preset(str(path))
+
+
 def test_a_fixed_preset_file_is_read_again(tmp_path):
     """The preset cache follows the file: a corrected file is not answered with the old error."""
     from llmseg.stage2.methods.presets import load_preset
