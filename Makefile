@@ -62,8 +62,9 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check shared stage1_llm stage2_segment tests benchmarks
+	$(BIN)/ruff check shared stage1_llm stage2_segment tests benchmarks tools
 	$(BIN)/deptry . --no-ansi
+	$(BIN)/python tools/mypy_llmseg.py
 
 # Recompile the lock from pyproject.toml's ranges: every extra, Linux/macOS/Windows, Python 3.10 and newer.
 lock: install
@@ -97,5 +98,5 @@ demo: install
 	$(LLMSEG) demo run
 
 clean:
-	rm -rf .pytest_cache .ruff_cache .hypothesis .venv-latest build *.egg-info results/demo .cache
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .hypothesis .venv-latest build *.egg-info results/demo .cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -99,7 +99,8 @@ class Registry(Generic[T]):
         return self.entry(name).builder
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.get(name)(*args, **kwargs)
+        builder: Any = self.get(name)  # a class or a function here (T is unbound: some registries hold data)
+        return builder(*args, **kwargs)
 
     def names(self) -> list[str]:
         self._find_plugins()
