@@ -1,18 +1,21 @@
 """`llmseg compare`: a grid of label sets x presets x datasets, each cell an ordinary evaluate run.
 
-A thin shell over `llmseg.stage2.compare.compare`; every MethodConfig option of `evaluate` is
-accepted (`--set FIELD=VALUE`) and applies to every cell, `--preset` may be repeated (one variant each).
+A thin shell over `llmseg.stage2.compare.compare`; --method, --backbone, --pretrained and --checkpoint
+come from MethodConfig (cli_options.with_method_options), every other MethodConfig option is
+accepted as `--set FIELD=VALUE` and applies to every cell, `--preset` may be repeated (one variant each).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from llmseg.cli_support import fail
+
+from .cli_options import with_method_options
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -42,6 +45,7 @@ def method_config(fields: Mapping[str, object]):
 
 def register(app: typer.Typer) -> None:
     @app.command("compare")
+    @with_method_options(only=("method", "backbone", "pretrained", "checkpoint"))
     def compare_command(
         dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="A benchmark name or dataset folder (repeat for several).")],
         label_set: Annotated[list[str], typer.Option(
@@ -49,10 +53,6 @@ def register(app: typer.Typer) -> None:
             help="'names' (class names only), a label-set file, or NAME=FILE; '{dataset}' in a path is replaced per dataset. Repeat.",
         )],
         preset: Annotated[list[str] | None, typer.Option("--preset", "-p", help="A preset name or file; repeat for one variant each.")] = None,
-        method: Annotated[str, typer.Option(help="The method every cell runs.")] = "dense",
-        backbone: Annotated[str, typer.Option(help="openclip:<arch>, simseg, demo-clip, ...")] = "openclip:ViT-B-16",
-        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or file.")] = None,
-        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint.")] = None,
         sets: Annotated[list[str] | None, typer.Option("--set", help="Any other MethodConfig field as FIELD=VALUE (e.g. --set prob_thd=0.2).")] = None,
         data_root: Annotated[Path, typer.Option(help="Where the datasets are.")] = Path("data"),
         out: Annotated[Path, typer.Option(help="Grid folder: cells/, compare.json, compare.md, pictures.")] = Path("results/compare"),
@@ -61,18 +61,16 @@ def register(app: typer.Typer) -> None:
         overlays: Annotated[int, typer.Option(help="Side-by-side overlays of this many images per dataset and variant.")] = 4,
         plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Bar charts (needs matplotlib: pip install 'llmseg[plots]').")] = True,
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished cells (default).")] = True,
+        *,
+        method_options: dict[str, Any],
     ) -> None:
         """Compare label sets (e.g. several LLMs' against class names) across presets and datasets."""
         from . import runner
         from .compare import compare, variants_from_presets
 
-        fields = {"method": method, "backbone": backbone, "device": device, **_parse_sets(sets or [])}
-        if pretrained is not None:
-            fields["pretrained"] = pretrained
-        if checkpoint is not None:
-            fields["checkpoint"] = checkpoint
+        fields = {**method_options, "device": device, **_parse_sets(sets or [])}
         base = method_config(fields)
-        variants = variants_from_presets(base, preset or []) if preset else {method: base}
+        variants = variants_from_presets(base, preset or []) if preset else {base.method: base}
         summary = compare(dataset, label_set, variants, data_root, out, run=runner.RunConfig(limit=limit),
                           overlays=overlays, plots=plots, resume=resume, echo=typer.echo)
         typer.echo((out / "compare.md").read_text())

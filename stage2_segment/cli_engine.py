@@ -17,12 +17,8 @@ from . import cli_options as opts
 
 _R = "Run"
 
-# MethodConfig fields that `evaluate` exposes as options; a test checks this covers every field.
-METHOD_FIELDS = (
-    "method", "backbone", "pretrained", "random_weights", "checkpoint", "text_tokenizer", "dense_mode", "naclip_std", "preset", "label_set",
-    "assembly", "k", "include_class_name", "templates", "top_cls_num", "candidates", "short_side", "crop", "stride",
-    "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations", "device", "precision", "text_cache_dir",
-)
+# MethodConfig fields that `evaluate` exposes as options: all of them (cli_options.with_method_options).
+METHOD_FIELDS = tuple(opts.OPTION_TYPES)
 
 
 def _spec(dataset: str, classes_file: Path | None):
@@ -135,6 +131,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(_summary_line(report, Path(report["settings"]["out"])))
 
     @app.command("evaluate")
+    @opts.with_method_options(defaults={"device": "cpu"})
     def evaluate_command(
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name.", rich_help_panel=_R)],
         data_root: Annotated[Path, typer.Option(help="Folder holding the datasets (MMSeg layout).", rich_help_panel=_R)] = Path("data"),
@@ -152,34 +149,8 @@ def register(app: typer.Typer) -> None:
         checkpoint_seconds: Annotated[float, typer.Option(help="Also checkpoint once this many seconds have passed since the last checkpoint.", rich_help_panel=_R)] = 30.0,
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.", rich_help_panel=_R)] = True,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.", rich_help_panel=_R)] = True,
-        method: opts.Method = None,
-        backbone: opts.Backbone = None,
-        pretrained: opts.Pretrained = None,
-        random_weights: opts.RandomWeights = None,
-        checkpoint: opts.Checkpoint = None,
-        text_tokenizer: opts.TextTokenizer = None,
-        dense_mode: opts.DenseMode = None,
-        naclip_std: opts.NaclipStd = None,
-        preset: opts.Preset = None,
-        label_set: opts.LabelSetPath = None,
-        assembly: opts.Assembly = None,
-        k: opts.K = None,
-        include_class_name: opts.IncludeClassName = None,
-        templates: opts.Templates = None,
-        top_cls_num: opts.TopClsNum = None,
-        candidates: opts.Candidates = None,
-        short_side: opts.ShortSide = None,
-        crop: opts.Crop = None,
-        stride: opts.Stride = None,
-        logit_scale: opts.LogitScale = None,
-        prob_thd: opts.ProbThd = None,
-        area_thd: opts.AreaThd = None,
-        pamr: opts.Pamr = None,
-        crf: opts.Crf = None,
-        crf_iterations: opts.CrfIterations = None,
-        device: opts.Device = "cpu",
-        precision: opts.Precision = None,
-        text_cache_dir: opts.TextCacheDir = None,
+        *,
+        method_options: dict[str, Any],
     ) -> None:
         """Evaluate a method on a benchmark: mIoU / mAcc / aAcc as MMSegmentation computes them."""
         from pydantic import ValidationError
@@ -189,15 +160,8 @@ def register(app: typer.Typer) -> None:
 
         spec = _spec(dataset, classes_file)
         # under torchrun each rank builds its model on its own GPU: settle the device before anything is built
-        device = this_rank_device(device)
-        given = opts.method_fields(
-            method=method, backbone=backbone, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
-            text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, preset=preset, label_set=label_set, assembly=assembly, k=k,
-            include_class_name=include_class_name, templates=templates, top_cls_num=top_cls_num, candidates=candidates,
-            short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
-            area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, device=device,
-            precision=precision, text_cache_dir=text_cache_dir,
-        )
+        device = this_rank_device(method_options.get("device", "cpu"))
+        given = {**method_options, "device": device}
         try:
             config = MethodConfig(**given)
         except ValidationError as exc:

@@ -1,21 +1,29 @@
-"""The `MethodConfig` fields as typer options for `evaluate` and `segment`, made from the model itself.
+"""The `MethodConfig` fields as typer options (evaluate, segment, compare, tune), made from the model itself.
 
 Each option's help is its field's description (interface.MethodConfig), followed by the names the
 registries offer (methods, backbones, assembly rules, bundled presets) and by which method or
 backbone reads it, so a new field or a new registered name shows up here without an edit.
 Every option defaults to None, meaning "not given": `method_fields` then leaves the field to the
 preset's or the method's default, so the CLI and the Python API resolve defaults in one place.
+A command takes them all through `@with_method_options(...)`, as one dict `method_options`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import types
 import typing
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
+from llmseg.errors import ConfigError
+
 from .interface import MethodConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 METHOD_PANEL = "Method"
 PROTOCOL_PANEL = "Dense protocol and refinement"
@@ -69,8 +77,16 @@ def help_text(field: str) -> str:
 
 
 def flags(field: str) -> tuple[str, ...]:
+    """--name (--name/--no-name for a bool; a dict field is the repeatable --singular-name NAME=VALUE)."""
     name = field.replace("_", "-")
+    if _is_dict(field):
+        return (f"--{name.removesuffix('s')}",)
     return (f"--{name}/--no-{name}",) if _base_type(field) is bool else (f"--{name}",)
+
+
+def _is_dict(field: str) -> bool:
+    """Whether the field is a mapping (set on the command line as repeated NAME=VALUE)."""
+    return typing.get_origin(_base_type(field)) is dict
 
 
 def _base_type(field: str) -> type:
@@ -85,44 +101,69 @@ def _base_type(field: str) -> type:
 
 def option_type(field: str) -> Any:
     """`Annotated[T | None, typer.Option(...)]` for one MethodConfig field (default None = not given)."""
-    base = _base_type(field)
+    base: Any = list[str] if _is_dict(field) else _base_type(field)
     option = typer.Option(*flags(field), help=help_text(field), rich_help_panel=PANELS.get(field, METHOD_PANEL))
     return Annotated[base | None, option]
 
 
 OPTION_TYPES: dict[str, Any] = {field: option_type(field) for field in MethodConfig.model_fields}
 
-# The names cli_engine / cli_segment annotate their parameters with.
-Method = OPTION_TYPES["method"]
-Backbone = OPTION_TYPES["backbone"]
-Pretrained = OPTION_TYPES["pretrained"]
-RandomWeights = OPTION_TYPES["random_weights"]
-Checkpoint = OPTION_TYPES["checkpoint"]
-TextTokenizer = OPTION_TYPES["text_tokenizer"]
-DenseMode = OPTION_TYPES["dense_mode"]
-NaclipStd = OPTION_TYPES["naclip_std"]
-Preset = OPTION_TYPES["preset"]
-LabelSetPath = OPTION_TYPES["label_set"]
-Assembly = OPTION_TYPES["assembly"]
-K = OPTION_TYPES["k"]
-IncludeClassName = OPTION_TYPES["include_class_name"]
-Templates = OPTION_TYPES["templates"]
-TopClsNum = OPTION_TYPES["top_cls_num"]
-Candidates = OPTION_TYPES["candidates"]
-ShortSide = OPTION_TYPES["short_side"]
-Crop = OPTION_TYPES["crop"]
-Stride = OPTION_TYPES["stride"]
-LogitScale = OPTION_TYPES["logit_scale"]
-ProbThd = OPTION_TYPES["prob_thd"]
-AreaThd = OPTION_TYPES["area_thd"]
-Pamr = OPTION_TYPES["pamr"]
-Crf = OPTION_TYPES["crf"]
-CrfIterations = OPTION_TYPES["crf_iterations"]
-Device = OPTION_TYPES["device"]
-Precision = OPTION_TYPES["precision"]
-TextCacheDir = OPTION_TYPES["text_cache_dir"]
-
 
 def method_fields(**given: Any) -> dict[str, Any]:
     """The options the user gave (not None), as MethodConfig keyword arguments."""
     return {name: value for name, value in given.items() if value is not None}
+
+
+def with_method_options(
+    *, only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+) -> Callable[[F], F]:
+    """Decorator: one typer option per MethodConfig field (`only` these, minus `exclude`), given to the command as one dict.
+
+    The command declares a keyword parameter `method_options: dict[str, Any]`; the wrapper's signature
+    replaces it by the generated options (after the command's own), so typer lists them and a new
+    MethodConfig field needs no CLI edit. The dict holds only the options the user gave (`method_fields`);
+    `defaults` gives a field a shown default other than None (e.g. device='cpu').
+    """
+    defaults = defaults or {}
+
+    def wrap(command: F) -> F:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(command).parameters.values()
+            if p.name != "method_options"
+        ]
+        fields = [f for f in (only or MethodConfig.model_fields) if f not in exclude]
+        added = [
+            inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f), annotation=OPTION_TYPES[f])
+            for f in fields
+        ]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {f: kwargs.pop(f) for f in fields if f in kwargs}
+            return command(*args, method_options=_parse_dicts(method_fields(**given)), **kwargs)
+
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        wrapper.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
+
+
+def _parse_dicts(given: dict[str, Any]) -> dict[str, Any]:
+    """The repeatable NAME=VALUE options of dict fields (e.g. --mode-option std=2) as dicts; the rest as given."""
+    out = dict(given)
+    for field, value in given.items():
+        if _is_dict(field):
+            out[field] = dict(_name_value(field, item) for item in value) if value else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _name_value(field: str, item: str) -> tuple[str, str]:
+    """'name=value' -> ('name', 'value'); ConfigError naming the option when there is no '='."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"{flags(field)[0]} expects NAME=VALUE, got '{item}'")
+    return name.strip().replace("-", "_"), value.strip()

@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
     """Add `segment` to the root app."""
 
     @app.command("segment")
+    @opts.with_method_options(exclude=("label_set", "k"), defaults={"device": "cpu"})  # segment's own --label-set, --k
     def segment_command(
         images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to segment.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
@@ -128,42 +129,12 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images a previous run with the same settings finished.")] = True,
         progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
         llm_cache: Annotated[Path | None, typer.Option(help="Stage-one answer cache (default OUT/subclasses.cache.jsonl).", rich_help_panel=_L)] = None,
-        method: opts.Method = None,
-        backbone: opts.Backbone = None,
-        pretrained: opts.Pretrained = None,
-        random_weights: opts.RandomWeights = None,
-        checkpoint: opts.Checkpoint = None,
-        text_tokenizer: opts.TextTokenizer = None,
-        dense_mode: opts.DenseMode = None,
-        naclip_std: opts.NaclipStd = None,
-        preset: opts.Preset = None,
-        assembly: opts.Assembly = None,
-        include_class_name: opts.IncludeClassName = None,
-        templates: opts.Templates = None,
-        top_cls_num: opts.TopClsNum = None,
-        candidates: opts.Candidates = None,
-        short_side: opts.ShortSide = None,
-        crop: opts.Crop = None,
-        stride: opts.Stride = None,
-        logit_scale: opts.LogitScale = None,
-        prob_thd: opts.ProbThd = None,
-        area_thd: opts.AreaThd = None,
-        pamr: opts.Pamr = None,
-        crf: opts.Crf = None,
-        crf_iterations: opts.CrfIterations = None,
-        device: opts.Device = "cpu",
-        precision: opts.Precision = None,
-        text_cache_dir: opts.TextCacheDir = None,
+        *,
+        method_options: dict[str, Any],
     ) -> None:
         """Segment your own images: label map, overlay with legend, subclass map and a JSON summary per image."""
-        fields = opts.method_fields(
-            method=method, backbone=backbone, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint, preset=preset,
-            text_tokenizer=text_tokenizer, dense_mode=dense_mode, naclip_std=naclip_std, assembly=assembly, templates=templates,
-            include_class_name=include_class_name, top_cls_num=top_cls_num, candidates=candidates,
-            short_side=short_side, crop=crop, stride=stride, logit_scale=logit_scale, prob_thd=prob_thd,
-            area_thd=area_thd, pamr=pamr, crf=crf, crf_iterations=crf_iterations, precision=precision,
-            text_cache_dir=text_cache_dir,
-        )
+        fields = dict(method_options)
+        device = fields.pop("device", "cpu")
         code = run_segment(
             images, out, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
             subclasses=subclasses, backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,

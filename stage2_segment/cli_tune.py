@@ -6,24 +6,21 @@ A thin shell over `llmseg.stage2.tune.tune`; any other MethodConfig field is `--
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from .cli_options import with_method_options
 
 
 def register(app: typer.Typer) -> None:
     @app.command("tune")
+    @with_method_options(only=("method", "backbone", "pretrained", "checkpoint", "preset", "label_set"))
     def tune_command(
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="A benchmark name or dataset folder.")],
         grid: Annotated[list[str] | None, typer.Option(
             "--grid", "-g", help="FIELD=V1,V2,... to search (repeat; 'none' = unset). Fields: prob_thd, logit_scale, "
             "area_thd, top_cls_num, assembly, k. Default: a small grid for the method.")] = None,
-        method: Annotated[str, typer.Option(help="The method to tune.")] = "dense",
-        backbone: Annotated[str, typer.Option(help="openclip:<arch>, simseg, demo-clip, ...")] = "openclip:ViT-B-16",
-        pretrained: Annotated[str | None, typer.Option(help="open_clip weights tag or file.")] = None,
-        checkpoint: Annotated[str | None, typer.Option(help="SimSeg checkpoint.")] = None,
-        preset: Annotated[str | None, typer.Option(help="The preset whose other numbers the tuned preset keeps.")] = None,
-        label_set: Annotated[str | None, typer.Option(help="Label-set JSON; 'k' truncates it to each class's first K subclasses.")] = None,
         sets: Annotated[list[str] | None, typer.Option("--set", help="Any other MethodConfig field as FIELD=VALUE, fixed in every trial.")] = None,
         tune_split: Annotated[str, typer.Option(help="The held-out split the numbers are chosen on (never the evaluation split).")] = "train",
         tune_images: Annotated[int, typer.Option(help="Images drawn (seeded) from the tuning split; 0 = all of them.")] = 500,
@@ -41,6 +38,8 @@ def register(app: typer.Typer) -> None:
         num_workers: Annotated[int, typer.Option(help="DataLoader decoding processes.")] = 2,
         resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished trials and continue interrupted ones (default).")] = True,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
+        *,
+        method_options: dict[str, Any],
     ) -> None:
         """Tune thresholds, temperature, assembly and K on a held-out split; write a preset; evaluate val once."""
         from llmseg.errors import ConfigError
@@ -49,10 +48,7 @@ def register(app: typer.Typer) -> None:
         from .runner import RunConfig
         from .tune import tune
 
-        fields = {"method": method, "backbone": backbone, "device": device, **_parse_sets(sets or [])}
-        for key, value in (("pretrained", pretrained), ("checkpoint", checkpoint), ("preset", preset), ("label_set", label_set)):
-            if value is not None:
-                fields[key] = value
+        fields = {**method_options, "device": device, **_parse_sets(sets or [])}
         config = method_config(fields)
         try:
             run = RunConfig(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress)
