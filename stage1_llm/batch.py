@@ -20,15 +20,13 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmseg.errors import LlmsegError
 from llmseg.io import stable_hash
 
 from .cache import capped_text
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .generate import _Run
+from .session import Session
 
 DONE = ("completed", "failed", "expired", "cancelled")
 
@@ -87,17 +85,16 @@ def cost_usd(prompt_tokens: int, completion_tokens: int, prices: tuple[float, fl
     return prompt_tokens * prices[0] / 1e6 + completion_tokens * prices[1] / 1e6
 
 
-def _first_requests(run: _Run, names: list[str]) -> list[tuple[str, list[dict[str, str]], str]]:
-    """(class, first-turn messages, cache key) of every class; the key is what `_Run.ask` looks up first."""
+def _first_requests(run: Session, names: list[str]) -> list[tuple[str, list[dict[str, str]], str]]:
+    """(class, first-turn messages, cache key) of every class; the key is what `Session.ask` looks up first."""
     requests = []
     for name in names:
-        others = [c for c in run.classes if c != name] if run.other_classes else []
-        messages = run.template.render(name, run.k, run.domain, others)
-        requests.append((name, messages, run._key(messages, run.structured)))
+        messages = run.first_messages(name)
+        requests.append((name, messages, run.key(messages, run.structured)))
     return requests
 
 
-def prefill_from_batch(run: _Run, names: list[str], options: BatchOptions | None = None) -> BatchReport:
+def prefill_from_batch(run: Session, names: list[str], options: BatchOptions | None = None) -> BatchReport:
     """Put every uncached class's first answer into `run.cache` through one Batch API job."""
     options = options or BatchOptions()
     client = getattr(run.backend, "client", None)
@@ -152,8 +149,8 @@ def _counts(report: BatchReport) -> dict[str, Any]:
     }
 
 
-def _submit(run: _Run, client: Any, build: Any, pending: list, batch_key: str, options: BatchOptions) -> str:
-    import openai
+def _submit(run: Session, client: Any, build: Any, pending: list, batch_key: str, options: BatchOptions) -> str:
+    import openai  # start-up time: openai takes ~0.6 s to import and only --batch needs it here
 
     schema = run.schema if run.structured else None
     lines = []
@@ -165,7 +162,7 @@ def _submit(run: _Run, client: Any, build: Any, pending: list, batch_key: str, o
         uploaded = client.files.create(file=("stage1_batch.jsonl", io.BytesIO(data)), purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window=options.completion_window)
     except openai.APIError as exc:
-        raise BatchError(f"could not submit the batch: {run._redact(str(exc))}") from exc
+        raise BatchError(f"could not submit the batch: {run.redact(str(exc))}") from exc
     run.cache.append(
         {
             "kind": "note",
@@ -182,8 +179,8 @@ def _submit(run: _Run, client: Any, build: Any, pending: list, batch_key: str, o
     return str(batch.id)
 
 
-def _wait(run: _Run, client: Any, report: BatchReport, options: BatchOptions) -> Any:
-    import openai
+def _wait(run: Session, client: Any, report: BatchReport, options: BatchOptions) -> Any:
+    import openai  # start-up time: openai takes ~0.6 s to import and only --batch needs it here
 
     deadline = time.monotonic() + options.timeout
     interval = options.poll_interval
@@ -195,10 +192,10 @@ def _wait(run: _Run, client: Any, report: BatchReport, options: BatchOptions) ->
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError) as exc:
             failures += 1
             if failures > run.max_retries:
-                raise BatchError(f"batch {report.batch_id}: polling failed {failures} times: {run._redact(str(exc))}; rerun to resume") from exc
+                raise BatchError(f"batch {report.batch_id}: polling failed {failures} times: {run.redact(str(exc))}; rerun to resume") from exc
             batch = None
         except openai.APIError as exc:
-            raise BatchError(f"batch {report.batch_id}: {run._redact(str(exc))}") from exc
+            raise BatchError(f"batch {report.batch_id}: {run.redact(str(exc))}") from exc
         report.polls += 1
         if batch is not None and batch.status in DONE:
             return batch
@@ -213,13 +210,13 @@ def _wait(run: _Run, client: Any, report: BatchReport, options: BatchOptions) ->
         interval = min(options.max_interval, interval * 2)
 
 
-def _lines(run: _Run, client: Any, file_id: str | None, which: str) -> list[tuple[str, Any]]:
+def _lines(run: Session, client: Any, file_id: str | None, which: str) -> list[tuple[str, Any]]:
     """(where, parsed JSON or None) of each non-empty line of a batch output or error file.
 
     Each line is decoded on its own, so one line that is not UTF-8 JSON (or is cut short at the
     end) spoils only itself; `where` ("output file line 3") names it in the report.
     """
-    import openai
+    import openai  # start-up time: openai takes ~0.6 s to import and only --batch needs it here
 
     if not file_id:
         return []
@@ -227,7 +224,7 @@ def _lines(run: _Run, client: Any, file_id: str | None, which: str) -> list[tupl
         content = client.files.content(file_id)
         data = content.content if isinstance(getattr(content, "content", None), bytes) else str(content.text).encode("utf-8")
     except openai.APIError as exc:
-        raise BatchError(f"could not download the batch's {which} file {file_id}: {run._redact(str(exc))}; rerun to try again") from exc
+        raise BatchError(f"could not download the batch's {which} file {file_id}: {run.redact(str(exc))}; rerun to try again") from exc
     lines = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
@@ -292,7 +289,7 @@ def _check(value: Any) -> _Line:
     return _Line(custom_id, status=status, text=text or "", meta=meta)
 
 
-def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report: BatchReport) -> None:
+def _collect(run: Session, client: Any, batch: Any, by_id: dict[str, tuple], report: BatchReport) -> None:
     """Log every usable output line as an answer record (the per-class loop replays them).
 
     A line that cannot be used is named in `report.bad_lines`; its class (when the line says
@@ -318,14 +315,14 @@ def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report
         if line.error is not None:
             failures.setdefault(custom_id, line.error)
             run.cache.append({"kind": "error", "class": name, "answer": 0, "status": line.status,
-                              "error": run._redact(line.error), "batch_id": report.batch_id})
+                              "error": run.redact(line.error), "batch_id": report.batch_id})
             continue
         answered.add(custom_id)
         usage = line.meta["usage"]
         report.prompt_tokens += usage.get("prompt_tokens", 0)
         report.completion_tokens += usage.get("completion_tokens", 0)
         if line.meta["system_fingerprint"]:
-            run.fingerprints.add(line.meta["system_fingerprint"])
+            run.note_fingerprint(line.meta["system_fingerprint"])
         report.answered += 1
         run.cache.append(
             {
@@ -341,8 +338,8 @@ def _collect(run: _Run, client: Any, batch: Any, by_id: dict[str, tuple], report
                 "sampling": run.sampling.as_dict(),
                 "messages": messages,
                 # a server may echo the key: redacted before it is logged or parsed, as over HTTP
-                **capped_text(run._redact(line.text), run.max_answer_chars),
-                "meta": {**{k: run._redact(v) if isinstance(v, str) else v for k, v in line.meta.items()}, "batch_id": report.batch_id},
+                **capped_text(run.redact(line.text), run.max_answer_chars),
+                "meta": {**{k: run.redact(v) if isinstance(v, str) else v for k, v in line.meta.items()}, "batch_id": report.batch_id},
             }
         )
     for custom_id, (name, _, key) in by_id.items():
