@@ -16,7 +16,17 @@ import typer
 from typer.core import TyperGroup
 
 from llmseg.cli_support import echo, fail, safe_text
+from llmseg.datasets import get_dataset
+from llmseg.labelset import LabelSetError, LabelSetMeta, load_label_set, save_label_set
 from llmseg.redact import redact_url, redact_urls
+from llmseg.resources import label_sets_output_dir
+
+from .backends import BACKENDS
+from .batch import BatchOptions, BatchReport
+from .generate import GenerateSettings, GenerationError, generate_label_set, model_slug
+from .options import with_settings_options
+from .prompts import load_prompt
+from .session import Backoff, RunStats
 
 GENERATE_HELP = """Ask an LLM for K visually distinct subclasses of every class of DATASET and write a validated label set.
 
@@ -88,54 +98,65 @@ def _command_line(dataset: str, options: dict[str, Any]) -> str:
     return redact_urls(shlex.join(parts))
 
 
+# the order `--help` lists generate's options in: its own parameters among GenerateSettings' fields
+GENERATE_ORDER = (
+    "ctx", "dataset", "k", "backend", "model", "base_url", "api_key_env", "api_key", "prompt", "classes_file", "domain",
+    "other_classes", "out", "concurrency", "rpm", "max_retries", "timeout", "temperature", "repair_temperature", "seed",
+    "max_tokens", "max_answer_chars", "include_class_name", "allow_shared", "structured", "device", "dtype", "cache",
+    "refresh", "force", "quiet", "backoff_base", "batch", "batch_poll_interval", "batch_timeout", "batch_prices", "gguf_file",
+)
+
+
 @subclasses_app.command("generate", help=GENERATE_HELP, no_args_is_help=True)
+@with_settings_options(GenerateSettings, order=GENERATE_ORDER)
 def generate_command(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="A registered dataset (pascal_voc, coco_stuff, ...), a dataset folder, or any name with --classes-file.")],
-    k: Annotated[int, typer.Option("--k", min=1, help="Subclasses per class.")] = 5,
-    backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible server), hf (local transformers model) or another name registered in llmseg.stage1.backends.BACKENDS.")] = "openai",
-    model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4o-mini) or hub id / local folder (hf).")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL or OpenAI).")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the API key.")] = "OPENAI_API_KEY",
-    api_key: Annotated[str | None, typer.Option(help="The API key itself (discouraged: it lands in your shell history; prefer --api-key-env).")] = None,
-    prompt: Annotated[str, typer.Option(help="Prompt template: a bundled id (subclasses.visual.v1, subclasses.chils.v1) or a .md file.")] = "subclasses.visual.v1",
     classes_file: Annotated[Path | None, typer.Option(help="classes.txt (one class per line) instead of the dataset's.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Image domain for the prompt (default: the dataset's, e.g. 'natural photographs').")] = None,
-    other_classes: Annotated[bool, typer.Option("--other-classes/--no-other-classes", help="Name the dataset's other classes in the prompt so the LLM avoids them.")] = True,
     out: Annotated[Path | None, typer.Option(help="Output label set (default: label_sets/DATASET/top<K>.<model-slug>.json).")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
-    rpm: Annotated[float | None, typer.Option(help="Client-side limit on requests per minute.")] = None,
-    max_retries: Annotated[int, typer.Option(min=0, help="Retries per request (429/5xx/timeouts) and re-asks per class (unusable answers).")] = 5,
-    timeout: Annotated[float, typer.Option(help="Seconds before a request times out (then it is retried).")] = 60.0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy, the default).")] = 0.0,
-    repair_temperature: Annotated[float | None, typer.Option(help="Sample re-asks (after an unusable or clashing answer) at this temperature, seeded per try; a greedy model otherwise tends to repeat its rejected answer.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed sent with every request.")] = 0,
-    max_tokens: Annotated[int, typer.Option(help="Answer token limit.")] = 512,
-    max_answer_chars: Annotated[int, typer.Option(help="An answer longer than this many characters is unusable (asked again, naming the cap) and is not stored.")] = 65536,
-    include_class_name: Annotated[bool, typer.Option("--include-class-name/--no-include-class-name", help="Also list each class name among its own subclasses (added after the LLM answers).")] = False,
-    allow_shared_subclasses: Annotated[bool, typer.Option(help="Accept a subclass given for several classes (by default those classes are asked again, then the run fails naming them).")] = False,
-    structured: Annotated[bool, typer.Option("--structured/--no-structured", help="Ask for json_schema structured output (falls back to JSON in text if the server refuses).")] = True,
-    device: Annotated[str | None, typer.Option(help="hf: torch device (default cuda if available, else cpu).")] = None,
-    dtype: Annotated[str, typer.Option(help="hf: auto, float32, float16 or bfloat16.")] = "auto",
     cache: Annotated[Path | None, typer.Option(help="Request/answer log for resuming (default: label_sets/DATASET/.cache/<out name>.jsonl).")] = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Ignore cached answers and ask again (new answers are still logged).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backoff_base: Annotated[float, typer.Option(hidden=True, help="Seconds of the first retry backoff.")] = 1.0,
-    batch: Annotated[bool, typer.Option("--batch", help="openai: send every class's first request as one Batch API job (cheaper for large vocabularies; resumable by the batch id in the cache); failed answers are repaired one by one.")] = False,
     batch_poll_interval: Annotated[float, typer.Option(help="--batch: seconds between the first status polls (doubling up to 300).")] = 10.0,
     batch_timeout: Annotated[float, typer.Option(help="--batch: give up waiting after this many seconds (rerun to resume the same batch).")] = 86400.0,
     batch_prices: Annotated[str | None, typer.Option(help="--batch: 'IN,OUT' USD per million prompt and completion tokens, for a cost line.")] = None,
-    gguf_file: Annotated[str | None, typer.Option(help="hf: load this GGUF file (a path, or a file name inside --model's folder or hub repo; needs the gguf package).")] = None,
+    **options: Any,
 ) -> None:
-    from llmseg.datasets import get_dataset
-    from llmseg.labelset import LabelSetError, load_label_set, save_label_set
-    from llmseg.resources import label_sets_output_dir
+    """`llmseg subclasses generate`: the options are GenerateSettings' fields (`options`) plus the file and run options here."""
+    settings = GenerateSettings.build(**options)  # the command-line values, checked; completed below
+    model = _model_or_fail(settings.backend, settings.model, settings.api_key)
+    # DatasetError / PromptError (and a FatalBackendError below) are LlmsegErrors: the root app reports them
+    spec = get_dataset(dataset, classes_file=classes_file)
+    template = load_prompt(str(settings.prompt))
+    out = out or label_sets_output_dir() / spec.name / f"top{settings.k}.{model_slug(model)}.json"
+    _claim_output(ctx, out, force)
+    cache_path = cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl"
+    if not quiet:
+        echo(f"{spec.name}: {spec.num_classes} classes, K={settings.k}, {settings.backend}:{model}, prompt {template.id} -> {out}", err=True)
+    run_settings = settings.model_copy(update={
+        "model": model, "prompt": template, "domain": settings.domain or spec.domain, "cache_path": cache_path,
+        "dataset_name": spec.name, "backoff": Backoff(base=backoff_base), "progress": not quiet,
+        "batch_options": _batch_options(batch_poll_interval, batch_timeout, batch_prices) if settings.batch else None,
+    })
+    try:
+        label_set, meta = generate_label_set(spec.classes, run_settings)
+    except GenerationError as exc:  # some classes got no usable answer: exit 1, the rest is cached
+        echo(str(exc), err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from exc
+    regenerate = _command_line(spec.name, _regenerate_options(settings, model, classes_file, out))
+    meta = meta.model_copy(update={"command": regenerate, "classes_file": str(spec.classes_file) if spec.classes_file else None})
+    save_label_set(out, label_set, meta)
+    try:
+        load_label_set(out, spec.classes)  # the file on disk must load as a label set of exactly these classes
+    except LabelSetError as exc:  # pragma: no cover - generate_label_set already validated it
+        raise fail(f"wrote an invalid label set: {exc}") from exc
+    echo(f"wrote {out} ({spec.num_classes} classes x {settings.k}{' + class name' if settings.include_class_name else ''})")
+    _print_summaries(meta)
 
-    from .backends import BACKENDS
-    from .generate import Backoff, GenerationError, generate_label_set, model_slug
-    from .prompts import load_prompt
 
+def _model_or_fail(backend: str, model: str | None, api_key: str | None) -> str:
+    """The model to ask (gpt-4o-mini unless the hf backend, which needs one); warns about a key on the command line."""
     if backend not in BACKENDS:
         raise fail(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
     if model is None:
@@ -148,101 +169,54 @@ def generate_command(
             err=True,
             fg=typer.colors.YELLOW,
         )
-    # DatasetError / PromptError (and a FatalBackendError below) are LlmsegErrors: the root app reports them
-    spec = get_dataset(dataset, classes_file=classes_file)
-    template = load_prompt(prompt)
-    out = out or label_sets_output_dir() / spec.name / f"top{k}.{model_slug(model)}.json"
+    return model
+
+
+def _claim_output(ctx: typer.Context, out: Path, force: bool) -> None:
+    """Refuse an output that is not .json or exists (without --force); lock it until the command ends."""
     if out.suffix != ".json":
         raise fail(f"--out must end in .json: {out}")
     _hold_until_done(ctx, out)
     if out.exists() and not force:
         raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
-    cache_path = cache or out.parent / ".cache" / f"{out.name[: -len('.json')]}.jsonl"
-    if not quiet:
-        echo(f"{spec.name}: {spec.num_classes} classes, K={k}, {backend}:{model}, prompt {template.id} -> {out}", err=True)
-    try:
-        label_set, meta = generate_label_set(
-            spec.classes,
-            backend=backend,
-            model=model,
-            k=k,
-            prompt=template,
-            base_url=base_url,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            rpm=rpm,
-            max_retries=max_retries,
-            timeout=timeout,
-            temperature=temperature,
-            repair_temperature=repair_temperature,
-            seed=seed,
-            max_tokens=max_tokens,
-            max_answer_chars=max_answer_chars,
-            include_class_name=include_class_name,
-            other_classes=other_classes,
-            structured=structured,
-            allow_shared=allow_shared_subclasses,
-            cache_path=cache_path,
-            refresh=refresh,
-            dataset_name=spec.name,
-            domain=domain or spec.domain,
-            device=device,
-            dtype=dtype,
-            backoff=Backoff(base=backoff_base),
-            progress=not quiet,
-            batch=batch,
-            batch_options=_batch_options(batch_poll_interval, batch_timeout, batch_prices) if batch else None,
-            gguf_file=gguf_file,
-        )
-    except GenerationError as exc:  # some classes got no usable answer: exit 1, the rest is cached
-        echo(str(exc), err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from exc
-    regenerate = _command_line(
-        spec.name,
-        {
-            "k": k,
-            "backend": backend,
-            "model": model,
-            "base_url": base_url,
-            "api_key_env": api_key_env if api_key_env != "OPENAI_API_KEY" else None,
-            "prompt": prompt,
-            "classes_file": classes_file,
-            "domain": domain,
-            "no_other_classes": not other_classes,
-            "temperature": temperature,
-            "repair_temperature": repair_temperature,
-            "seed": seed,
-            "max_tokens": max_tokens,
-            "include_class_name": include_class_name,
-            "no_structured": not structured,
-            "device": device,
-            "dtype": dtype if backend == "hf" else None,
-            "gguf_file": gguf_file,
-            "batch": batch,
-            "out": out,
-        },
-    )
-    meta = meta.model_copy(update={"command": regenerate, "classes_file": str(spec.classes_file) if spec.classes_file else None})
-    save_label_set(out, label_set, meta)
-    try:
-        load_label_set(out, spec.classes)  # the file on disk must load as a label set of exactly these classes
-    except LabelSetError as exc:  # pragma: no cover - generate_label_set already validated it
-        raise fail(f"wrote an invalid label set: {exc}") from exc
-    stats = meta.model_extra.get("stats", {}) if meta.model_extra else {}
-    echo(f"wrote {out} ({spec.num_classes} classes x {k}{' + class name' if include_class_name else ''})")
-    from .generate import RunStats
-
-    typer.echo(RunStats(**{k_: v for k_, v in stats.items()}).summary())
-    if meta.model_extra and meta.model_extra.get("batch"):
-        from .batch import BatchReport
-
-        typer.echo(BatchReport(**meta.model_extra["batch"]).summary())
 
 
-def _batch_options(poll_interval: float, timeout: float, prices: str | None) -> Any:
-    from .batch import BatchOptions
+def _regenerate_options(settings: GenerateSettings, model: str, classes_file: Path | None, out: Path) -> dict[str, Any]:
+    """The options the sidecar's command records: those that change the answers, never a key (see _command_line)."""
+    return {
+        "k": settings.k,
+        "backend": settings.backend,
+        "model": model,
+        "base_url": settings.base_url,
+        "api_key_env": settings.api_key_env if settings.api_key_env != "OPENAI_API_KEY" else None,
+        "prompt": settings.prompt,
+        "classes_file": classes_file,
+        "domain": settings.domain,
+        "no_other_classes": not settings.other_classes,
+        "temperature": settings.temperature,
+        "repair_temperature": settings.repair_temperature,
+        "seed": settings.seed,
+        "max_tokens": settings.max_tokens,
+        "include_class_name": settings.include_class_name,
+        "no_structured": not settings.structured,
+        "device": settings.device,
+        "dtype": settings.dtype if settings.backend == "hf" else None,
+        "gguf_file": settings.gguf_file,
+        "batch": settings.batch,
+        "out": out,
+    }
 
+
+def _print_summaries(meta: LabelSetMeta) -> None:
+    """The run's counters (and the batch's, if one ran) from the sidecar, on stdout."""
+    extra = meta.model_extra or {}
+    typer.echo(RunStats(**dict(extra.get("stats", {}))).summary())
+    if extra.get("batch"):
+        typer.echo(BatchReport(**extra["batch"]).summary())
+
+
+def _batch_options(poll_interval: float, timeout: float, prices: str | None) -> BatchOptions:
+    """--batch-*: polling and the prices ('IN,OUT' USD per million tokens), checked."""
     parsed = None
     if prices:
         try:
