@@ -93,6 +93,9 @@ class MethodConfig(BaseModel):
     naclip_std: float | None = Field(
         None, gt=0, le=1000, allow_inf_nan=False, description="NACLIP's Gaussian neighbourhood std, in patches (default: the preset's, else 5.0)."
     )
+    mode_options: dict[str, float | int | str | bool] | None = Field(
+        None, description="The dense mode's own settings as NAME=VALUE (repeat), checked against the mode's settings, e.g. std=3 for naclip."
+    )
     preset: str | None = Field(
         None, description="A bundled preset or a preset JSON file: every number of that paper for the dataset (default sclip)."
     )

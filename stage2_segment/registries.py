@@ -145,8 +145,12 @@ def backbone_options(*fields: str, takes_arg: bool = False, arg_name: str = "arg
 
 
 def flag(field: str) -> str:
-    """The CLI spelling of a MethodConfig field."""
-    return "--" + field.replace("_", "-")
+    """The CLI spelling of a MethodConfig field (a dict field is the repeatable singular, e.g. --mode-option)."""
+    from .interface import MethodConfig
+
+    info = MethodConfig.model_fields.get(field)
+    mapping = info is not None and "dict[" in str(info.annotation)
+    return "--" + field.replace("_", "-").removesuffix("s" if mapping else "")
 
 
 def parse_backbone(spec: str) -> tuple[str, str | None]:
@@ -191,9 +195,10 @@ def check_applicable(config: MethodConfig, extra: Iterable[tuple[str, str, Regis
     family, _ = parse_backbone(config.backbone)
     levels = [("--method", config.method, METHODS), ("--backbone", family, BACKBONES), *extra]
     if "dense_mode" in _uses(BACKBONES.entry(family).config):
-        from .methods import resolve_dense_mode
+        from .methods import resolve_dense_mode, resolve_mode_options
 
         levels.append(("--dense-mode", resolve_dense_mode(config), dense_modes()))
+        resolve_mode_options(config)  # --mode-option values the mode does not have, or bad ones: ConfigError
     for name in _given(config):
         for level_flag, chosen, registry in levels:
             if name not in _claimed(registry) or name in _uses(registry.entry(chosen).config):

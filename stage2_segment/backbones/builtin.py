@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 
 @BACKBONES.register(
     "openclip",
-    config=backbone_options("pretrained", "random_weights", "dense_mode", "naclip_std", takes_arg=True, arg_name="arch", name="OpenClipOptions"),
+    config=backbone_options("pretrained", "random_weights", "dense_mode", "naclip_std", "mode_options", takes_arg=True, arg_name="arch", name="OpenClipOptions"),
     help="openclip:<arch>: an open_clip CLIP (--pretrained tag or weights file) with a dense-mode last block",
 )
 def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
-    from ..methods import resolve_dense_mode, resolve_naclip_std
+    from ..methods import resolve_dense_mode, resolve_mode_options, resolve_naclip_std
     from .openclip import OpenClipBackbone
 
     return OpenClipBackbone(
@@ -28,6 +28,7 @@ def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
         config.pretrained,
         dense_mode=resolve_dense_mode(config),
         naclip_std=resolve_naclip_std(config),
+        mode_options=resolve_mode_options(config),
         device=config.device,
         precision=config.precision,
     )

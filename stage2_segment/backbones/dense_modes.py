@@ -11,6 +11,10 @@ module outside the package:
     def mine(parts):
         return parts.out_proj(parts.softmax(parts.q @ parts.k.transpose(-2, -1) * parts.scale) @ parts.v)
 
+A mode with settings of its own registers their pydantic model, `config=MineSettings`; users set them
+with `--mode-option NAME=VALUE` (MethodConfig.mode_options), checked against that model before
+anything is built (`mode_settings`), and the rule reads them from `parts.options`.
+
 Built-in modes, each as its peer's released code computes it:
 
 - vanilla:   the block unchanged.
@@ -31,8 +35,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from llmseg.errors import ConfigError
 from llmseg.registry import Registry
 
 DenseRule = Callable[["BlockParts"], torch.Tensor]
@@ -157,7 +163,16 @@ def naclip_bias(grid: tuple[int, int], std: float, device=None, dtype=torch.floa
     return bias.to(device=device, dtype=dtype)
 
 
-@DENSE_MODES.register("naclip")
+class NaclipSettings(BaseModel):
+    """NACLIP's own setting: `--mode-option std=3` is the same as `--naclip-std 3`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    std: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False,
+                              description="Gaussian neighbourhood std, in patches (default: the preset's, else 5.0).")
+
+
+@DENSE_MODES.register("naclip", config=NaclipSettings)
 def naclip(parts: BlockParts) -> torch.Tensor:
     """NACLIP: k-k attention plus a Gaussian neighbourhood bias (std `naclip_std`, 5); residual and FFN dropped."""
     std = float(parts.options.get("naclip_std") or 5.0)
@@ -169,3 +184,25 @@ def naclip(parts: BlockParts) -> torch.Tensor:
 def dense_rule(mode: str) -> DenseRule:
     """The registered rule of a mode (ConfigError listing the known modes when unknown)."""
     return DENSE_MODES.get(mode)
+
+
+def mode_settings(mode: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The mode's own settings from `--mode-option` values, checked against its registered model (unset ones dropped).
+
+    ConfigError naming the mode and the option: an option the mode does not have, or a bad value.
+    """
+    model = DENSE_MODES.entry(mode).config
+    given = dict(given or {})
+    if model is None or not issubclass(model, BaseModel):
+        if given:
+            raise ConfigError(f"dense mode '{mode}' takes no --mode-option (got {', '.join(sorted(given))})")
+        return {}
+    unknown = sorted(set(given) - set(model.model_fields))
+    if unknown:
+        known = ", ".join(model.model_fields) or "none"
+        raise ConfigError(f"dense mode '{mode}' has no option {', '.join(unknown)} (its options: {known})")
+    try:
+        return model.model_validate(given).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"dense mode '{mode}': bad --mode-option {problems}") from None

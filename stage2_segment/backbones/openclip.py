@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ class OpenClipBackbone(Backbone):
         device: str = "cpu",
         precision: str = "fp32",
         naclip_std: float = 5.0,
+        mode_options: Mapping[str, Any] | None = None,
         init_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -142,6 +143,7 @@ class OpenClipBackbone(Backbone):
         self.pretrained = pretrained
         self.dense_mode = check_dense_mode(dense_mode)
         self.naclip_std = float(naclip_std)
+        self.mode_options = dict(mode_options or {})  # the dense mode's own settings (dense_modes.mode_settings)
         self.pos_embed = PosEmbedRule()
         self.device = device
         self.precision = precision
@@ -160,9 +162,10 @@ class OpenClipBackbone(Backbone):
 
     # ------------------------------------------------------------------ image
 
-    def with_mode(self, mode: str, *, naclip_std: float | None = None, pos_embed: PosEmbedRule | dict | None = None):
+    def with_mode(self, mode: str, *, naclip_std: float | None = None, pos_embed: PosEmbedRule | dict | None = None,
+                  mode_options: Mapping[str, Any] | None = None):
         """A view of this backbone (same weights, no copy) whose `encode_image` uses this dense mode and options."""
-        return DenseModeView(self, mode, naclip_std=naclip_std, pos_embed=pos_embed)
+        return DenseModeView(self, mode, naclip_std=naclip_std, pos_embed=pos_embed, mode_options=mode_options)
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -178,11 +181,13 @@ class OpenClipBackbone(Backbone):
         dense_mode: str | None = None,
         naclip_std: float | None = None,
         pos_embed: PosEmbedRule | dict | None = None,
+        mode_options: Mapping[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(global [B, D], dense [B, h, w, D]), L2-normalised; the mode/options default to the backbone's."""
         mode = check_dense_mode(dense_mode or self.dense_mode)
         rule = as_pos_rule(pos_embed) if pos_embed is not None else self.pos_embed
-        options = {"naclip_std": float(naclip_std if naclip_std is not None else self.naclip_std)}
+        options = {**(self.mode_options if mode_options is None else mode_options),
+                   "naclip_std": float(naclip_std if naclip_std is not None else self.naclip_std)}
         b, _, height, width = images.shape
         p = self.patch_size
         if height % p or width % p:
@@ -250,6 +255,7 @@ class OpenClipBackbone(Backbone):
             "quick_gelu_forced": self.quick_gelu_forced,
             "dense_mode": self.dense_mode,
             "naclip_std": self.naclip_std if self.dense_mode == "naclip" else None,
+            **({"mode_options": dict(self.mode_options)} if self.mode_options else {}),  # absent when none: old records hold
             "pos_embed": self.pos_embed.model_dump(),
             "patch_size": self.patch_size,
             "native_size": self.native_size,
@@ -284,12 +290,13 @@ class DenseModeView:
     """
 
     def __init__(self, base: OpenClipBackbone, mode: str, *, naclip_std: float | None = None,
-                 pos_embed: PosEmbedRule | dict | None = None) -> None:
+                 pos_embed: PosEmbedRule | dict | None = None, mode_options: Mapping[str, Any] | None = None) -> None:
         base = base.base if isinstance(base, DenseModeView) else base
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "dense_mode", check_dense_mode(mode))
         object.__setattr__(self, "naclip_std", float(naclip_std) if naclip_std is not None else base.naclip_std)
         object.__setattr__(self, "pos_embed", as_pos_rule(pos_embed) if pos_embed is not None else base.pos_embed)
+        object.__setattr__(self, "mode_options", dict(mode_options) if mode_options is not None else base.mode_options)
 
     def __getattr__(self, name: str):
         return getattr(self.base, name)
@@ -301,7 +308,8 @@ class DenseModeView:
         return DenseModeView(self.base, mode, **options)
 
     def encode_image(self, images: torch.Tensor, **overrides):
-        kwargs = {"dense_mode": self.dense_mode, "naclip_std": self.naclip_std, "pos_embed": self.pos_embed}
+        kwargs = {"dense_mode": self.dense_mode, "naclip_std": self.naclip_std, "pos_embed": self.pos_embed,
+                  "mode_options": self.mode_options}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return self.base.encode_image(images, **kwargs)
 
@@ -312,6 +320,9 @@ class DenseModeView:
             naclip_std=self.naclip_std if self.dense_mode == "naclip" else None,
             pos_embed=self.pos_embed.model_dump(),
         )
+        info.pop("mode_options", None)
+        if self.mode_options:
+            info["mode_options"] = dict(self.mode_options)
         return info
 
 

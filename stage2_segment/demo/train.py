@@ -365,14 +365,14 @@ def _register_backbone() -> None:
 
     @BACKBONES.register(
         DEMO_BACKBONE,
-        config=backbone_options("pretrained", "dense_mode", name="DemoClipOptions"),
+        config=backbone_options("pretrained", "dense_mode", "mode_options", name="DemoClipOptions"),
         help="demo-clip: the bundled demo CLIP (offline; --pretrained: compact weights from `llmseg demo train`)",
     )
     def build_demo_clip(config, arg: str | None):
         import logging
 
         from ..backbones.openclip import OpenClipBackbone
-        from ..methods import resolve_dense_mode
+        from ..methods import resolve_dense_mode, resolve_mode_options
 
         register_model_config()
         pretrained = demo_pretrained(config.pretrained)
@@ -382,7 +382,7 @@ def _register_backbone() -> None:
         logger.setLevel(logging.ERROR)
         try:
             backbone = OpenClipBackbone(MODEL_NAME, str(pretrained), dense_mode=resolve_dense_mode(config),
-                                        device=config.device, precision=config.precision)
+                                        mode_options=resolve_mode_options(config), device=config.device, precision=config.precision)
         finally:
             logger.setLevel(level)
         backbone.name = DEMO_BACKBONE

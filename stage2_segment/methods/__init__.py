@@ -37,6 +37,7 @@ __all__ = [
     "method_options_of",
     "resolve_dense_mode",
     "resolve_dense_settings",
+    "resolve_mode_options",
     "resolve_naclip_std",
 ]
 
@@ -59,8 +60,20 @@ def resolve_dense_mode(config: MethodConfig) -> str:
     return load_preset(preset).default.get("dense_mode", "vanilla") if preset else "vanilla"
 
 
+def resolve_mode_options(config: MethodConfig) -> dict[str, Any]:
+    """The resolved dense mode's own settings (--mode-option NAME=VALUE), checked against the mode's model."""
+    from ..backbones.dense_modes import mode_settings  # imports torch: kept off the CLI's start-up path
+
+    return mode_settings(resolve_dense_mode(config), config.mode_options)
+
+
 def resolve_naclip_std(config: MethodConfig) -> float:
-    """--naclip-std, else the preset's `naclip_std`, else NACLIP's 5.0 (acts in the naclip dense mode only)."""
+    """--naclip-std (or --mode-option std=... in the naclip mode), else the preset's `naclip_std`, else NACLIP's 5.0."""
+    given = (config.mode_options or {}).get("std") if resolve_dense_mode(config) == "naclip" else None
+    if config.naclip_std is not None and given is not None:
+        raise ConfigError("--naclip-std and --mode-option std=... both set NACLIP's std: give one of them")
+    if given is not None:
+        return float(resolve_mode_options(config)["std"])
     if config.naclip_std is not None:
         return float(config.naclip_std)
     preset = _preset_of(config)

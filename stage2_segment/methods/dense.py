@@ -56,7 +56,7 @@ from ..dense_protocol import (
 from ..interface import MethodConfig, SegResult
 from ..preprocess import LONG_SIDE_CAP, resized_shape
 from ..registries import check_applicable
-from . import resolve_dense_mode, resolve_dense_settings
+from . import resolve_dense_mode, resolve_dense_settings, resolve_mode_options, resolve_naclip_std
 from .common import NameTable
 
 __all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "argmax_classes",
@@ -111,8 +111,12 @@ def backbone_view_options(config, dataset: str | None) -> dict[str, Any]:
 
     preset = config.preset or (DEFAULT_PRESET if config.method == "dense" else None)
     settings = preset_settings(preset, dataset) if preset else {}
+    mode_options = resolve_mode_options(config)  # the mode's own settings (--mode-option), checked
     std = getattr(config, "naclip_std", None)
-    return {"naclip_std": std if std is not None else settings.get("naclip_std"), "pos_embed": settings.get("pos_embed")}
+    if std is None and "std" in mode_options and resolve_dense_mode(config) == "naclip":
+        std = resolve_naclip_std(config)  # --mode-option std=... is --naclip-std
+    return {"naclip_std": std if std is not None else settings.get("naclip_std"), "pos_embed": settings.get("pos_embed"),
+            "mode_options": mode_options}
 
 
 def dense_backbone(backbone, config: MethodConfig, dataset: str | None = None):

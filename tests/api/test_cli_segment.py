@@ -210,11 +210,12 @@ def test_simseg_llm_supervision_form(app, simseg_files, photo_files, tmp_path):
 
 def test_segment_exposes_every_method_option(app):
     from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.registries import flag
 
     result = CliRunner().invoke(app, ["segment", "--help"], terminal_width=200, env={"COLUMNS": "200"})
     flat = " ".join(result.output.split())
     for name in MethodConfig.model_fields:
-        assert f"--{name.replace('_', '-')}" in flat, name
+        assert flag(name) in flat, name  # --mode-options: the repeatable --mode-option
 
 
 def test_a_folder_stands_for_its_images(run, photo_files, tmp_path):

@@ -77,8 +77,10 @@ def test_evaluate_exposes_every_method_config_field():
     assert set(METHOD_FIELDS) == set(MethodConfig.model_fields)
     res = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"})
     assert res.exit_code == 0
+    from llmseg.stage2.registries import flag as spelled
+
     for name in METHOD_FIELDS:
-        assert f"--{name.replace('_', '-')}" in res.output, name
+        assert spelled(name) in res.output, name  # --mode-options: the repeatable --mode-option
     for flag in ("--no-pamr", "--no-crf", "--no-resume", "--post-workers", "--save-vis", "--skip-bad", "--checkpoint-every"):
         assert flag in res.output
 
