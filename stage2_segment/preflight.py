@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -180,7 +180,7 @@ def check_method_inputs(config: MethodConfig, classes: Sequence[str] | None = No
 
     With `classes`, the label set is also read and matched against them (a cheap JSON read).
     """
-    from .registries import parse_backbone
+    from .registries import BACKBONES, BackboneOptions, parse_backbone
 
     if config.label_set is not None:
         if classes is not None:
@@ -195,27 +195,9 @@ def check_method_inputs(config: MethodConfig, classes: Sequence[str] | None = No
             except FileNotFoundError as exc:
                 raise MissingFileError(f"--label-set: {exc}") from exc
     family, arg = parse_backbone(config.backbone)
-    check = BACKBONE_INPUT_CHECKS.get(family)
-    if check is not None:  # a backbone family without a registered check is built as it is
-        check(arg, config)
-
-
-def _openclip_inputs(arch: str | None, config: MethodConfig) -> None:
-    check_openclip_weights(str(arch), config.pretrained, config.random_weights)
-
-
-def _simseg_inputs(_arg: str | None, config: MethodConfig) -> None:
-    if config.random_weights:
-        raise ConfigError("--random-weights applies to openclip backbones only (simseg loads its checkpoint)")
-    check_simseg_inputs(config.checkpoint, config.text_tokenizer)
-
-
-# backbone family -> the check of its inputs (weights, checkpoint, tokenizer) before it is built;
-# a backbone registered from outside adds its own entry.
-BACKBONE_INPUT_CHECKS: dict[str, Callable[[str | None, MethodConfig], None]] = {
-    "openclip": _openclip_inputs,
-    "simseg": _simseg_inputs,
-}
+    options = BACKBONES.entry(family).config  # each family's own input check (its options model's check_inputs)
+    if options is not None and issubclass(options, BackboneOptions):
+        options.check_inputs(arg, config)
 
 
 def check_dataset(spec: DatasetSpec, data_root: str | os.PathLike) -> None:

@@ -19,7 +19,7 @@ first use, so this module (and `llmseg --help`) stays free of torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -89,6 +89,14 @@ class BackboneOptions(BaseModel):
 
     takes_arg: ClassVar[bool] = False
     arg_name: ClassVar[str] = "arg"  # what the part after the colon is, for messages and help
+    # the family's own check of its inputs (weights, checkpoint, tokenizer) before it is built: (arg, config)
+    input_check: ClassVar[Callable[[str | None, MethodConfig], None] | None] = None
+
+    @classmethod
+    def check_inputs(cls, arg: str | None, config: MethodConfig) -> None:
+        """Run the family's input check (preflight.check_method_inputs); a family without one is built as it is."""
+        if cls.input_check is not None:
+            cls.input_check(arg, config)
 
 
 @dataclass
@@ -136,11 +144,18 @@ def method_options(
     return model  # type: ignore[return-value]
 
 
-def backbone_options(*fields: str, takes_arg: bool = False, arg_name: str = "arg", name: str = "BackboneOptions") -> type[BackboneOptions]:
-    """A `BackboneOptions` model of these `MethodConfig` fields."""
+def backbone_options(
+    *fields: str,
+    takes_arg: bool = False,
+    arg_name: str = "arg",
+    name: str = "BackboneOptions",
+    inputs: Callable[[str | None, MethodConfig], None] | None = None,
+) -> type[BackboneOptions]:
+    """A `BackboneOptions` model of these `MethodConfig` fields; `inputs`: the family's input check (arg, config)."""
     model = _fields_model(name, BackboneOptions, fields)
     model.takes_arg = takes_arg  # type: ignore[attr-defined]
     model.arg_name = arg_name  # type: ignore[attr-defined]
+    model.input_check = staticmethod(inputs) if inputs is not None else None  # type: ignore[attr-defined]
     return model  # type: ignore[return-value]
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmseg.errors import LlmsegError
 
@@ -47,6 +47,8 @@ class Backbone(ABC):
     native_size: int  # the square input size the weights were trained at
     embed_dim: int
     device: str = "cpu"
+    has_dense_modes: ClassVar[bool] = False  # True: `with_mode` gives views that use a registered dense mode
+
 
     def __init__(self) -> None:
         # name -> embedding, per template set: reused across class lists (Python API, several datasets)
@@ -71,6 +73,15 @@ class Backbone(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Architecture, weights source and checkpoint sha256: everything that fixes the outputs."""
+
+    def with_mode(self, mode: str, *, naclip_std: float | None = None, pos_embed: Any = None,
+                  mode_options: Mapping[str, Any] | None = None) -> Any:
+        """A view of this backbone whose `encode_image` uses dense mode `mode` (backbones with `has_dense_modes`).
+
+        The base class has none: asking is a BackboneError naming the backbone, not an AttributeError.
+        """
+        raise BackboneError(f"backbone '{self.name}' has no dense modes (asked for '{mode}'); "
+                            "--dense-mode applies to openclip backbones only")
 
     def text_fingerprint(self) -> str:
         """sha256 over the text tower's weights: the text cache is keyed by what the weights are."""

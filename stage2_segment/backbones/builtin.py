@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmseg.errors import ConfigError
+
+from ..preflight import check_openclip_weights, check_simseg_inputs
 from ..registries import BACKBONES, backbone_options
 from .base import Backbone, BackboneError
 
@@ -14,9 +17,22 @@ if TYPE_CHECKING:
     from ..interface import MethodConfig
 
 
+def _openclip_inputs(arch: str | None, config: MethodConfig) -> None:
+    """The weights asked for exist (a file) or can be fetched (a tag): before the model is built."""
+    check_openclip_weights(str(arch), config.pretrained, config.random_weights)
+
+
+def _simseg_inputs(_arg: str | None, config: MethodConfig) -> None:
+    """The checkpoint and tokenizer are there, and no --random-weights: before the model is built."""
+    if config.random_weights:
+        raise ConfigError("--random-weights applies to openclip backbones only (simseg loads its checkpoint)")
+    check_simseg_inputs(config.checkpoint, config.text_tokenizer)
+
+
 @BACKBONES.register(
     "openclip",
-    config=backbone_options("pretrained", "random_weights", "dense_mode", "naclip_std", "mode_options", takes_arg=True, arg_name="arch", name="OpenClipOptions"),
+    config=backbone_options("pretrained", "random_weights", "dense_mode", "naclip_std", "mode_options", takes_arg=True, arg_name="arch",
+                            name="OpenClipOptions", inputs=_openclip_inputs),
     help="openclip:<arch>: an open_clip CLIP (--pretrained tag or weights file) with a dense-mode last block",
 )
 def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
@@ -36,7 +52,7 @@ def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
 
 @BACKBONES.register(
     "simseg",
-    config=backbone_options("checkpoint", "text_tokenizer", name="SimSegOptions"),
+    config=backbone_options("checkpoint", "text_tokenizer", name="SimSegOptions", inputs=_simseg_inputs),
     help="simseg: a SimSeg checkpoint (--checkpoint, --text-tokenizer), the seed's backbone",
 )
 def build_simseg(config: MethodConfig, arg: str | None) -> Backbone:

@@ -76,6 +76,8 @@ def _quickgelu_needed(arch: str, pretrained: str | None) -> bool:
 class OpenClipBackbone(Backbone):
     """An open_clip CLIP model in eval mode with a dense-mode last block."""
 
+    has_dense_modes = True
+
     def __init__(
         self,
         arch: str,

@@ -197,7 +197,7 @@ def build_method(
         "templates": str(templates),
         "templates_sha256": sha256_text("\n".join(template_list)),
         "text_weights_fingerprint": backbone.text_fingerprint(),
-        "dense_mode": mode if hasattr(backbone, "with_mode") else None,
+        "dense_mode": mode if backbone.has_dense_modes else None,
         "device": config.device,
         "precision": config.precision,
     }

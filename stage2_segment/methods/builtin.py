@@ -27,7 +27,7 @@ def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMetho
     from .dense import DenseMethod
 
     settings = resolve_dense_settings(config, inputs.dataset)
-    if not hasattr(inputs.backbone, "with_mode"):
+    if not inputs.backbone.has_dense_modes:
         settings["dense_mode"] = None  # dense modes rewrite an open_clip block; other backbones are used as they are
     return DenseMethod(
         inputs.backbone,

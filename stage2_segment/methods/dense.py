@@ -122,7 +122,7 @@ def backbone_view_options(config, dataset: str | None) -> dict[str, Any]:
 def dense_backbone(backbone, config: MethodConfig, dataset: str | None = None):
     """The backbone as the configured dense method sees it: an open_clip backbone's view with the config's
     dense mode, naclip std and pos-embed rule (same weights, no copy); any other backbone as it is."""
-    if hasattr(backbone, "with_mode"):
+    if backbone.has_dense_modes:
         return backbone.with_mode(resolve_dense_mode(config), **backbone_view_options(config, dataset))
     if config.dense_mode not in (None, "vanilla"):
         raise ConfigError(f"--dense-mode {config.dense_mode} applies to openclip backbones only")
