@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -17,15 +18,25 @@ from typer.core import TyperGroup
 
 from llmseg.cli_support import echo, fail, safe_text
 from llmseg.datasets import get_dataset
-from llmseg.labelset import LabelSetError, LabelSetMeta, load_label_set, save_label_set
+from llmseg.labelset import (
+    LabelSetError,
+    LabelSetMeta,
+    load_label_set,
+    load_meta,
+    read_label_set_json,
+    save_label_set,
+)
+from llmseg.locks import hold_label_set
 from llmseg.redact import redact_url, redact_urls
-from llmseg.resources import label_sets_output_dir
+from llmseg.resources import label_sets_output_dir, resolve_label_set_path
 
 from .backends import BACKENDS
 from .batch import BatchOptions, BatchReport
+from .diff import diff_label_sets, format_diff
 from .generate import GenerateSettings, GenerationError, generate_label_set, model_slug
 from .options import with_settings_options
 from .prompts import load_prompt
+from .refine import RefineResult, refine_label_set
 from .session import Backoff, RunStats
 
 GENERATE_HELP = """Ask an LLM for K visually distinct subclasses of every class of DATASET and write a validated label set.
@@ -81,8 +92,6 @@ subclasses_app = typer.Typer(
 
 def _hold_until_done(ctx: typer.Context, out: Path) -> None:
     """Lock the label set `out` until the command ends (however it ends): a second run on it is refused."""
-    from llmseg.locks import hold_label_set
-
     ctx.with_resource(hold_label_set(out))
 
 
@@ -238,13 +247,6 @@ def diff_command(
 
     Entries are compared after normalisation, ignoring case. Exit 0 identical, 1 different, 2 error.
     """
-    import json
-
-    from llmseg.labelset import read_label_set_json
-    from llmseg.resources import resolve_label_set_path
-
-    from .diff import diff_label_sets, format_diff
-
     path_a, path_b = resolve_label_set_path(a), resolve_label_set_path(b)  # MissingFileError / LabelSetError: exit 2
     raw_a, raw_b = read_label_set_json(path_a), read_label_set_json(path_b)
     for path, raw in ((path_a, raw_a), (path_b, raw_b)):
@@ -259,6 +261,7 @@ def diff_command(
     raise typer.Exit(0 if result.identical else 1)
 
 
+# over 60 lines only by its 27 option declarations (one a line); the work is in refine_label_set and the helpers below
 @subclasses_app.command("refine", no_args_is_help=True)
 def refine_command(
     ctx: typer.Context,
@@ -293,23 +296,14 @@ def refine_command(
 
     Writes the refined label set and a sidecar recording every round. Exit 0 when the final check is clean, 1 when findings remain.
     """
-    from llmseg.datasets import get_dataset
-    from llmseg.labelset import LabelSetMeta, load_label_set, load_meta, save_label_set
-    from llmseg.resources import resolve_label_set_path
+    # start-up time: the text encoders import torch and open_clip, which only this command needs
     from llmseg.stage2.label_check import check_label_set_clip, load_text_backbone
-
-    from .generate import Backoff
-    from .refine import refine_label_set
 
     path = resolve_label_set_path(label_set)
     spec = get_dataset(dataset)
     original = load_label_set(path, spec.classes)  # errors (wrong classes, bad file) stop here: exit 2
     out = out or path.with_name(path.name[: -len(".json")] + ".refined.json")
-    if out.suffix != ".json":
-        raise fail(f"--out must end in .json: {out}")
-    _hold_until_done(ctx, out)
-    if out.exists() and not force:
-        raise fail(f"{out} exists; pass --force to overwrite it (or --out elsewhere)")
+    _claim_output(ctx, out, force)
     model = model or ("gpt-4o-mini" if backend != "hf" else None)
     if model is None:
         raise fail("--backend hf needs --model (a hub id or a local folder)")
@@ -326,19 +320,11 @@ def refine_command(
         backend_options={k_: v for k_, v in options.items() if v is not None},
         max_retries=max_retries, seed=seed, backoff=Backoff(base=backoff_base), progress=not quiet,
     )
-    for number, record in enumerate(result.rounds, start=1):
-        for name, reasons in record.flagged.items():
-            for reason in reasons.values():
-                echo(f"round {number}: class '{name}': {reason}")
-            if name in record.replaced:
-                echo(f"round {number}: class '{name}': asked again, new: " + ", ".join(record.replaced[name]))
-    meta = load_meta(path) or LabelSetMeta(generator="refined", dataset=spec.name)
-    if isinstance(command := (meta.model_extra or {}).get("command"), str):  # a sidecar written before commands were redacted
-        meta = meta.model_copy(update={"command": redact_urls(command)})
-    meta = meta.model_copy(update={"refined_from": str(path), "refine": {
-        **result.as_dict(), "backbone": backbone, "pretrained": pretrained, "templates": templates, "llm": f"{backend}:{model}",
+    _echo_rounds(result)
+    meta = _refined_meta(path, spec.name, result, {
+        "backbone": backbone, "pretrained": pretrained, "templates": templates, "llm": f"{backend}:{model}",
         "duplicate_threshold": duplicate_threshold, "spread_threshold": spread_threshold, "margin": margin,
-    }})
+    })
     save_label_set(out, result.label_set, meta)
     load_label_set(out, spec.classes)
     remaining = result.remaining.lines()
@@ -346,6 +332,24 @@ def refine_command(
         echo(line, fg=typer.colors.YELLOW)
     echo(f"wrote {out}: {len(result.rounds)} rounds, {len(remaining)} findings remain")
     raise typer.Exit(1 if remaining else 0)
+
+
+def _echo_rounds(result: RefineResult) -> None:
+    """Per round: every flagged subclass with why, and what each class asked again got."""
+    for number, record in enumerate(result.rounds, start=1):
+        for name, reasons in record.flagged.items():
+            for reason in reasons.values():
+                echo(f"round {number}: class '{name}': {reason}")
+            if name in record.replaced:
+                echo(f"round {number}: class '{name}': asked again, new: " + ", ".join(record.replaced[name]))
+
+
+def _refined_meta(path: Path, dataset: str, result: RefineResult, details: dict[str, Any]) -> LabelSetMeta:
+    """The original's sidecar (its command redacted) plus where the refined set came from and every round."""
+    meta = load_meta(path) or LabelSetMeta(generator="refined", dataset=dataset)
+    if isinstance(command := (meta.model_extra or {}).get("command"), str):  # a sidecar written before commands were redacted
+        meta = meta.model_copy(update={"command": redact_urls(command)})
+    return meta.model_copy(update={"refined_from": str(path), "refine": {**result.as_dict(), **details}})
 
 
 def register(app: typer.Typer) -> None:

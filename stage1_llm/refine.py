@@ -22,6 +22,8 @@ from llmseg.errors import ConfigError
 from llmseg.io import sha256_bytes
 from llmseg.labelset import normalize_subclass
 
+from .backends import make_backend
+from .generate import generate_label_set
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 
 if TYPE_CHECKING:
@@ -115,47 +117,66 @@ def refine_label_set(
     max_tokens, structured, backoff, progress ...); `backend_options` to the backend (base_url,
     api_key, api_key_env, timeout, device, dtype, gguf_file).
     """
-    from .backends import make_backend
-    from .generate import generate_label_set
-
     if rounds < 1:
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
     template = prompt if isinstance(prompt, PromptTemplate) else load_prompt(prompt)
     current = {name: list(subs) for name, subs in label_set.items()}
     sizes = {name: len(subs) for name, subs in current.items()}
-    classes = list(current)
     engine = backend_instance or make_backend(backend, model, **dict(backend_options or {}))
+
+    def ask(name: str, k: int, derived: PromptTemplate) -> list[str]:
+        """`k` new subclasses of one class, through the ordinary stage-one machinery with the derived prompt."""
+        answer, _meta = generate_label_set(
+            [name], backend=backend, model=model, k=k, prompt=derived, other_classes=False,
+            domain=domain, cache_path=cache_path, backend_instance=engine, **generate_options,
+        )
+        return list(answer.subclasses(name))
+
     history: list[RefineRound] = []
     try:
         report = check(current)
         for round_index in range(rounds):
-            flagged = report.flagged()
-            for name in classes:  # a class left short by an answer that repeated kept subtypes
-                if len(current[name]) < sizes[name]:
-                    flagged.setdefault(name, {})[""] = (
-                        f"the previous answer repeated subtypes that are kept; {sizes[name] - len(current[name])} more are needed"
-                    )
+            flagged = _flagged(report, current, sizes)
             if not flagged:
                 break
-            record = RefineRound(flagged=flagged)
-            for name, reasons in flagged.items():
-                kept = _dedup([s for s in current[name] if s not in reasons])
-                missing = sizes[name] - len(kept)
-                if missing < 1:  # only repeats were flagged: dropping them already fixes the class
-                    current[name] = kept
-                    continue
-                others = [c for c in classes if c != name] if other_classes else []
-                derived = clash_template(template, name, reasons, kept, others, round_index)
-                answer, _meta = generate_label_set(
-                    [name], backend=backend, model=model, k=missing, prompt=derived, other_classes=False,
-                    domain=domain, cache_path=cache_path, backend_instance=engine, **generate_options,
-                )
-                new = answer.subclasses(name)
-                record.replaced[name] = list(new)
-                current[name] = _dedup([*kept, *new])
-            history.append(record)
+            others = list(current) if other_classes else []
+            history.append(_refine_round(current, sizes, flagged, template, others, round_index, ask))
             report = check(current)
     finally:
         if backend_instance is None:
             engine.close()
     return RefineResult(label_set=current, rounds=history, remaining=report)
+
+
+def _flagged(report: ClipCheckReport, current: Mapping[str, Sequence[str]], sizes: Mapping[str, int]) -> dict[str, dict[str, str]]:
+    """Class -> {subclass: why} of what the check flagged, plus every class an earlier answer left short."""
+    flagged = report.flagged()
+    for name in current:  # a class left short by an answer that repeated kept subtypes
+        if len(current[name]) < sizes[name]:
+            flagged.setdefault(name, {})[""] = (
+                f"the previous answer repeated subtypes that are kept; {sizes[name] - len(current[name])} more are needed"
+            )
+    return flagged
+
+
+def _refine_round(
+    current: dict[str, list[str]], sizes: Mapping[str, int], flagged: dict[str, dict[str, str]], template: PromptTemplate,
+    classes: Sequence[str], round_index: int, ask: Callable[[str, int, PromptTemplate], list[str]],
+) -> RefineRound:
+    """One round: every flagged class keeps its clean subclasses and asks (`ask`) for as many as were rejected.
+
+    `current` is updated in place; `classes` are the other classes the prompt names (empty: none).
+    """
+    record = RefineRound(flagged=flagged)
+    for name, reasons in flagged.items():
+        kept = _dedup([s for s in current[name] if s not in reasons])
+        missing = sizes[name] - len(kept)
+        if missing < 1:  # only repeats were flagged: dropping them already fixes the class
+            current[name] = kept
+            continue
+        others = [c for c in classes if c != name]
+        derived = clash_template(template, name, reasons, kept, others, round_index)
+        new = ask(name, missing, derived)
+        record.replaced[name] = new
+        current[name] = _dedup([*kept, *new])
+    return record

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends import Backend, Sampling
-from .backends.base import BackendError, StructuredOutputUnsupported
+from .backends.base import BackendError, Completion, StructuredOutputUnsupported
 from .cache import AnswerCache, CacheWriteError, capped_text, request_key
 from .parse import answer_schema, parse_answer
 from .prompts import PromptTemplate
@@ -230,14 +230,8 @@ class Session:
     def ask(self, class_name: str, messages: list[dict[str, str]], answer_index: int) -> dict[str, Any]:
         """One answer (a cache record) for these messages: replayed from the log, else requested and logged."""
         sampling = self.sampling_for(answer_index)
-        if not self.refresh:
-            modes = [self.structured, not self.structured] if self.schema is not None else [False]
-            for structured in modes:
-                record = self.cache.get(self.key(messages, structured, sampling))
-                if record is not None:
-                    self.stats.add(cached=1)
-                    self._remember(record)
-                    return record
+        if not self.refresh and (record := self._replay(messages, sampling)) is not None:
+            return record
         transport_failures = 0
         while True:
             if self.abort.is_set():
@@ -253,44 +247,68 @@ class Session:
                     continue
                 raise _ClassFailed(f"the server rejected the request: {self.redact(str(exc))}") from exc
             except BackendError as exc:
-                message = self.redact(str(exc))
-                self._log(
-                    {"kind": "error", "class": class_name, "answer": answer_index, "status": exc.status, "error": message}
-                )
-                if exc.fatal:
-                    self.stop(message)
-                    raise _Aborted(message) from exc
-                if not exc.retryable:
-                    raise _ClassFailed(f"the server rejected the request: {message}") from exc
-                if transport_failures >= self.max_retries:
-                    raise _ClassFailed(f"gave up after {transport_failures + 1} failed requests, last: {message}") from exc
-                self.stats.add(retries=1)
-                if self.abort.wait(self.backoff.delay(transport_failures, exc.retry_after, self._rng)):
-                    raise _Aborted(self.abort_reason) from exc
+                self._transport_failure(exc, class_name, answer_index, transport_failures)
                 transport_failures += 1
                 continue
-            usage = completion.usage
-            self.stats.add(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0))
-            if completion.system_fingerprint:
-                self.note_fingerprint(completion.system_fingerprint)
-            record = {
-                "kind": "answer",
-                "key": self.key(messages, structured, sampling),
-                "class": class_name,
-                "answer": answer_index,
-                "backend": self.backend.name,
-                "model": self.backend.model,
-                "prompt_id": self.template.id,
-                "prompt_sha256": self.template.sha256,
-                "structured": structured,
-                "sampling": sampling.as_dict(),
-                "messages": self._by_reference(messages),
-                **capped_text(completion.text, self.max_answer_chars),
-                "meta": completion.meta(),
-            }
+            record = self._answer_record(class_name, messages, answer_index, structured, sampling, completion)
             self._log(record)
             self._remember(record)
             return record
+
+    def _replay(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any] | None:
+        """The logged answer to these messages (asked with or without the schema), or None."""
+        modes = [self.structured, not self.structured] if self.schema is not None else [False]
+        for structured in modes:
+            record = self.cache.get(self.key(messages, structured, sampling))
+            if record is not None:
+                self.stats.add(cached=1)
+                self._remember(record)
+                return record
+        return None
+
+    def _transport_failure(self, exc: BackendError, class_name: str, answer_index: int, failures: int) -> None:
+        """Log a failed request, then wait out the backoff before the next try; raise when there is none.
+
+        A fatal error stops the run (_Aborted), a non-retryable one or the last allowed failure
+        fails the class (_ClassFailed); the wait ends early when the run stops.
+        """
+        message = self.redact(str(exc))
+        self._log({"kind": "error", "class": class_name, "answer": answer_index, "status": exc.status, "error": message})
+        if exc.fatal:
+            self.stop(message)
+            raise _Aborted(message) from exc
+        if not exc.retryable:
+            raise _ClassFailed(f"the server rejected the request: {message}") from exc
+        if failures >= self.max_retries:
+            raise _ClassFailed(f"gave up after {failures + 1} failed requests, last: {message}") from exc
+        self.stats.add(retries=1)
+        if self.abort.wait(self.backoff.delay(failures, exc.retry_after, self._rng)):
+            raise _Aborted(self.abort_reason) from exc
+
+    def _answer_record(
+        self, class_name: str, messages: list[dict[str, str]], answer_index: int, structured: bool, sampling: Sampling,
+        completion: Completion,
+    ) -> dict[str, Any]:
+        """The cache record of a fresh answer (its tokens and fingerprint counted): the text capped, earlier answers by reference."""
+        usage = completion.usage
+        self.stats.add(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0))
+        if completion.system_fingerprint:
+            self.note_fingerprint(completion.system_fingerprint)
+        return {
+            "kind": "answer",
+            "key": self.key(messages, structured, sampling),
+            "class": class_name,
+            "answer": answer_index,
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            "prompt_id": self.template.id,
+            "prompt_sha256": self.template.sha256,
+            "structured": structured,
+            "sampling": sampling.as_dict(),
+            "messages": self._by_reference(messages),
+            **capped_text(completion.text, self.max_answer_chars),
+            "meta": completion.meta(),
+        }
 
     def _remember(self, record: dict[str, Any]) -> None:
         """Note which record holds this answer text, so a re-ask that repeats it stores the key, not the text."""
