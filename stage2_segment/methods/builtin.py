@@ -29,19 +29,7 @@ def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMetho
     settings = resolve_dense_settings(config, inputs.dataset)
     if not inputs.backbone.has_dense_modes:
         settings["dense_mode"] = None  # dense modes rewrite an open_clip block; other backbones are used as they are
-    return DenseMethod(
-        inputs.backbone,
-        inputs.names,
-        inputs.text,
-        inputs.class_text,
-        num_classes=inputs.num_classes,
-        assembly=inputs.assembly,
-        settings=settings,
-        background=inputs.background,
-        crf=bool(config.crf),
-        crf_iterations=config.crf_iterations,
-        describe_extra=inputs.describe_extra,
-    )
+    return DenseMethod(inputs, settings=settings, crf=bool(config.crf), crf_iterations=config.crf_iterations)
 
 
 @METHODS.register(
@@ -54,16 +42,4 @@ def build_llm_supervision(config: MethodConfig, inputs: MethodInputs) -> Segment
     from .llm_supervision import LLMSupervisionMethod
 
     top = config.top_cls_num if config.top_cls_num is not None else _dataset_top_cls_num(inputs.dataset)
-    return LLMSupervisionMethod(
-        inputs.backbone,
-        inputs.names,
-        inputs.text,
-        inputs.class_text,
-        num_classes=inputs.num_classes,
-        assembly=inputs.assembly,
-        top_cls_num=top,
-        candidates=config.candidates,
-        background=inputs.background,
-        crf=config.crf is not False,
-        describe_extra=inputs.describe_extra,
-    )
+    return LLMSupervisionMethod(inputs, top_cls_num=top, candidates=config.candidates, crf=config.crf is not False)

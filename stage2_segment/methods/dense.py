@@ -55,9 +55,8 @@ from ..dense_protocol import (
 )
 from ..interface import MethodConfig, SegResult
 from ..preprocess import LONG_SIDE_CAP, resized_shape
-from ..registries import check_applicable
+from ..registries import MethodInputs, check_applicable
 from . import resolve_dense_mode, resolve_dense_settings, resolve_mode_options, resolve_naclip_std
-from .common import NameTable
 
 __all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "argmax_classes",
            "backbone_view_options", "dense_backbone", "dense_logits", "image_vector", "linear_rows", "query_groups",
@@ -243,35 +242,30 @@ class DenseMethod:
 
     def __init__(
         self,
-        backbone,
-        names: NameTable,
-        text: torch.Tensor,
-        class_text: torch.Tensor,
+        inputs: MethodInputs,
         *,
-        num_classes: int,
-        assembly: str,
         settings: dict[str, Any],
-        background: bool,
         crf: bool = False,
         crf_iterations: int = 10,
-        describe_extra: dict[str, Any] | None = None,
         crop_batch_size: int = 8,
         group_elements: int = GROUP_ELEMENTS,
     ) -> None:
+        """`inputs`: what build_method prepared (backbone view, names, text vectors, assembly, background), whole."""
+        backbone, text = inputs.backbone, inputs.text
         self.backbone = backbone
-        self.names = names
-        self.num_classes = num_classes
-        self.assembly = assembly
+        self.names = inputs.names
+        self.num_classes = inputs.num_classes
+        self.assembly = inputs.assembly
         self.settings = dict(settings)
-        self.background = background
+        self.background = inputs.background
         self.crf = crf
         self.crf_iterations = crf_iterations
         self.crop_batch_size = crop_batch_size
         self.group_elements = group_elements  # the text-query group bound (module constant; tests make it tiny)
-        self._describe_extra = describe_extra or {}
+        self._describe_extra = inputs.describe_extra or {}
         device = backbone.device
-        self.rule = rule_of(assembly)
-        queries = torch.cat([text, class_text]) if self.rule.needs_class_sims else text
+        self.rule = rule_of(inputs.assembly)
+        queries = torch.cat([text, inputs.class_text]) if self.rule.needs_class_sims else text
         self.queries = queries.to(device)
         self.num_names = text.shape[0]
         self.text = text.to(device)

@@ -24,7 +24,8 @@ from PIL import Image
 
 from ..assembly import combine_similarities, group_argmax_onehot, rule_of
 from ..interface import SegResult
-from .common import NameTable, nearest_indices, resize_nearest
+from ..registries import MethodInputs
+from .common import nearest_indices, resize_nearest
 
 CLOSING_SIZE = 7
 CRF_SETTINGS = dict(iterations=3, gauss_sxy=3, gauss_compat=3, bilateral_sxy=40, bilateral_srgb=13, bilateral_compat=10)
@@ -145,20 +146,16 @@ class LLMSupervisionMethod:
 
     def __init__(
         self,
-        backbone,
-        names: NameTable,
-        text: torch.Tensor,
-        class_text: torch.Tensor,
+        inputs: MethodInputs,
         *,
-        num_classes: int,
-        assembly: str,
         top_cls_num: int,
         candidates: int,
-        background: bool,
         crf: bool = True,
         batch_size: int = 8,
-        describe_extra: dict[str, Any] | None = None,
     ) -> None:
+        """`inputs`: what build_method prepared (backbone, names, text vectors, assembly, background), whole."""
+        backbone, names, num_classes, assembly = inputs.backbone, inputs.names, inputs.num_classes, inputs.assembly
+        text, class_text, background, describe_extra = inputs.text, inputs.class_text, inputs.background, inputs.describe_extra
         self.rule = rule_of(assembly)
         if self.rule.one_name_per_class and names.from_label_set and len(names.names) != num_classes:
             raise ValueError("assembly 'none' uses the class names only: build without a label set")
