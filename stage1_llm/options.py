@@ -16,7 +16,6 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-import annotated_types
 import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -41,8 +40,8 @@ def option_type(annotation: Any) -> Any:
 
 
 def lower_bound(field: FieldInfo) -> Any:
-    """The field's `ge` bound, or None."""
-    return next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    """The field's `ge` bound, or None (pydantic keeps it as a metadata object with a `ge` attribute)."""
+    return next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), None)
 
 
 def settings_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
