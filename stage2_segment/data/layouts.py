@@ -18,7 +18,7 @@ from pathlib import Path
 from llmseg.datasets import DatasetError, DatasetSpec, Layout, relative_path_problem
 from llmseg.registry import Registry
 
-from .readers import DataError, SampleRef
+from .types import DataError, SampleRef
 
 
 class LayoutReader:

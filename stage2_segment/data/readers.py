@@ -8,14 +8,16 @@ maps 0 -> 255 (ignore) and k -> k - 1 at read time, as MMSegmentation does.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from llmseg.datasets import DatasetError, DatasetSpec
+from llmseg.datasets import DatasetSpec
+
+from .layouts import layout_reader
+from .types import DataError, SampleRef
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # What PIL raises for a file it cannot or will not decode: truncated or corrupt data (OSError,
@@ -24,23 +26,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGE_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class DataError(DatasetError):
-    """A missing, unreadable or inconsistent image/label file; the message names the file."""
-
-
-@dataclass(frozen=True)
-class SampleRef:
-    """One evaluation sample: `stem` is the image path relative to img_dir without its suffix."""
-
-    stem: str
-    image_path: Path
-    label_path: Path | None
-
-
 def list_samples(spec: DatasetSpec, data_root: str | os.PathLike, limit: int | None = None) -> list[SampleRef]:
     """The dataset's evaluation samples, as its layout's reader lists them (split-file order or sorted paths)."""
-    from .layouts import layout_reader  # the layouts import this module's SampleRef
-
     return layout_reader(spec).list_samples(data_root, limit)
 
 

@@ -1,0 +1,117 @@
+"""Check the `llmseg` package's import layers with import-linter: `python tools/lint_imports.py [--cycles]`.
+
+Why a wrapper: the package is installed from folders whose names differ from its import name (pyproject's
+[tool.setuptools.package-dir]: llmseg <- shared/, llmseg.stage1 <- stage1_llm/, ...), and the editable
+install maps them with an import hook that grimp (import-linter's graph builder) cannot follow: it looks for
+the package's files under the name `llmseg`. This script lays out a copy of the package under its import
+names in build/lint-tree/llmseg/... (the same mapping setuptools uses), puts that folder first on the path
+and runs `lint-imports` with pyproject's [tool.importlinter] contracts. `--cycles` instead prints every
+import cycle in the package (module-level and function-level imports alike), shortest first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: import-linter itself depends on tomli there
+    import tomli as tomllib  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parent.parent
+TREE = ROOT / "build" / "lint-tree"
+
+
+def package_folder(package: str, package_dir: dict[str, str]) -> Path:
+    """The folder setuptools installs `package` from: the longest mapped prefix plus the rest of the name."""
+    parts = package.split(".")
+    for cut in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:cut])
+        if prefix in package_dir:
+            return ROOT / package_dir[prefix] / Path(*parts[cut:])
+    return ROOT / package_dir.get("", ".") / Path(*parts)
+
+
+def lay_out_tree(pyproject: Path, tree: Path) -> None:
+    """Copy every package's .py files to tree/<import path>/, as a non-editable install would place them."""
+    setuptools_conf = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]
+    package_dir: dict[str, str] = setuptools_conf.get("package-dir", {})
+    shutil.rmtree(tree, ignore_errors=True)
+    for package in setuptools_conf["packages"]:
+        target = tree / Path(*package.split("."))
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(package_folder(package, package_dir).glob("*.py")):
+            shutil.copy2(path, target / path.name)
+
+
+def print_cycles() -> int:
+    """Print each import cycle (strongly connected group of modules) with one path around it; 1 if any."""
+    import grimp  # only for --cycles: the default run goes through lint-imports
+
+    sys.path.insert(0, str(TREE))
+    graph = grimp.build_graph("llmseg", cache_dir=None)
+    groups = strongly_connected(graph)
+    for group in sorted(groups, key=len):
+        print(f"cycle of {len(group)} modules: {', '.join(sorted(group))}")
+        for module in sorted(group):
+            for imported in sorted(graph.find_modules_directly_imported_by(module) & group):
+                lines = sorted({d["line_number"] for d in graph.get_import_details(importer=module, imported=imported)})
+                print(f"    {module} -> {imported} (line {', '.join(map(str, lines))})")
+    print(f"{len(groups)} import cycle{'s' * (len(groups) != 1)}")
+    return 1 if groups else 0
+
+
+def strongly_connected(graph: object) -> list[set[str]]:
+    """Tarjan's algorithm over grimp's graph: the groups of two or more modules that import each other."""
+    modules = sorted(graph.modules)  # type: ignore[attr-defined]
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):  # type: ignore[attr-defined]
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(modules)))
+    for module in modules:
+        if module not in index:
+            visit(module)
+    return groups
+
+
+def main(argv: list[str]) -> int:
+    """Lay out the tree, then run the contracts (exit status of lint-imports) or list the cycles."""
+    lay_out_tree(ROOT / "pyproject.toml", TREE)
+    if argv[:1] == ["--cycles"]:
+        return print_cycles()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TREE), os.environ.get("PYTHONPATH", "")])}
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    command = [str(lint_imports), "--config", str(ROOT / "pyproject.toml"), "--no-cache", *argv]
+    return subprocess.run(command, cwd=TREE, env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
