@@ -86,8 +86,8 @@ def _names() -> tuple[list[str], dict[str, list[str]]]:
 def worker_text(args: argparse.Namespace) -> dict:
     import torch
 
-    from llmseg.stage2.backbones import load_backbone
     from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.methods import load_backbone
     from llmseg.stage2.text import text_embeddings
 
     torch.manual_seed(0)

@@ -16,6 +16,10 @@ class ConfigError(LlmsegError, ValueError):
     """A setting that does not exist, does not apply to the chosen method, or has a bad value."""
 
 
+class BackboneError(LlmsegError, ValueError):
+    """A backbone that cannot be built or loaded; the message names the file / architecture."""
+
+
 class MissingFileError(LlmsegError, FileNotFoundError):
     """A file or folder the user named does not exist; the message names it (and where else was looked)."""
 

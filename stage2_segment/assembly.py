@@ -23,27 +23,8 @@ from typing import ClassVar
 
 import torch
 
+from .methods.common import class_slices
 from .registries import ASSEMBLY_RULES
-
-
-def class_slices(owners: Sequence[int], num_classes: int) -> list[slice]:
-    """The contiguous block of names of each class; every class needs at least one name."""
-    owners = [int(o) for o in owners]
-    if any(b < a for a, b in zip(owners, owners[1:], strict=False)):
-        raise ValueError("assembly: names must be grouped by class in class order (LabelSet.flat_names)")
-    slices = []
-    start = 0
-    for c in range(num_classes):
-        end = start
-        while end < len(owners) and owners[end] == c:
-            end += 1
-        if end == start:
-            raise ValueError(f"assembly: class {c} has no names")
-        slices.append(slice(start, end))
-        start = end
-    if start != len(owners):
-        raise ValueError(f"assembly: owners name classes beyond {num_classes - 1}")
-    return slices
 
 
 def group_softmax(values: torch.Tensor, owners: Sequence[int], num_classes: int) -> torch.Tensor:

@@ -187,8 +187,8 @@ def check_label_set_clip(
 def load_text_backbone(backbone: str, pretrained: str | None = None, *, random_weights: bool = False,
                        checkpoint: str | None = None, device: str = "cpu") -> Backbone:
     """A backbone by its CLI spelling (family[:arg]), built through the registry as `evaluate` builds it."""
-    from .backbones import load_backbone
     from .interface import MethodConfig
+    from .methods import load_backbone
 
     fields: dict[str, object] = {"backbone": backbone, "device": device}
     if pretrained is not None:

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from llmseg.errors import ConfigError, LlmsegError, MissingFileError
+from llmseg.errors import BackboneError, ConfigError, LlmsegError, MissingFileError
 
-from .backbones.base import BackboneError
+from .options import BackboneOptions, parse_backbone
+from .registries import BACKBONES
 
 if TYPE_CHECKING:
     from llmseg.datasets import DatasetSpec
 
-    from .interface import MethodConfig
+    from .config import MethodConfig
 
 PROBE_TIMEOUT_S = 3.0
 DEFAULT_SIMSEG_CHECKPOINT = "ckpts/simseg.vit-s.pth"
@@ -180,8 +181,6 @@ def check_method_inputs(config: MethodConfig, classes: Sequence[str] | None = No
 
     With `classes`, the label set is also read and matched against them (a cheap JSON read).
     """
-    from .registries import BACKBONES, BackboneOptions, parse_backbone
-
     if config.label_set is not None:
         if classes is not None:
             from llmseg.labelset import load_label_set

@@ -431,7 +431,7 @@ def tune(
     if final:
         check_dataset(spec, data_root)
     check_method_inputs(config, spec.classes)
-    from .registries import check_applicable
+    from .methods.presets import check_applicable
 
     for point in points:  # a setting the method does not read, or K without a label set: refused now, not at trial N
         check_applicable(MethodConfig.model_validate({**config.model_dump(), **point}))

@@ -12,14 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmseg.errors import LlmsegError
+from llmseg.errors import BackboneError
 
 if TYPE_CHECKING:
     import torch
-
-
-class BackboneError(LlmsegError, ValueError):
-    """A backbone that cannot be built or loaded; the message names the file / architecture."""
 
 
 def refuse_non_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) -> None:

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 
 from llmseg.errors import ConfigError
 
+from ..methods.presets import resolve_dense_mode, resolve_mode_options, resolve_naclip_std
+from ..options import backbone_options
 from ..preflight import check_openclip_weights, check_simseg_inputs
-from ..registries import BACKBONES, backbone_options
+from ..registries import BACKBONES
 from .base import Backbone, BackboneError
 
 if TYPE_CHECKING:
-    from ..interface import MethodConfig
+    from ..config import MethodConfig
 
 
 def _openclip_inputs(arch: str | None, config: MethodConfig) -> None:
@@ -36,8 +38,7 @@ def _simseg_inputs(_arg: str | None, config: MethodConfig) -> None:
     help="openclip:<arch>: an open_clip CLIP (--pretrained tag or weights file) with a dense-mode last block",
 )
 def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
-    from ..methods import resolve_dense_mode, resolve_mode_options, resolve_naclip_std
-    from .openclip import OpenClipBackbone
+    from .openclip import OpenClipBackbone  # start-up time: imports torch and open_clip
 
     return OpenClipBackbone(
         str(arch),

@@ -5,7 +5,7 @@ of its output is ignored): the tokens that go on to ln_post and the projection. 
 always takes the ordinary block, so the global image vector is the model's own. A new mode is one
 module outside the package:
 
-    from llmseg.stage2.backbones.dense_modes import DENSE_MODES
+    from llmseg.stage2.registries import DENSE_MODES
 
     @DENSE_MODES.register("mine")
     def mine(parts):
@@ -13,7 +13,7 @@ module outside the package:
 
 A mode with settings of its own registers their pydantic model, `config=MineSettings`; users set them
 with `--mode-option NAME=VALUE` (MethodConfig.mode_options), checked against that model before
-anything is built (`mode_settings`), and the rule reads them from `parts.options`.
+anything is built (`methods.presets.mode_settings`), and the rule reads them from `parts.options`.
 
 Built-in modes, each as its peer's released code computes it:
 
@@ -35,15 +35,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from llmseg.errors import ConfigError
-from llmseg.registry import Registry
+from ..registries import DENSE_MODES
 
 DenseRule = Callable[["BlockParts"], torch.Tensor]
 
-DENSE_MODES: Registry[DenseRule] = Registry("dense mode", group="llmseg.dense_modes")
 BUILTIN_DENSE_MODES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 
 
@@ -186,23 +184,3 @@ def dense_rule(mode: str) -> DenseRule:
     return DENSE_MODES.get(mode)
 
 
-def mode_settings(mode: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The mode's own settings from `--mode-option` values, checked against its registered model (unset ones dropped).
-
-    ConfigError naming the mode and the option: an option the mode does not have, or a bad value.
-    """
-    model = DENSE_MODES.entry(mode).config
-    given = dict(given or {})
-    if model is None or not issubclass(model, BaseModel):
-        if given:
-            raise ConfigError(f"dense mode '{mode}' takes no --mode-option (got {', '.join(sorted(given))})")
-        return {}
-    unknown = sorted(set(given) - set(model.model_fields))
-    if unknown:
-        known = ", ".join(model.model_fields) or "none"
-        raise ConfigError(f"dense mode '{mode}' has no option {', '.join(unknown)} (its options: {known})")
-    try:
-        return model.model_validate(given).model_dump(exclude_none=True)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"dense mode '{mode}': bad --mode-option {problems}") from None

@@ -361,7 +361,8 @@ def demo_pretrained(weights: str | Path | None = None) -> Path:
 
 
 def _register_backbone() -> None:
-    from ..registries import BACKBONES, backbone_options
+    from ..options import backbone_options
+    from ..registries import BACKBONES
 
     @BACKBONES.register(
         DEMO_BACKBONE,
@@ -372,7 +373,7 @@ def _register_backbone() -> None:
         import logging
 
         from ..backbones.openclip import OpenClipBackbone
-        from ..methods import resolve_dense_mode, resolve_mode_options
+        from ..methods.presets import resolve_dense_mode, resolve_mode_options
 
         register_model_config()
         pretrained = demo_pretrained(config.pretrained)

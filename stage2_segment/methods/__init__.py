@@ -1,10 +1,12 @@
 """Build a segmentation method from a `MethodConfig`: the one entry point of the CLI, API and `evaluate`.
 
-`load_backbone(config)` builds the model (reuse it across class lists via `build_method(...,
-backbone=...)`); `build_method` refuses settings the chosen method does not read, resolves the
-preset and per-dataset defaults (presets.py), loads and validates the label set, embeds the names
-once (per-backbone memory + optional disk cache) and hands them to the method's registered
-builder (`registries.METHODS`; the built-ins are in builtin.py).
+The build layer: `load_backbone(config)` builds the model (after `check_applicable` and the family's input
+checks; reuse it across class lists via `build_method(..., backbone=...)`); `build_method` refuses
+settings the chosen method does not read, resolves the preset and per-dataset defaults (presets.py, home
+of the `resolve_*` functions, re-exported here), loads and validates the label set, embeds the names once
+(per-backbone memory + optional disk cache) and hands them to the method's registered builder
+(`registries.METHODS`; the built-ins are in builtin.py). Torch-free at import: the dense method and the
+text encoder load when a method is built.
 """
 
 from __future__ import annotations
@@ -13,89 +15,55 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmseg.datasets import dataset_background
 from llmseg.errors import ConfigError
 from llmseg.io import sha256_file, sha256_text, stable_hash
 from llmseg.labelset import LabelSet, load_label_set
+from llmseg.templates import load_templates
 
-from ..backbones import load_backbone
-from ..backbones.base import Backbone
-from ..interface import MethodConfig, SegmentationMethod
-from ..registries import ASSEMBLY_RULES, METHODS, MethodInputs, MethodOptions, check_applicable
+from ..backbones.base import Backbone, BackboneError
+from ..config import MethodConfig
+from ..interface import SegmentationMethod
+from ..options import MethodInputs, MethodOptions, parse_backbone
+from ..preflight import check_method_inputs
+from ..registries import ASSEMBLY_RULES, BACKBONES, METHODS
 from .common import NameTable, has_background
 from .presets import (
-    DEFAULT_PRESET,
-    DENSE_KEYS,
-    NACLIP_STD_DEFAULT,
     PRESET_CONFIG_FIELDS,
+    check_applicable,
     load_preset,
+    method_options_of,
+    preset_of,
     preset_settings,
+    resolve_dense_mode,
+    resolve_dense_settings,
+    resolve_mode_options,
+    resolve_naclip_std,
 )
 
 __all__ = [
+    "PRESET_CONFIG_FIELDS",
     "build_method",
+    "check_applicable",
     "load_backbone",
     "method_options_of",
     "resolve_dense_mode",
     "resolve_dense_settings",
     "resolve_mode_options",
     "resolve_naclip_std",
+    "with_preset_fields",
 ]
 
 
-def method_options_of(config: MethodConfig) -> type[MethodOptions]:
-    """The options model of the configured method (its fields and defaults); ConfigError if unknown."""
-    return METHODS.entry(config.method).config or MethodOptions
-
-
-def _preset_of(config: MethodConfig) -> str | None:
-    """--preset, else the method's default preset (sclip for `dense`, none for llm-supervision)."""
-    return config.preset or method_options_of(config).default_preset
-
-
-def resolve_dense_mode(config: MethodConfig) -> str:
-    """--dense-mode, else the preset's mode (the method's default preset), else vanilla."""
-    if config.dense_mode:
-        return config.dense_mode
-    preset = _preset_of(config)
-    return load_preset(preset).default.get("dense_mode", "vanilla") if preset else "vanilla"
-
-
-def resolve_mode_options(config: MethodConfig) -> dict[str, Any]:
-    """The resolved dense mode's own settings (--mode-option NAME=VALUE), checked against the mode's model."""
-    from ..backbones.dense_modes import mode_settings  # imports torch: kept off the CLI's start-up path
-
-    return mode_settings(resolve_dense_mode(config), config.mode_options)
-
-
-def resolve_naclip_std(config: MethodConfig) -> float:
-    """--naclip-std (or --mode-option std=... in the naclip mode), else the preset's `naclip_std`, else NACLIP's 5.0."""
-    given = (config.mode_options or {}).get("std") if resolve_dense_mode(config) == "naclip" else None
-    if config.naclip_std is not None and given is not None:
-        raise ConfigError("--naclip-std and --mode-option std=... both set NACLIP's std: give one of them")
-    if given is not None:
-        return float(resolve_mode_options(config)["std"])
-    if config.naclip_std is not None:
-        return float(config.naclip_std)
-    preset = _preset_of(config)
-    return float(load_preset(preset).default.get("naclip_std", NACLIP_STD_DEFAULT) if preset else NACLIP_STD_DEFAULT)
-
-
-def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[str, Any]:
-    """Preset numbers for the dataset, each overridden by an explicit config value."""
-    preset = config.preset or DEFAULT_PRESET
-    settings = preset_settings(preset, dataset)
-    settings["dense_mode"] = resolve_dense_mode(config)
-    for key in DENSE_KEYS:
-        value = getattr(config, key, None)
-        if value is not None:
-            settings[key] = value
-    settings["preset"] = preset
-    if settings.get("logit_scale") is None:  # the one number the dense method cannot do without
-        raise ConfigError(
-            f"preset '{preset}' sets no logit_scale{f' for {dataset}' if dataset else ''} (in 'default' or "
-            "'datasets'), and none was given: add it to the preset or pass --logit-scale"
-        )
-    return settings
+def load_backbone(config: MethodConfig) -> Backbone:
+    """The backbone `config.backbone` names, built by its registered builder from the config."""
+    family, arg = parse_backbone(config.backbone)
+    check_applicable(config)
+    check_method_inputs(config)  # weights asked for and reachable, files present: before anything is built
+    backbone = BACKBONES.build(family, config, arg)
+    if not isinstance(backbone, Backbone):
+        raise BackboneError(f"backbone '{family}': its builder returned {type(backbone).__name__}, not a Backbone")
+    return backbone
 
 
 # MethodConfig fields a preset may set besides the dense numbers (which resolve_dense_settings reads):
@@ -108,7 +76,7 @@ def with_preset_fields(config: MethodConfig, dataset: str | None) -> MethodConfi
 
     Also refuses a preset written for another method (its numbers would mean something else).
     """
-    preset = _preset_of(config)
+    preset = preset_of(config)
     if not preset:
         return config
     table = load_preset(preset)
@@ -122,15 +90,7 @@ def with_preset_fields(config: MethodConfig, dataset: str | None) -> MethodConfi
 def _dataset_background(dataset: str | None) -> bool | None:
     if dataset is None:
         return None
-    from llmseg.datasets import dataset_background
-
     return dataset_background(dataset)  # the dataset.json's "background"; None: no facts, judge by name
-
-
-def _dataset_top_cls_num(dataset: str | None) -> int:
-    from llmseg.datasets import dataset_top_cls_num
-
-    return dataset_top_cls_num(dataset)  # the dataset.json's "top_cls_num", else 10 (clamped to C by the method)
 
 
 def build_method(
@@ -141,7 +101,7 @@ def build_method(
     label_set: LabelSet | None = None,
 ) -> SegmentationMethod:
     """The configured method for these classes (class 0 = background on background datasets)."""
-    from ..text import text_embeddings
+    from ..text import text_embeddings  # start-up time: text imports torch
 
     classes = list(classes)
     if not classes:
@@ -172,14 +132,12 @@ def build_method(
         backbone = load_backbone(config)
     mode = resolve_dense_mode(config)
     # open_clip: this method's own view (mode, naclip std, pos-embed rule), the one dense_logits takes; the backbone
-    # is unchanged. Imported here, not at the top: dense.py imports this package (resolve_dense_*).
+    # is unchanged. Imported here for start-up time: dense.py imports torch (this package stays torch-free).
     from .dense import dense_backbone
 
     backbone = dense_backbone(backbone, config, dataset)
 
     templates = config.templates or options.default_templates
-    from llmseg.templates import load_templates
-
     template_list = load_templates(templates)
     text = text_embeddings(backbone, names.names, template_list, cache_dir=config.text_cache_dir)
     class_text = text if not names.from_label_set else text_embeddings(

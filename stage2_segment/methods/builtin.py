@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..registries import METHODS, MethodInputs, method_options
-from .presets import DEFAULT_PRESET
+from llmseg.datasets import dataset_top_cls_num
+
+from ..options import MethodInputs, method_options
+from ..registries import METHODS
+from .presets import DEFAULT_PRESET, resolve_dense_settings
 
 if TYPE_CHECKING:
-    from ..interface import MethodConfig, SegmentationMethod
+    from ..config import MethodConfig
+    from ..interface import SegmentationMethod
 
 DENSE_FIELDS = ("preset", "short_side", "crop", "stride", "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations")
 
@@ -23,8 +27,7 @@ DENSE_FIELDS = ("preset", "short_side", "crop", "stride", "logit_scale", "prob_t
     help="the training-free dense CLIP protocol (SCLIP / ClearCLIP / NACLIP presets): sliding window, thresholds, PAMR",
 )
 def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:
-    from . import resolve_dense_settings
-    from .dense import DenseMethod
+    from .dense import DenseMethod  # start-up time: imports torch (this module is read for --help)
 
     settings = resolve_dense_settings(config, inputs.dataset)
     if not inputs.backbone.has_dense_modes:
@@ -38,8 +41,7 @@ def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMetho
     help="the seed (CVPRW'24): per-class subclass maps, candidate classes, thresholds, binary CRF",
 )
 def build_llm_supervision(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:
-    from . import _dataset_top_cls_num
-    from .llm_supervision import LLMSupervisionMethod
+    from .llm_supervision import LLMSupervisionMethod  # start-up time: imports torch
 
-    top = config.top_cls_num if config.top_cls_num is not None else _dataset_top_cls_num(inputs.dataset)
+    top = config.top_cls_num if config.top_cls_num is not None else dataset_top_cls_num(inputs.dataset)
     return LLMSupervisionMethod(inputs, top_cls_num=top, candidates=config.candidates, crf=config.crf is not False)

@@ -30,9 +30,30 @@ class NameTable:
 
     def slice_of(self, cls_index: int) -> slice:
         """The contiguous block of names of one class (assembly's own grouping rule)."""
-        from ..assembly import class_slices
-
         return class_slices(self.owners, self.owners[-1] + 1)[cls_index]
+
+
+def class_slices(owners: Sequence[int], num_classes: int) -> list[slice]:
+    """The contiguous block of names of each class; every class needs at least one name.
+
+    Here, torch-free, beside NameTable: the assembly rules, the dense method and NameTable.slice_of use it.
+    """
+    owners = [int(o) for o in owners]
+    if any(b < a for a, b in zip(owners, owners[1:], strict=False)):
+        raise ValueError("assembly: names must be grouped by class in class order (LabelSet.flat_names)")
+    slices = []
+    start = 0
+    for c in range(num_classes):
+        end = start
+        while end < len(owners) and owners[end] == c:
+            end += 1
+        if end == start:
+            raise ValueError(f"assembly: class {c} has no names")
+        slices.append(slice(start, end))
+        start = end
+    if start != len(owners):
+        raise ValueError(f"assembly: owners name classes beyond {num_classes - 1}")
+    return slices
 
 
 def has_background(classes: Sequence[str], dataset_background: bool | None) -> bool:

@@ -35,12 +35,12 @@ from llmseg.errors import ConfigError
 from ..assembly import (
     assemble,
     assemble_group,
-    class_slices,
     finish_groups,
     has_group_form,
     image_weights,
     rule_of,
 )
+from ..config import MethodConfig
 from ..dense_protocol import (
     DenseProtocol,
     Encoded,
@@ -53,10 +53,19 @@ from ..dense_protocol import (
     slide_windows,
     window_logits,
 )
-from ..interface import MethodConfig, SegResult
+from ..interface import SegResult
+from ..options import MethodInputs
 from ..preprocess import LONG_SIDE_CAP, resized_shape
-from ..registries import MethodInputs, check_applicable
-from . import resolve_dense_mode, resolve_dense_settings, resolve_mode_options, resolve_naclip_std
+from .common import class_slices
+from .presets import (
+    DEFAULT_PRESET,
+    check_applicable,
+    preset_settings,
+    resolve_dense_mode,
+    resolve_dense_settings,
+    resolve_mode_options,
+    resolve_naclip_std,
+)
 
 __all__ = ["LONG_SIDE_CAP", "DenseMethod", "DensePending", "ProtocolRules", "QueryGroup", "argmax_classes",
            "backbone_view_options", "dense_backbone", "dense_logits", "image_vector", "linear_rows", "query_groups",
@@ -106,8 +115,6 @@ def query_groups(owners: Sequence[int], num_classes: int, max_queries: int, extr
 
 def backbone_view_options(config, dataset: str | None) -> dict[str, Any]:
     """naclip_std and the positional-embedding rule of the config's preset (for `backbone.with_mode`)."""
-    from .presets import DEFAULT_PRESET, preset_settings
-
     preset = config.preset or (DEFAULT_PRESET if config.method == "dense" else None)
     settings = preset_settings(preset, dataset) if preset else {}
     mode_options = resolve_mode_options(config)  # the mode's own settings (--mode-option), checked

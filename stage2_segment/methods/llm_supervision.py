@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..assembly import combine_similarities, group_argmax_onehot, rule_of
 from ..interface import SegResult
-from ..registries import MethodInputs
+from ..options import MethodInputs
 from .common import nearest_indices, resize_nearest
 
 CLOSING_SIZE = 7

@@ -7,19 +7,29 @@ whole resized image in one pass (NACLIP on VOC). Besides the dense numbers a pre
 `assembly`, `k`, `top_cls_num`, `templates` and `crf` (methods.PRESET_CONFIG_FIELDS; what a
 tuning run chooses), and its `method` must be the configured one. `prob_thd` / `area_thd` only act on datasets
 whose class 0 is background.
+
+Also here, one layer below the backbones and methods that read them: what a config resolves to
+(`resolve_dense_mode`, `resolve_mode_options`, `resolve_naclip_std`, `resolve_dense_settings`, a dense
+mode's own settings `mode_settings`) and which settings apply at all (`check_applicable`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import RepeatedKeyError, refuse_repeated_keys
+from llmseg.registry import Registry
+
+from ..config import MethodConfig
+from ..options import MethodOptions, flag, parse_backbone
+from ..registries import BACKBONES, METHODS, dense_modes
 
 PRESET_DIR = Path(__file__).with_name("preset_files")
 
@@ -69,9 +79,8 @@ def _problems(exc: ValidationError, prefix: str = "") -> str:
 
 def _check_protocol(where: str, block: dict[str, Any]) -> None:
     """The peer-protocol keys of one block, checked by the models that read them (no torch import)."""
-    from pydantic import TypeAdapter
+    from ..preprocess import NormalizeRule, ResizeRule  # start-up time: preprocess imports torch
 
-    from ..preprocess import NormalizeRule, ResizeRule
 
     shapes: dict[str, Any] = {"resize": ResizeRule, "normalize": NormalizeRule,
                               "crop_remainder": Literal["pad", "truncate"], "whole_remainder": Literal["pad", "truncate"],
@@ -106,8 +115,6 @@ def check_block(where: str, block: dict[str, Any]) -> dict[str, Any]:
 
     Returns the block with the MethodConfig values in their checked types; ValueError names `where.key`.
     """
-    from ..interface import MethodConfig
-
     unknown = [key for key in block if key not in PRESET_KEYS]
     if unknown:
         raise ValueError(f"{where}: unknown key '{unknown[0]}' (a preset may set: {', '.join(PRESET_KEYS)})")
@@ -177,3 +184,127 @@ def preset_settings(preset: str, dataset: str | None) -> dict[str, Any]:
     if dataset is not None:
         settings.update(table.datasets.get(dataset, {}))
     return settings
+
+
+# --- what a config resolves to: its method's options, the preset's dense mode and numbers ---------------------
+
+
+def method_options_of(config: MethodConfig) -> type[MethodOptions]:
+    """The options model of the configured method (its fields and defaults); ConfigError if unknown."""
+    return METHODS.entry(config.method).config or MethodOptions
+
+
+def preset_of(config: MethodConfig) -> str | None:
+    """--preset, else the method's default preset (sclip for `dense`, none for llm-supervision)."""
+    return config.preset or method_options_of(config).default_preset
+
+
+def resolve_dense_mode(config: MethodConfig) -> str:
+    """--dense-mode, else the preset's mode (the method's default preset), else vanilla."""
+    if config.dense_mode:
+        return config.dense_mode
+    preset = preset_of(config)
+    return load_preset(preset).default.get("dense_mode", "vanilla") if preset else "vanilla"
+
+
+def mode_settings(mode: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The mode's own settings from `--mode-option` values, checked against its registered model (unset ones dropped).
+
+    ConfigError naming the mode and the option: an option the mode does not have, or a bad value.
+    """
+    model = dense_modes().entry(mode).config
+    given = dict(given or {})
+    if model is None or not issubclass(model, BaseModel):
+        if given:
+            raise ConfigError(f"dense mode '{mode}' takes no --mode-option (got {', '.join(sorted(given))})")
+        return {}
+    unknown = sorted(set(given) - set(model.model_fields))
+    if unknown:
+        known = ", ".join(model.model_fields) or "none"
+        raise ConfigError(f"dense mode '{mode}' has no option {', '.join(unknown)} (its options: {known})")
+    try:
+        return model.model_validate(given).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"dense mode '{mode}': bad --mode-option {problems}") from None
+
+
+def resolve_mode_options(config: MethodConfig) -> dict[str, Any]:
+    """The resolved dense mode's own settings (--mode-option NAME=VALUE), checked against the mode's model."""
+    return mode_settings(resolve_dense_mode(config), config.mode_options)
+
+
+def resolve_naclip_std(config: MethodConfig) -> float:
+    """--naclip-std (or --mode-option std=... in the naclip mode), else the preset's `naclip_std`, else NACLIP's 5.0."""
+    given = (config.mode_options or {}).get("std") if resolve_dense_mode(config) == "naclip" else None
+    if config.naclip_std is not None and given is not None:
+        raise ConfigError("--naclip-std and --mode-option std=... both set NACLIP's std: give one of them")
+    if given is not None:
+        return float(resolve_mode_options(config)["std"])
+    if config.naclip_std is not None:
+        return float(config.naclip_std)
+    preset = preset_of(config)
+    return float(load_preset(preset).default.get("naclip_std", NACLIP_STD_DEFAULT) if preset else NACLIP_STD_DEFAULT)
+
+
+def resolve_dense_settings(config: MethodConfig, dataset: str | None) -> dict[str, Any]:
+    """Preset numbers for the dataset, each overridden by an explicit config value."""
+    preset = config.preset or DEFAULT_PRESET
+    settings = preset_settings(preset, dataset)
+    settings["dense_mode"] = resolve_dense_mode(config)
+    for key in DENSE_KEYS:
+        value = getattr(config, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["preset"] = preset
+    if settings.get("logit_scale") is None:  # the one number the dense method cannot do without
+        raise ConfigError(
+            f"preset '{preset}' sets no logit_scale{f' for {dataset}' if dataset else ''} (in 'default' or "
+            "'datasets'), and none was given: add it to the preset or pass --logit-scale"
+        )
+    return settings
+
+
+# --- which settings apply: a field the chosen method, backbone or dense mode does not read is refused ----------
+
+
+def _uses(config_model: type | None) -> set[str]:
+    return set(getattr(config_model, "model_fields", {}) or {})
+
+
+def _claimed(registry: Registry[Any]) -> set[str]:
+    """Every field some entry of this registry reads (loading the built-ins, which are torch-free)."""
+    return set().union(*(_uses(registry.entry(n).config) for n in registry.names()))
+
+
+def _given(config: MethodConfig) -> list[str]:
+    """Fields set to something other than their default (a model_dump round trip is not 'given')."""
+    return [name for name, info in type(config).model_fields.items() if getattr(config, name) != info.get_default()]
+
+
+def check_applicable(config: MethodConfig, extra: Iterable[tuple[str, str, Registry[Any]]] = ()) -> None:
+    """Refuse a setting the chosen method or backbone does not read (ConfigError naming who does).
+
+    A field belongs to a registry when one of its entries lists it; it applies when the chosen entry
+    of every registry it belongs to lists it. Fields no entry lists (device, templates, ...) apply
+    always; the dense mode is a level when the backbone reads --dense-mode. `extra`: more
+    (flag, chosen name, registry) levels. Here, beside `resolve_dense_mode`, because the dense-mode
+    level needs the resolved mode.
+    """
+    family, _ = parse_backbone(config.backbone)
+    levels = [("--method", config.method, METHODS), ("--backbone", family, BACKBONES), *extra]
+    if "dense_mode" in _uses(BACKBONES.entry(family).config):
+        levels.append(("--dense-mode", resolve_dense_mode(config), dense_modes()))
+        resolve_mode_options(config)  # --mode-option values the mode does not have, or bad ones: ConfigError
+    for name in _given(config):
+        for level_flag, chosen, registry in levels:
+            if name not in _claimed(registry) or name in _uses(registry.entry(chosen).config):
+                continue
+            uses = sorted(_uses(registry.entry(chosen).config))
+            users = [n for n in registry.names() if name in _uses(registry.entry(n).config)]
+            shown = config.backbone if level_flag == "--backbone" else chosen
+            raise ConfigError(
+                f"{flag(name)} does not apply to {level_flag} {shown} "
+                f"(it uses: {', '.join(flag(u) for u in uses) or 'none of the optional settings'}); "
+                f"{flag(name)} is for {', '.join(users)} {registry.kind}s only"
+            )

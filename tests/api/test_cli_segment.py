@@ -210,7 +210,7 @@ def test_simseg_llm_supervision_form(app, simseg_files, photo_files, tmp_path):
 
 def test_segment_exposes_every_method_option(app):
     from llmseg.stage2.interface import MethodConfig
-    from llmseg.stage2.registries import flag
+    from llmseg.stage2.options import flag
 
     result = CliRunner().invoke(app, ["segment", "--help"], terminal_width=200, env={"COLUMNS": "200"})
     flat = " ".join(result.output.split())

@@ -77,7 +77,7 @@ def test_evaluate_exposes_every_method_config_field():
     assert set(METHOD_FIELDS) == set(MethodConfig.model_fields)
     res = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"})
     assert res.exit_code == 0
-    from llmseg.stage2.registries import flag as spelled
+    from llmseg.stage2.options import flag as spelled
 
     for name in METHOD_FIELDS:
         assert spelled(name) in res.output, name  # --mode-options: the repeatable --mode-option

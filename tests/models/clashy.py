@@ -79,7 +79,8 @@ class ClashyText(Backbone):
 @contextmanager
 def clashy_backbone():
     """`--backbone clashy` (ClashyText) registered for the duration, as a user's plugin would."""
-    from llmseg.stage2.registries import BACKBONES, backbone_options
+    from llmseg.stage2.options import backbone_options
+    from llmseg.stage2.registries import BACKBONES
 
     BACKBONES.register("clashy", config=backbone_options(name="ClashyOptions"))(lambda config, arg: ClashyText())
     try:

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from llmseg.errors import ConfigError, LlmsegError
-from llmseg.stage2.backbones import Backbone, BackboneError, load_backbone
+from llmseg.stage2.backbones import Backbone, BackboneError
 from llmseg.stage2.backbones.openclip import OpenClipBackbone
 from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.methods import load_backbone
 from llmseg.stage2.methods.dense import dense_backbone
+from llmseg.stage2.options import backbone_options
 from llmseg.stage2.preflight import WeightsUnavailable, check_method_inputs
-from llmseg.stage2.registries import BACKBONES, backbone_options
+from llmseg.stage2.registries import BACKBONES
 
 
 class PlainBackbone(Backbone):

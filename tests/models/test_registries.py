@@ -10,18 +10,12 @@ import torch
 
 from llmseg.errors import ConfigError
 from llmseg.stage2.assembly import AssemblyRule, _reduce, assemble
-from llmseg.stage2.backbones import Backbone, BackboneError, load_backbone
+from llmseg.stage2.backbones import Backbone, BackboneError
 from llmseg.stage2.interface import Done, MethodConfig, SegResult
-from llmseg.stage2.methods import build_method
-from llmseg.stage2.methods.presets import load_preset
-from llmseg.stage2.registries import (
-    ASSEMBLY_RULES,
-    BACKBONES,
-    METHODS,
-    backbone_options,
-    check_applicable,
-    method_options,
-)
+from llmseg.stage2.methods import build_method, load_backbone
+from llmseg.stage2.methods.presets import check_applicable, load_preset
+from llmseg.stage2.options import backbone_options, method_options
+from llmseg.stage2.registries import ASSEMBLY_RULES, BACKBONES, METHODS
 
 
 class PatchBackbone(Backbone):
