@@ -5,8 +5,9 @@ Why a wrapper: the package is installed from folders whose names differ from its
 install maps them with an import hook that grimp (import-linter's graph builder) cannot follow: it looks for
 the package's files under the name `llmseg`. This script lays out a copy of the package under its import
 names in build/lint-tree/llmseg/... (the same mapping setuptools uses), puts that folder first on the path
-and runs `lint-imports` with pyproject's [tool.importlinter] contracts. `--cycles` instead prints every
-import cycle in the package (module-level and function-level imports alike), shortest first.
+and runs `lint-imports` with pyproject's [tool.importlinter] contracts (the layers), then fails on any import
+cycle between modules, module-level and function-level imports alike (a layers contract allows cycles inside
+one layer; this check does not). `--cycles` prints only the cycles, each with one import per edge.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: import-linter itself depends on tomli there
     import tomli as tomllib  # type: ignore[no-redef]
+
+import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / "build" / "lint-tree"
@@ -49,9 +52,7 @@ def lay_out_tree(pyproject: Path, tree: Path) -> None:
 
 
 def print_cycles() -> int:
-    """Print each import cycle (strongly connected group of modules) with one path around it; 1 if any."""
-    import grimp  # only for --cycles: the default run goes through lint-imports
-
+    """Print each import cycle (strongly connected group of modules) and the imports inside it; 1 if any."""
     sys.path.insert(0, str(TREE))
     graph = grimp.build_graph("llmseg", cache_dir=None)
     groups = strongly_connected(graph)
@@ -109,8 +110,10 @@ def main(argv: list[str]) -> int:
         return print_cycles()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TREE), os.environ.get("PYTHONPATH", "")])}
     lint_imports = Path(sys.executable).with_name("lint-imports")
-    command = [str(lint_imports), "--config", str(ROOT / "pyproject.toml"), "--no-cache", *argv]
-    return subprocess.run(command, cwd=TREE, env=env, check=False).returncode
+    command = [str(lint_imports), str(ROOT / "pyproject.toml"), "--no-cache", *argv]
+    contracts = subprocess.run(command, cwd=TREE, env=env, check=False).returncode
+    cycles = print_cycles()
+    return contracts or cycles
 
 
 if __name__ == "__main__":
