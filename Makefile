@@ -65,7 +65,7 @@ lint: install
 	$(BIN)/ruff check shared stage1_llm stage2_segment tests benchmarks tools
 	$(BIN)/deptry . --no-ansi
 	$(BIN)/python tools/mypy_llmseg.py
-	@if $(BIN)/python -c "import importlinter" 2>/dev/null; then $(BIN)/python tools/lint_imports.py; else echo "warning: import-linter is not installed (dev extra): import layers and cycles not checked" >&2; fi
+	$(BIN)/python tools/lint_imports.py
 
 # Recompile the lock from pyproject.toml's ranges: every extra, Linux/macOS/Windows, Python 3.10 and newer.
 lock: install
