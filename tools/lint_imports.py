@@ -18,37 +18,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: import-linter itself depends on tomli there
-    import tomli as tomllib  # type: ignore[no-redef]
-
 import grimp
+from package_layout import ROOT, package_files
 
-ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / "build" / "lint-tree"
 
 
-def package_folder(package: str, package_dir: dict[str, str]) -> Path:
-    """The folder setuptools installs `package` from: the longest mapped prefix plus the rest of the name."""
-    parts = package.split(".")
-    for cut in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:cut])
-        if prefix in package_dir:
-            return ROOT / package_dir[prefix] / Path(*parts[cut:])
-    return ROOT / package_dir.get("", ".") / Path(*parts)
-
-
-def lay_out_tree(pyproject: Path, tree: Path) -> None:
+def lay_out_tree(tree: Path) -> None:
     """Copy every package's .py files to tree/<import path>/, as a non-editable install would place them."""
-    setuptools_conf = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]
-    package_dir: dict[str, str] = setuptools_conf.get("package-dir", {})
     shutil.rmtree(tree, ignore_errors=True)
-    for package in setuptools_conf["packages"]:
+    for package, path in package_files():
         target = tree / Path(*package.split("."))
         target.mkdir(parents=True, exist_ok=True)
-        for path in sorted(package_folder(package, package_dir).glob("*.py")):
-            shutil.copy2(path, target / path.name)
+        shutil.copy2(path, target / path.name)
 
 
 def print_cycles() -> int:
@@ -105,7 +87,7 @@ def strongly_connected(graph: object) -> list[set[str]]:
 
 def main(argv: list[str]) -> int:
     """Lay out the tree, then run the contracts (exit status of lint-imports) or list the cycles."""
-    lay_out_tree(ROOT / "pyproject.toml", TREE)
+    lay_out_tree(TREE)
     if argv[:1] == ["--cycles"]:
         return print_cycles()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TREE), os.environ.get("PYTHONPATH", "")])}

@@ -12,47 +12,23 @@ The settings themselves live in pyproject.toml's [tool.mypy]; extra arguments ar
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: mypy itself depends on tomli there
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from mypy import build
 from mypy.errors import CompileError
 from mypy.main import process_options
 from mypy.modulefinder import BuildSource
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def package_folder(package: str, package_dir: dict[str, str]) -> Path:
-    """The folder setuptools installs `package` from: the longest mapped prefix plus the rest of the name."""
-    parts = package.split(".")
-    for cut in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:cut])
-        if prefix in package_dir:
-            return ROOT / package_dir[prefix] / Path(*parts[cut:])
-    return ROOT / package_dir.get("", ".") / Path(*parts)
+from package_layout import ROOT, package_files
 
 
-def package_sources(pyproject: Path) -> list[BuildSource]:
+def package_sources() -> list[BuildSource]:
     """One BuildSource per .py file of every package pyproject lists, named as it is installed."""
-    setuptools_conf = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]
-    package_dir: dict[str, str] = setuptools_conf.get("package-dir", {})
-    sources = []
-    for package in setuptools_conf["packages"]:
-        folder = package_folder(package, package_dir)
-        for path in sorted(folder.glob("*.py")):
-            module = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            sources.append(BuildSource(str(path.relative_to(ROOT)), module))
-    return sources
+    return [BuildSource(str(path.relative_to(ROOT)), package if path.stem == "__init__" else f"{package}.{path.stem}")
+            for package, path in package_files()]
 
 
 def main(argv: list[str]) -> int:
     """Run mypy over the package with pyproject's [tool.mypy]; exit status 1 on any error, as mypy."""
-    sources = package_sources(ROOT / "pyproject.toml")
+    sources = package_sources()
     # `-c pass` only satisfies mypy's "a target is required"; the real targets are `sources`.
     _, options = process_options(["--config-file", str(ROOT / "pyproject.toml"), *argv, "-c", "pass"])
     try:
