@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-_ANYWHERE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache")
-_AT_ROOT = {".venv", "build", "dist", "results", "data", "ckpts", "out"}
+_ANYWHERE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", ".mypy_cache",
+                                   ".hypothesis")
+# at the root: every virtual environment (.venv, CI's .venv-latest: gigabytes each) and the run outputs
+_AT_ROOT = shutil.ignore_patterns(".venv*", "build", "dist", "results", "data", "ckpts", "out")
 
 
 def IGNORED(folder: str, names: list[str]) -> set[str]:
     """What a checkout holds besides its sources: skipped when copying it."""
     skipped = set(_ANYWHERE(folder, names))
-    return skipped | (_AT_ROOT & set(names)) if Path(folder) == REPO else skipped
+    return skipped | set(_AT_ROOT(folder, names)) if Path(folder) == REPO else skipped
 
 pytestmark = pytest.mark.slow
 
