@@ -9,7 +9,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 def cpu_name() -> str:
     """The CPU model, as `metrics.json` records it (benchmarks record the device they ran on)."""
-    from llmseg.stage2.results import cpu_model
+    from llmseg.stage2.engine.results import cpu_model
 
     return cpu_model()
 

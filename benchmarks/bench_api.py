@@ -30,8 +30,8 @@ from _results import append_results, cpu_name  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llmseg.stage2.api import SegmentationOutput, Segmenter  # noqa: E402
-from llmseg.stage2.palettes import palette_for  # noqa: E402
-from llmseg.stage2.visualize import label_png, overlay  # noqa: E402
+from llmseg.stage2.pictures.palettes import palette_for  # noqa: E402
+from llmseg.stage2.pictures.visualize import label_png, overlay  # noqa: E402
 
 CLASSES = ["background", "cat", "dog", "sofa", "person", "table", "plant", "window", "floor", "wall"]
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _results import append_results, cpu_name  # noqa: E402
 
 from llmseg.datasets import get_dataset  # noqa: E402
-from llmseg.stage2.interface import Done, SegResult  # noqa: E402
-from llmseg.stage2.refine import dense_crf_multilabel  # noqa: E402
-from llmseg.stage2.runner import RunConfig, evaluate  # noqa: E402
+from llmseg.stage2.engine.runner import RunConfig, evaluate  # noqa: E402
+from llmseg.stage2.ops.refinement import dense_crf_multilabel  # noqa: E402
+from llmseg.stage2.protocols import Done, SegResult  # noqa: E402
 from llmseg.stage2.synthetic import write_synthetic_benchmark  # noqa: E402
 
 STRIDE = 16

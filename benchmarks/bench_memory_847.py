@@ -86,9 +86,9 @@ def _names() -> tuple[list[str], dict[str, list[str]]]:
 def worker_text(args: argparse.Namespace) -> dict:
     import torch
 
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import load_backbone
-    from llmseg.stage2.text import text_embeddings
+    from llmseg.stage2.ops.text import text_embeddings
 
     torch.manual_seed(0)
     backbone = load_backbone(MethodConfig(backbone=f"openclip:{args.arch}", random_weights=True))
@@ -109,7 +109,7 @@ def worker_text_openai80(args: argparse.Namespace) -> dict:
     import torch
 
     from llmseg.stage2.backbones.base import Backbone
-    from llmseg.stage2.text import embed_prompts
+    from llmseg.stage2.ops.text import embed_prompts
     from llmseg.templates import load_templates
 
     class StandIn(Backbone):
@@ -147,7 +147,7 @@ def worker_image(args: argparse.Namespace) -> dict:
     import torch
 
     from llmseg.labelset import LabelSet
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method
     from llmseg.stage2.methods.dense import GROUP_ELEMENTS, resized_shape
 

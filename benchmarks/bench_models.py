@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method
 
     torch.manual_seed(0)

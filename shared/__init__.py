@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "Segmenter": "llmseg.stage2.api",
     "SegmentationOutput": "llmseg.stage2.api",
-    "evaluate": "llmseg.stage2.runner",
-    "score": "llmseg.stage2.runner",
+    "evaluate": "llmseg.stage2.engine.runner",
+    "score": "llmseg.stage2.engine.runner",
     "generate_label_set": "llmseg.stage1.generate",
     "LabelSet": "llmseg.labelset",
     "load_label_set": "llmseg.labelset",

@@ -63,7 +63,7 @@ def validate_command(
 ) -> None:
     """Check a label set against a dataset's classes. Exit 0 clean, 1 warnings only, 2 errors.
 
-    With --backbone, also the CLIP-aware checks (llmseg.stage2.label_check); their findings are warnings.
+    With --backbone, also the CLIP-aware checks (llmseg.stage2.experiments.label_check); their findings are warnings.
     """
     from .datasets import get_dataset
     from .labelset import clip_token_counter, read_label_set_json, validate_label_set
@@ -103,7 +103,7 @@ def validate_command(
         if report.errors:
             typer.secho(f"{path}: not running the --backbone checks: fix the errors above first", err=True, fg=typer.colors.RED)
         else:
-            from llmseg.stage2.label_check import check_label_set_clip, load_text_backbone
+            from llmseg.stage2.experiments.label_check import check_label_set_clip, load_text_backbone
 
             encoder = load_text_backbone(backbone, pretrained, random_weights=random_weights, checkpoint=checkpoint, device=device)
             clip_report = check_label_set_clip(
@@ -133,7 +133,7 @@ def validate_command(
 
 def _mount_stages() -> None:
     from llmseg.stage1.cli import register as register_stage1
-    from llmseg.stage2.cli import register as register_stage2
+    from llmseg.stage2.cli.commands import register as register_stage2
 
     register_stage1(app)
     register_stage2(app)

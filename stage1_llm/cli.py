@@ -297,7 +297,7 @@ def refine_command(
     Writes the refined label set and a sidecar recording every round. Exit 0 when the final check is clean, 1 when findings remain.
     """
     # start-up time: the text encoders import torch and open_clip, which only this command needs
-    from llmseg.stage2.label_check import check_label_set_clip, load_text_backbone
+    from llmseg.stage2.experiments.label_check import check_label_set_clip, load_text_backbone
 
     path = resolve_label_set_path(label_set)
     spec = get_dataset(dataset)

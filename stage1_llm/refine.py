@@ -1,7 +1,7 @@
 """Refine a label set with the text encoder's eyes: re-ask the LLM for the subclasses CLIP confuses.
 
 `llmseg validate --backbone` finds subclasses that sit nearer to another class than to their own,
-near-duplicates and subclasses far from their class name (`llmseg.stage2.label_check`). This
+near-duplicates and subclasses far from their class name (`llmseg.stage2.experiments.label_check`). This
 module turns those findings into new requests: per flagged class, the LLM is told which of its
 subtypes were rejected and why (the clash, with the other class and the cosines), which ones are
 kept, and asked for exactly as many replacements. The requests go through the ordinary stage-one
@@ -27,7 +27,7 @@ from .generate import generate_label_set
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
 
 if TYPE_CHECKING:
-    from llmseg.stage2.label_check import ClipCheckReport
+    from llmseg.stage2.experiments.label_check import ClipCheckReport
 
 Checker = Callable[[Mapping[str, Sequence[str]]], "ClipCheckReport"]
 

@@ -24,10 +24,9 @@ from llmseg.errors import LlmsegError
 from llmseg.io import atomic_write_json, stable_hash
 from llmseg.labelset import LabelSet, LabelSetError, label_set_from_json, read_label_set_json
 from llmseg.resources import resolve_label_set_path
-
-from .interface import MethodConfig, SegmentationMethod
-from .palettes import palette_for
-from .visualize import area_shares, label_picture, overlay, save_image, subclass_overlay
+from llmseg.stage2.pictures.palettes import palette_for
+from llmseg.stage2.pictures.visualize import area_shares, label_picture, overlay, save_image, subclass_overlay
+from llmseg.stage2.protocols import MethodConfig, SegmentationMethod
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,13 +39,13 @@ if TYPE_CHECKING:
 STEPS = {
     "load_backbone": "llmseg.stage2.methods",
     "resolve_dense_settings": "llmseg.stage2.methods",
-    "text_embeddings": "llmseg.stage2.text",
+    "text_embeddings": "llmseg.stage2.ops.text",
     "dense_logits": "llmseg.stage2.methods.dense",
     "image_vector": "llmseg.stage2.methods.dense",
     "DensePending": "llmseg.stage2.methods.dense",
-    "assemble": "llmseg.stage2.assembly",
-    "image_weights": "llmseg.stage2.assembly",
-    "SegMetric": "llmseg.stage2.metrics",
+    "assemble": "llmseg.stage2.ops.assembly",
+    "image_weights": "llmseg.stage2.ops.assembly",
+    "SegMetric": "llmseg.stage2.engine.metrics",
 }
 
 __all__ = ["SegmentInputError", "Segmenter", "SegmentationOutput", "output_names", "parse_classes", "resolve_label_set",

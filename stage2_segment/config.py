@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .registries import ASSEMBLY_RULES, METHODS, dense_modes
+from llmseg.stage2.registry_tables import ASSEMBLY_RULES, METHODS, dense_modes
 
 __all__ = ["MAX_SIDE", "MethodConfig"]
 
@@ -22,8 +22,8 @@ MAX_SIDE = 16_384  # pixels: the largest resize / crop / stride a setting may as
 class MethodConfig(BaseModel):
     """Everything that selects and parameterises a method. None = the preset's or method's default.
 
-    Each field's description is its help text in the CLI too (cli_options). `method`, `assembly`
-    and `dense_mode` are checked against their registries (llmseg.stage2.registries) here,
+    Each field's description is its help text in the CLI too (llmseg.stage2.cli.options). `method`, `assembly`
+    and `dense_mode` are checked against their registries (llmseg.stage2.registry_tables) here,
     `backbone` (family[:arg]) when it is loaded; a field the chosen method or backbone does not
     read is refused when the method is built (check_applicable). Every number has bounds and
     NaN / infinity are refused, here and so also in preset files and `tune --grid` values.

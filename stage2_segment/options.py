@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, create_model
 
 from llmseg.errors import BackboneError, ConfigError
+from llmseg.stage2.registry_tables import BACKBONES
 
 from .config import MethodConfig
-from .registries import BACKBONES
 
 if TYPE_CHECKING:
     from .backbones.base import Backbone
@@ -79,7 +79,7 @@ class MethodInputs:
     class_text: Any  # [C, D]: the class names' vectors (== text without a label set)
     classes: list[str]
     dataset: str | None
-    assembly: str  # the resolved rule name (registries.ASSEMBLY_RULES)
+    assembly: str  # the resolved rule name (registry_tables.ASSEMBLY_RULES)
     background: bool  # class 0 is background (thresholds act on it)
     describe_extra: dict[str, Any] = field(default_factory=dict)  # for the method's describe()
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from llmseg.errors import BackboneError, ConfigError, LlmsegError, MissingFileError
+from llmseg.stage2.registry_tables import BACKBONES
 
 from .options import BackboneOptions, parse_backbone
-from .registries import BACKBONES
 
 if TYPE_CHECKING:
     from llmseg.datasets import DatasetSpec

@@ -17,6 +17,8 @@ from PIL import Image
 
 from llmseg.datasets import DatasetSpec, get_dataset
 from llmseg.io import atomic_path
+from llmseg.stage2.pictures.palettes import voc_palette
+from llmseg.stage2.pictures.visualize import save_label_png
 
 from .data.convert import (
     COCO_UNUSED_THING_IDS,
@@ -27,8 +29,6 @@ from .data.convert import (
     coco_stuff_table,
 )
 from .data.layouts import layout_reader
-from .palettes import voc_palette
-from .visualize import save_label_png
 
 
 def _random_label(rng: np.random.Generator, h: int, w: int, values: np.ndarray, borders: int | None) -> np.ndarray:

@@ -67,7 +67,7 @@ def user_cache_dir() -> Path:
 def method_names() -> list[str]:
     """The methods the page offers: the registry's names where there is one."""
     try:
-        from llmseg.stage2.registries import METHODS
+        from llmseg.stage2.registry_tables import METHODS
 
         names = list(METHODS.names())
     except (ImportError, AttributeError):

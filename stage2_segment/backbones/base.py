@@ -2,7 +2,7 @@
 
 Methods never reach inside a model: they preprocess with the backbone's own mean/std and sizes,
 call `encode_image` / `encode_text`, and work on the normalised vectors. A new backbone subclasses
-`Backbone` and registers a builder in `llmseg.stage2.registries.BACKBONES` (see backbones/builtin.py).
+`Backbone` and registers a builder in `llmseg.stage2.registry_tables.BACKBONES` (see backbones/builtin.py).
 """
 
 from __future__ import annotations

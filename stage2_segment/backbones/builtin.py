@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmseg.errors import ConfigError
+from llmseg.stage2.registry_tables import BACKBONES
 
 from ..methods.presets import resolve_dense_mode, resolve_mode_options, resolve_naclip_std
 from ..options import backbone_options
 from ..preflight import check_openclip_weights, check_simseg_inputs
-from ..registries import BACKBONES
 from .base import Backbone, BackboneError
 
 if TYPE_CHECKING:

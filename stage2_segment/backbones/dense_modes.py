@@ -5,7 +5,7 @@ of its output is ignored): the tokens that go on to ln_post and the projection. 
 always takes the ordinary block, so the global image vector is the model's own. A new mode is one
 module outside the package:
 
-    from llmseg.stage2.registries import DENSE_MODES
+    from llmseg.stage2.registry_tables import DENSE_MODES
 
     @DENSE_MODES.register("mine")
     def mine(parts):
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ..registries import DENSE_MODES
+from llmseg.stage2.registry_tables import DENSE_MODES
 
 DenseRule = Callable[["BlockParts"], torch.Tensor]
 

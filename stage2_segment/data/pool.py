@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..worker_life import orphan_safe_pool
+from llmseg.stage2.engine.worker_life import orphan_safe_pool
 
 
 def default_workers() -> int:

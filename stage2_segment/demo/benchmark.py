@@ -99,8 +99,8 @@ def write_benchmark(
     from PIL import Image
     from tqdm import tqdm
 
-    from llmseg.stage2.palettes import voc_palette
-    from llmseg.stage2.visualize import save_label_png
+    from llmseg.stage2.pictures.palettes import voc_palette
+    from llmseg.stage2.pictures.visualize import save_label_png
 
     spec = demo_spec()
     layout = spec.layout

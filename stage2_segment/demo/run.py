@@ -141,7 +141,7 @@ def scripted_label_set(out: Path, progress: bool = False) -> Path:
 
 
 def method_config(run: RunSpec, pretrained: Path, label_set: Path | None, device: str = "cpu"):
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
 
     common = dict(
         method=run.method,
@@ -170,9 +170,9 @@ def compare_pictures(
     from PIL import Image
 
     from llmseg.stage2.data.readers import list_samples, load_image, load_label
-    from llmseg.stage2.palettes import palette_for
-    from llmseg.stage2.results import prediction_path
-    from llmseg.stage2.visualize import overlay, save_image, titled_panels
+    from llmseg.stage2.engine.results import prediction_path
+    from llmseg.stage2.pictures.palettes import palette_for
+    from llmseg.stage2.pictures.visualize import overlay, save_image, titled_panels
 
     colours = palette_for(list(spec.classes), spec)  # the dataset's palette (assets/dataset.json for the demo)
     written = []
@@ -236,8 +236,8 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """Everything `make demo` does; returns the rows and writes `out/summary.json` and `out/table.txt`."""
+    from llmseg.stage2.engine.runner import RunConfig, evaluate
     from llmseg.stage2.methods import build_method, load_backbone
-    from llmseg.stage2.runner import RunConfig, evaluate
 
     started = time.perf_counter()
     out = Path(out)

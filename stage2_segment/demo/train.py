@@ -361,8 +361,9 @@ def demo_pretrained(weights: str | Path | None = None) -> Path:
 
 
 def _register_backbone() -> None:
+    from llmseg.stage2.registry_tables import BACKBONES
+
     from ..options import backbone_options
-    from ..registries import BACKBONES
 
     @BACKBONES.register(
         DEMO_BACKBONE,

@@ -5,7 +5,7 @@ checks; reuse it across class lists via `build_method(..., backbone=...)`); `bui
 settings the chosen method does not read, resolves the preset and per-dataset defaults (presets.py, home
 of the `resolve_*` functions, re-exported here), loads and validates the label set, embeds the names once
 (per-backbone memory + optional disk cache) and hands them to the method's registered builder
-(`registries.METHODS`; the built-ins are in builtin.py). Torch-free at import: the dense method and the
+(`registry_tables.METHODS`; the built-ins are in builtin.py). Torch-free at import: the dense method and the
 text encoder load when a method is built.
 """
 
@@ -19,14 +19,14 @@ from llmseg.datasets import dataset_background
 from llmseg.errors import ConfigError
 from llmseg.io import sha256_file, sha256_text, stable_hash
 from llmseg.labelset import LabelSet, load_label_set
+from llmseg.stage2.protocols import SegmentationMethod
+from llmseg.stage2.registry_tables import ASSEMBLY_RULES, BACKBONES, METHODS
 from llmseg.templates import load_templates
 
 from ..backbones.base import Backbone, BackboneError
 from ..config import MethodConfig
-from ..interface import SegmentationMethod
 from ..options import MethodInputs, MethodOptions, parse_backbone
 from ..preflight import check_method_inputs
-from ..registries import ASSEMBLY_RULES, BACKBONES, METHODS
 from .common import NameTable, has_background
 from .presets import (
     PRESET_CONFIG_FIELDS,
@@ -101,7 +101,7 @@ def build_method(
     label_set: LabelSet | None = None,
 ) -> SegmentationMethod:
     """The configured method for these classes (class 0 = background on background datasets)."""
-    from ..text import text_embeddings  # start-up time: text imports torch
+    from llmseg.stage2.ops.text import text_embeddings  # start-up time: text imports torch
 
     classes = list(classes)
     if not classes:

@@ -9,14 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmseg.datasets import dataset_top_cls_num
+from llmseg.stage2.registry_tables import METHODS
 
 from ..options import MethodInputs, method_options
-from ..registries import METHODS
 from .presets import DEFAULT_PRESET, resolve_dense_settings
 
 if TYPE_CHECKING:
+    from llmseg.stage2.protocols import SegmentationMethod
+
     from ..config import MethodConfig
-    from ..interface import SegmentationMethod
 
 DENSE_FIELDS = ("preset", "short_side", "crop", "stride", "logit_scale", "prob_thd", "area_thd", "pamr", "crf", "crf_iterations")
 

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from llmseg.errors import ConfigError
-
-from ..assembly import (
+from llmseg.stage2.ops.assembly import (
     assemble,
     assemble_group,
     finish_groups,
@@ -40,8 +39,7 @@ from ..assembly import (
     image_weights,
     rule_of,
 )
-from ..config import MethodConfig
-from ..dense_protocol import (
+from llmseg.stage2.ops.dense_protocol import (
     DenseProtocol,
     Encoded,
     ProtocolRules,
@@ -53,9 +51,11 @@ from ..dense_protocol import (
     slide_windows,
     window_logits,
 )
-from ..interface import SegResult
+from llmseg.stage2.ops.preprocess import LONG_SIDE_CAP, resized_shape
+from llmseg.stage2.protocols import SegResult
+
+from ..config import MethodConfig
 from ..options import MethodInputs
-from ..preprocess import LONG_SIDE_CAP, resized_shape
 from .common import class_slices
 from .presets import (
     DEFAULT_PRESET,
@@ -221,7 +221,7 @@ class DensePending:
     def finish(self) -> SegResult:
         scores = self.scores
         if self.crf:
-            from ..refine import dense_crf_multilabel
+            from llmseg.stage2.ops.refinement import dense_crf_multilabel
 
             if self.image is None:
                 raise ValueError("dense: a pending result with crf needs its image (DensePending.of(..., image=...))")

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..assembly import combine_similarities, group_argmax_onehot, rule_of
-from ..interface import SegResult
+from llmseg.stage2.ops.assembly import combine_similarities, group_argmax_onehot, rule_of
+from llmseg.stage2.protocols import SegResult
+
 from ..options import MethodInputs
 from .common import nearest_indices, resize_nearest
 
@@ -118,7 +119,7 @@ class LLMSupervisionPending:
     needs_cpu: bool = True
 
     def finish(self) -> SegResult:
-        from ..refine import closing, dense_crf_binary
+        from llmseg.stage2.ops.refinement import closing, dense_crf_binary
 
         masks = []
         for prob in self.probs:

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import RepeatedKeyError, refuse_repeated_keys
 from llmseg.registry import Registry
+from llmseg.stage2.registry_tables import BACKBONES, METHODS, dense_modes
 
 from ..config import MethodConfig
 from ..options import MethodOptions, flag, parse_backbone
-from ..registries import BACKBONES, METHODS, dense_modes
 
 PRESET_DIR = Path(__file__).with_name("preset_files")
 
@@ -79,7 +79,10 @@ def _problems(exc: ValidationError, prefix: str = "") -> str:
 
 def _check_protocol(where: str, block: dict[str, Any]) -> None:
     """The peer-protocol keys of one block, checked by the models that read them (no torch import)."""
-    from ..preprocess import NormalizeRule, ResizeRule  # start-up time: preprocess imports torch
+    from llmseg.stage2.ops.preprocess import (  # start-up time: preprocess imports torch
+        NormalizeRule,
+        ResizeRule,
+    )
 
 
     shapes: dict[str, Any] = {"resize": ResizeRule, "normalize": NormalizeRule,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from llmseg.labelset import LabelSet
 from llmseg.stage2.api import Segmenter, SegmentInputError, parse_classes, to_rgb
-from llmseg.stage2.palettes import palette_for
+from llmseg.stage2.pictures.palettes import palette_for
 
 CLASSES = ["red thing", "blue thing", "grey thing"]
 LABEL_SET = {

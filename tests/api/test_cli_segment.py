@@ -10,7 +10,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from llmseg.stage2.palettes import palette_for, voc_palette
+from llmseg.stage2.pictures.palettes import palette_for, voc_palette
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_simseg_llm_supervision_form(app, simseg_files, photo_files, tmp_path):
 
 
 def test_segment_exposes_every_method_option(app):
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.options import flag
 
     result = CliRunner().invoke(app, ["segment", "--help"], terminal_width=200, env={"COLUMNS": "200"})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmseg.stage2.palettes import (
+from llmseg.stage2.pictures.palettes import (
     CITYSCAPES,
     IGNORE_COLOR,
     _srgb_to_lab,
@@ -17,7 +17,7 @@ from llmseg.stage2.palettes import (
     palette_for,
     voc_palette,
 )
-from llmseg.stage2.visualize import (
+from llmseg.stage2.pictures.visualize import (
     BOUNDARY_COLOR,
     area_shares,
     boundary_mask,
@@ -190,7 +190,7 @@ def test_subclass_overlay_legend():
 
 
 def test_legend_text_never_shows_zero_for_a_present_class():
-    from llmseg.stage2.visualize import LegendEntry
+    from llmseg.stage2.pictures.visualize import LegendEntry
 
     assert LegendEntry("cat", (0, 0, 0), 0.0004).text == "cat  <0.1%"
     assert LegendEntry("cat", (0, 0, 0), 0.0005).text == "cat  0.1%"
@@ -198,7 +198,7 @@ def test_legend_text_never_shows_zero_for_a_present_class():
 
 
 def test_comparison_panels_are_the_blends_of_each_map_in_one_palette():
-    from llmseg.stage2.visualize import comparison
+    from llmseg.stage2.pictures.visualize import comparison
 
     image, truth = _scene()
     pred = truth.copy()

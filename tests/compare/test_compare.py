@@ -9,8 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _grid(tmp_path):
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import CURATED_LABEL_SET, write_benchmark
-    from llmseg.stage2.interface import MethodConfig
 
     root = tmp_path / "data"
     write_benchmark(root, n_images=3, progress=False)
@@ -20,8 +20,8 @@ def _grid(tmp_path):
 
 
 def test_rerun_reuses_finished_cells_and_deltas_match_metrics(tmp_path, monkeypatch):
-    from llmseg.stage2 import runner
-    from llmseg.stage2.compare import compare
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.compare import compare
 
     root, label_sets, variants = _grid(tmp_path)
     calls = []
@@ -53,9 +53,9 @@ def test_rerun_reuses_finished_cells_and_deltas_match_metrics(tmp_path, monkeypa
 def test_a_cell_killed_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """Kill the grid inside a cell (after some of its images): the rerun reuses the first cell, continues
     the killed one from its checkpoint and ends with the metrics of an uninterrupted grid."""
-    from llmseg.stage2 import runner
-    from llmseg.stage2.compare import compare
     from llmseg.stage2.demo.benchmark import write_benchmark
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.compare import compare
 
     root, label_sets, variants = _grid(tmp_path)
     write_benchmark(root, n_images=6, progress=False)
@@ -102,8 +102,8 @@ def test_a_cell_killed_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatc
 def test_without_matplotlib_the_grid_runs_and_says_the_charts_were_skipped(tmp_path, monkeypatch):
     import builtins
 
-    from llmseg.stage2 import runner
-    from llmseg.stage2.compare import compare
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.compare import compare
 
     real_import = builtins.__import__
 

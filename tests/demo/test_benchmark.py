@@ -17,7 +17,7 @@ from llmseg.stage2.demo.benchmark import (
     write_benchmark,
 )
 from llmseg.stage2.demo.generator import render_scene
-from llmseg.stage2.palettes import voc_palette
+from llmseg.stage2.pictures.palettes import voc_palette
 
 
 def test_writes_the_voc_layout(tmp_path):

@@ -43,7 +43,7 @@ def scene_file(tmp_path_factory):
 def test_demo_dataset_palette_is_its_dataset_json():
     from llmseg.datasets import get_dataset
     from llmseg.stage2.demo.benchmark import demo_spec
-    from llmseg.stage2.palettes import palette_for
+    from llmseg.stage2.pictures.palettes import palette_for
 
     written = json.loads(DATASET_FILE.read_text(encoding="utf-8"))["palette"]
     spec = get_dataset("demo")
@@ -56,8 +56,8 @@ def test_demo_clip_backbone_is_the_shipped_model_materialised_in_the_user_cache(
     import open_clip
     import torch
 
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.train import MODEL_NAME, WEIGHTS_PATH, materialize
-    from llmseg.stage2.interface import MethodConfig
     from llmseg.stage2.methods import load_backbone
 
     before = sorted(p.name for p in ASSETS.iterdir())

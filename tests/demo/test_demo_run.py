@@ -32,8 +32,8 @@ def test_shipped_weights_are_small():
 
 @pytest.mark.slow
 def test_subclasses_beat_names_on_dense(demo_data):
+    from llmseg.stage2.engine.runner import RunConfig, evaluate
     from llmseg.stage2.methods import build_method, load_backbone
-    from llmseg.stage2.runner import RunConfig, evaluate
 
     root, spec, pretrained = demo_data
     scores = {}

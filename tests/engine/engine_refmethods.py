@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from llmseg.stage2.interface import Done, SegResult
+from llmseg.stage2.protocols import Done, SegResult
 
 
 def image_key(image: np.ndarray) -> str:
@@ -142,7 +142,7 @@ def run_rank(rank: int, world: int, port: int, name: str, data_root: str, out: s
     """One torchrun-like rank (for torch.multiprocessing.spawn): env vars, then the engine."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    from llmseg.stage2.runner import RunConfig, evaluate
+    from llmseg.stage2.engine.runner import RunConfig, evaluate
 
     spec, method = build_oracle(name, Path(data_root))
     evaluate(method, spec, data_root, RunConfig(out=out, num_workers=0, progress=False, checkpoint_every=1))

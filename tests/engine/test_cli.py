@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from llmseg.cli import app
-from llmseg.stage2.cli_engine import METHOD_FIELDS, default_run_name
-from llmseg.stage2.interface import MethodConfig
-from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.cli.engine import METHOD_FIELDS, default_run_name
+from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.engine.runner import RunConfig, evaluate
 from llmseg.stage2.synthetic import write_synthetic_benchmark
 
 runner = CliRunner()

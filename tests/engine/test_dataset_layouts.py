@@ -14,7 +14,7 @@ from llmseg.cli import app
 from llmseg.datasets import DatasetError, get_dataset
 from llmseg.stage2.data import LAYOUTS, BenchmarkDataset, LayoutReader, SampleRef, list_samples
 from llmseg.stage2.data.check import check_dataset
-from llmseg.stage2.palettes import PALETTES, palette_for, voc_palette
+from llmseg.stage2.pictures.palettes import PALETTES, palette_for, voc_palette
 from llmseg.stage2.synthetic import write_synthetic_benchmark
 
 CLASSES = ("table", "mug", "spoon", "plate")

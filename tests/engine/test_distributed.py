@@ -10,8 +10,8 @@ import torch.multiprocessing as tmp_mp
 from engine_refmethods import build_oracle, run_rank
 
 from llmseg.errors import ConfigError
-from llmseg.stage2.distributed import DistInfo, device_for_rank, env_info, shard
-from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.engine.distributed import DistInfo, device_for_rank, env_info, shard
+from llmseg.stage2.engine.runner import RunConfig, evaluate
 
 
 def _free_port() -> int:
@@ -76,7 +76,7 @@ def test_env_info_reads_torchrun_variables():
 def test_runner_refuses_a_backbone_on_another_ranks_gpu():
     from types import SimpleNamespace
 
-    from llmseg.stage2.runner import RunError, _check_method_device
+    from llmseg.stage2.engine.runner import RunError, _check_method_device
 
     method = SimpleNamespace(backbone=SimpleNamespace(device="cuda:0"))
     _check_method_device(method, "cuda:0", DistInfo(rank=0, world_size=2, local_rank=0))

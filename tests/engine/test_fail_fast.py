@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from llmseg.cli import app
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import load_backbone
 from llmseg.stage2.preflight import check_method_inputs
 

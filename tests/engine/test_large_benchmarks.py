@@ -13,9 +13,9 @@ from llmseg.cli import app
 from llmseg.datasets import get_dataset
 from llmseg.stage2.data import BenchmarkDataset, list_samples, load_image
 from llmseg.stage2.data.check import check_dataset
-from llmseg.stage2.interface import Done, SegResult
-from llmseg.stage2.metrics import SegMetric
-from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.engine.metrics import SegMetric
+from llmseg.stage2.engine.runner import RunConfig, evaluate
+from llmseg.stage2.protocols import Done, SegResult
 from llmseg.stage2.synthetic import write_synthetic_benchmark
 
 runner = CliRunner()

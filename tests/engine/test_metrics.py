@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from llmseg.stage2.data import load_label
-from llmseg.stage2.metrics import SegMetric, summarize_confusion
-from llmseg.stage2.palettes import voc_palette
-from llmseg.stage2.visualize import save_label_png
+from llmseg.stage2.engine.metrics import SegMetric, summarize_confusion
+from llmseg.stage2.pictures.palettes import voc_palette
+from llmseg.stage2.pictures.visualize import save_label_png
 
 
 def _direct(preds, labels, num_classes, ignore=255):

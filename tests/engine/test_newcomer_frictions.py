@@ -40,8 +40,8 @@ def _evaluate(data_root: Path, out: Path, *extra: str):
 
 def test_save_vis_puts_the_ground_truth_beside_the_prediction(demo_data, tmp_path):
     from llmseg.stage2.data.readers import list_samples, load_image, load_label
-    from llmseg.stage2.palettes import palette_for
-    from llmseg.stage2.visualize import BOUNDARY_COLOR, boundary_mask
+    from llmseg.stage2.pictures.palettes import palette_for
+    from llmseg.stage2.pictures.visualize import BOUNDARY_COLOR, boundary_mask
 
     spec, data_root = demo_data
     out = tmp_path / "run"

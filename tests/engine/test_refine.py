@@ -7,7 +7,7 @@ import pydensecrf.densecrf as dcrf
 import pytest
 import torch
 
-from llmseg.stage2.refine import closing, dense_crf_binary, dense_crf_multilabel, pamr
+from llmseg.stage2.ops.refinement import closing, dense_crf_binary, dense_crf_multilabel, pamr
 
 
 def _blob_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

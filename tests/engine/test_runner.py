@@ -14,7 +14,7 @@ from engine_refmethods import build_oracle, expected_metrics
 
 from llmseg.datasets import bundled_datasets
 from llmseg.stage2.data import DataError, load_label
-from llmseg.stage2.runner import RunConfig, RunError, evaluate, score
+from llmseg.stage2.engine.runner import RunConfig, RunError, evaluate, score
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,7 +83,7 @@ def test_kill_and_resume_gives_identical_metrics(synthetic, tmp_path):
         sys.path.insert(0, {str(HERE)!r})
         from pathlib import Path
         from engine_refmethods import build_oracle
-        from llmseg.stage2.runner import RunConfig, evaluate
+        from llmseg.stage2.engine.runner import RunConfig, evaluate
         spec, method = build_oracle("pascal_context", Path({str(root)!r}), kill_after=5)
         evaluate(method, spec, {str(root)!r}, RunConfig(out={str(out)!r}, num_workers=0, progress=False,
                  checkpoint_every=2, batch_size=1))

@@ -80,7 +80,7 @@ class ClashyText(Backbone):
 def clashy_backbone():
     """`--backbone clashy` (ClashyText) registered for the duration, as a user's plugin would."""
     from llmseg.stage2.options import backbone_options
-    from llmseg.stage2.registries import BACKBONES
+    from llmseg.stage2.registry_tables import BACKBONES
 
     BACKBONES.register("clashy", config=backbone_options(name="ClashyOptions"))(lambda config, arg: ClashyText())
     try:

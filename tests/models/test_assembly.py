@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmseg.stage2.assembly import (
+from llmseg.stage2.ops.assembly import (
     assemble,
     class_slices,
     combine_similarities,

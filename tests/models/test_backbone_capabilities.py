@@ -12,12 +12,12 @@ import torch
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.stage2.backbones import Backbone, BackboneError
 from llmseg.stage2.backbones.openclip import OpenClipBackbone
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import load_backbone
 from llmseg.stage2.methods.dense import dense_backbone
 from llmseg.stage2.options import backbone_options
 from llmseg.stage2.preflight import WeightsUnavailable, check_method_inputs
-from llmseg.stage2.registries import BACKBONES
+from llmseg.stage2.registry_tables import BACKBONES
 
 
 class PlainBackbone(Backbone):

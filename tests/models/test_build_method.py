@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmseg.io import sha256_file
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import build_method
 
 VOC = ["background", "aeroplane", "bicycle", "bird"]

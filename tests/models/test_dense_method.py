@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from llmseg.labelset import LabelSet
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import build_method, resolve_dense_settings
 from llmseg.stage2.methods.dense import DensePending, linear_rows, resized_shape, slide_windows
 
@@ -193,7 +193,7 @@ def test_multilabel_crf_in_finish(tiny_openclip):
     (pending,) = method.forward([image])
     assert pending.needs_cpu and pending.image is not None
     pending = pickle.loads(pickle.dumps(pending))  # the engine ships it to a worker process
-    from llmseg.stage2.refine import dense_crf_multilabel
+    from llmseg.stage2.ops.refinement import dense_crf_multilabel
 
     probs = pending.scores / pending.scores.sum(0, keepdims=True)
     expected = dense_crf_multilabel(image, probs.astype(np.float32), iterations=2)

@@ -232,7 +232,7 @@ def test_random_weights_are_seeded_so_every_process_builds_the_same_model(tiny_a
 def test_a_dense_mode_registered_from_outside_is_used(tiny_openclip):
     """A new mode is one registered function; the backbone runs it by name and --dense-mode accepts it."""
     from llmseg.stage2.backbones.dense_modes import DENSE_MODES
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
 
     @DENSE_MODES.register("value-only-test", help="out_proj(v) plus the residual")
     def value_only(parts):
@@ -271,7 +271,7 @@ def test_unknown_dense_mode_lists_the_registered_ones(tiny_openclip):
 
 def test_two_methods_on_one_backbone_keep_their_own_modes(tiny_openclip):
     """build_method gives each method a view; the backbone and its model are never changed."""
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method
 
     backbone = tiny_openclip("vanilla", seed=4)

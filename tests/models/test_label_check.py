@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clashy import FLAGGED, LABEL_SET, ClashyText, clashy_backbone, unit  # noqa: E402
 
 from llmseg.cli import app  # noqa: E402
-from llmseg.stage2.label_check import check_embeddings, check_label_set_clip  # noqa: E402
+from llmseg.stage2.experiments.label_check import check_embeddings, check_label_set_clip  # noqa: E402
 
 runner = CliRunner()
 

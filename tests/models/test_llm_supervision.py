@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from llmseg.labelset import LabelSet
-from llmseg.stage2.interface import MethodConfig, SegmentationMethod
 from llmseg.stage2.methods import build_method
 from llmseg.stage2.methods.llm_supervision import (
     LLMSupervisionPending,
@@ -22,7 +21,8 @@ from llmseg.stage2.methods.llm_supervision import (
     threshold_of,
     to_network_input,
 )
-from llmseg.stage2.refine import closing
+from llmseg.stage2.ops.refinement import closing
+from llmseg.stage2.protocols import MethodConfig, SegmentationMethod
 
 CLASSES = ["background", "cat", "dog", "car"]
 LABELS = LabelSet({"background": ["background"], "cat": ["tabby", "kitten"], "dog": ["puppy", "dog"], "car": ["sedan"]})
@@ -215,7 +215,7 @@ def test_seed_setting_simseg_end_to_end(simseg_checkpoint, tokenizer_dir):
 def test_crf_switch_reaches_the_seed_method(tiny_openclip):
     """crf=None keeps the seed's binary CRF; crf=False (the CLI's --no-crf) thresholds p > 0.5 instead."""
     from llmseg.stage2.methods.llm_supervision import nearest_indices
-    from llmseg.stage2.refine import closing
+    from llmseg.stage2.ops.refinement import closing
 
     backbone = tiny_openclip(seed=7)
     base = MethodConfig(random_weights=True, method="llm-supervision", templates="single", top_cls_num=3)

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from llmseg.cli import app
 from llmseg.errors import ConfigError
 from llmseg.stage2.backbones.dense_modes import DENSE_MODES, BlockParts
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.demo.generator import render_scene
-from llmseg.stage2.interface import MethodConfig
 from llmseg.stage2.methods.presets import check_applicable, mode_settings
 
 MODE = "test-sharp-kk"

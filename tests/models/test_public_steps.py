@@ -24,7 +24,7 @@ from llmseg.stage2 import (
     resolve_dense_settings,
     text_embeddings,
 )
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import build_method
 
 cv2 = pytest.importorskip("cv2")

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from llmseg.labelset import LabelSet
-from llmseg.stage2.assembly import AssemblyRule, assemble, assemble_group, finish_groups, has_group_form
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import build_method
 from llmseg.stage2.methods.dense import QueryGroup, query_groups
-from llmseg.stage2.registries import ASSEMBLY_RULES
+from llmseg.stage2.ops.assembly import AssemblyRule, assemble, assemble_group, finish_groups, has_group_form
+from llmseg.stage2.registry_tables import ASSEMBLY_RULES
 
 CLASSES = ["background", "cat", "dog", "car", "sky", "grass"]
 LABELS = LabelSet({

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from llmseg.errors import ConfigError
-from llmseg.stage2.assembly import AssemblyRule, _reduce, assemble
 from llmseg.stage2.backbones import Backbone, BackboneError
-from llmseg.stage2.interface import Done, MethodConfig, SegResult
 from llmseg.stage2.methods import build_method, load_backbone
 from llmseg.stage2.methods.presets import check_applicable, load_preset
+from llmseg.stage2.ops.assembly import AssemblyRule, _reduce, assemble
 from llmseg.stage2.options import backbone_options, method_options
-from llmseg.stage2.registries import ASSEMBLY_RULES, BACKBONES, METHODS
+from llmseg.stage2.protocols import Done, MethodConfig, SegResult
+from llmseg.stage2.registry_tables import ASSEMBLY_RULES, BACKBONES, METHODS
 
 
 class PatchBackbone(Backbone):
@@ -175,7 +175,7 @@ def test_preset_file_path_and_bad_preset_files(tmp_path):
 
 
 def test_cli_help_lists_registered_names_and_who_reads_an_option():
-    from llmseg.stage2.cli_options import help_text
+    from llmseg.stage2.cli.options import help_text
 
     assert "dense, llm-supervision" in help_text("method")
     assert "openclip:<arch>, simseg" in help_text("backbone")

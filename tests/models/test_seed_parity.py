@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from llmseg.labelset import LabelSet
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import build_method
 from llmseg.stage2.methods.common import nearest_indices, resize_nearest
 from llmseg.stage2.methods.llm_supervision import class_planes, select_candidates, threshold_of

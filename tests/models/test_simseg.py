@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from llmseg.stage2.backbones.simseg import SimSegBackbone, SimSegCheckpointError
-from llmseg.stage2.interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.methods import load_backbone
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmseg.stage2.text import cache_key, embed_prompts, text_embeddings
+from llmseg.stage2.ops.text import cache_key, embed_prompts, text_embeddings
 from llmseg.templates import SEED13
 
 NAMES = ["cat", "tabby cat with a long tail", "sky", "red sedan"]

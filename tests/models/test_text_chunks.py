@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from llmseg.stage2 import text as text_module
 from llmseg.stage2.backbones import Backbone
+from llmseg.stage2.ops import text as text_module
 
 
 class TableText(Backbone):

@@ -239,7 +239,7 @@ def ref_scores(model64, image, preset, settings, queries, owners, num_classes):
 
 def parity_figures(case: str, size: tuple[int, int]) -> dict:
     """Max |diff| of features (first window), of the class scores, and label agreement, method vs reference."""
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method, resolve_dense_settings
 
     preset, overrides = CASES[case]

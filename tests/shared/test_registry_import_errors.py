@@ -46,7 +46,7 @@ def test_real_builtin_method_module_failing_is_named_twice():
                 if name == "llmseg.stage2.methods.builtin":
                     raise OSError("simulated: libtorch_cpu.so cannot be opened")
         sys.meta_path.insert(0, Broken())
-        from llmseg.stage2.registries import METHODS
+        from llmseg.stage2.registry_tables import METHODS
         for _ in range(2):
             try:
                 METHODS.entry("dense")

@@ -16,7 +16,7 @@ from llmseg.cli import app  # noqa: E402
 from llmseg.labelset import load_meta  # noqa: E402
 from llmseg.stage1.refine import refine_label_set  # noqa: E402
 from llmseg.stage1.testing.server import ScriptedLLMServer, valid  # noqa: E402
-from llmseg.stage2.label_check import check_label_set_clip  # noqa: E402
+from llmseg.stage2.experiments.label_check import check_label_set_clip  # noqa: E402
 
 runner = CliRunner()
 

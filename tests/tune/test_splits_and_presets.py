@@ -53,8 +53,8 @@ def test_a_user_dataset_folder_declares_splits_and_unknown_ones_are_named(tmp_pa
 
 def test_runs_of_two_splits_do_not_share_a_checkpoint(tmp_path):
     from llmseg.datasets import get_dataset
-    from llmseg.stage2.distributed import DistInfo
-    from llmseg.stage2.runner import RunConfig, _fingerprint
+    from llmseg.stage2.engine.distributed import DistInfo
+    from llmseg.stage2.engine.runner import RunConfig, _fingerprint
 
     spec = get_dataset("demo")
     info = DistInfo()
@@ -66,8 +66,8 @@ def test_k_keeps_each_class_first_subclasses():
     from llmseg.datasets import get_dataset
     from llmseg.errors import ConfigError
     from llmseg.labelset import load_label_set
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import CURATED_LABEL_SET
-    from llmseg.stage2.interface import MethodConfig
     from llmseg.stage2.methods import build_method
 
     spec = get_dataset("demo")
@@ -82,7 +82,7 @@ def test_k_keeps_each_class_first_subclasses():
 
 def test_a_preset_sets_assembly_k_and_top_cls_num_of_llm_supervision(tmp_path):
     from llmseg.errors import ConfigError
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import with_preset_fields
 
     path = tmp_path / "seed-tuned.json"

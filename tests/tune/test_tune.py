@@ -24,15 +24,15 @@ def _world(tmp_path: Path) -> Path:
 
 
 def _base():
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import CURATED_LABEL_SET
-    from llmseg.stage2.interface import MethodConfig
 
     return MethodConfig(backbone="demo-clip", dense_mode="vanilla", templates="single", short_side=64, crop=0,
                         logit_scale=50, area_thd=0.0, label_set=str(CURATED_LABEL_SET))
 
 
 def _run():
-    from llmseg.stage2.runner import RunConfig
+    from llmseg.stage2.engine.runner import RunConfig
 
     return RunConfig(num_workers=0, progress=False)
 
@@ -61,7 +61,7 @@ def reads(monkeypatch):
 
 
 def test_no_val_image_is_read_before_the_final_evaluation(tmp_path, reads):
-    from llmseg.stage2.tune import tune
+    from llmseg.stage2.experiments.tune import tune
 
     root = _world(tmp_path)
     val, train = _split_images(root, "val"), _split_images(root, "train")
@@ -79,7 +79,7 @@ def test_no_val_image_is_read_before_the_final_evaluation(tmp_path, reads):
 
 
 def test_without_final_no_val_image_is_read_at_all(tmp_path, reads):
-    from llmseg.stage2.tune import tune
+    from llmseg.stage2.experiments.tune import tune
 
     root = _world(tmp_path)
     val = _split_images(root, "val")
@@ -91,9 +91,9 @@ def test_without_final_no_val_image_is_read_at_all(tmp_path, reads):
 
 def test_choice_is_the_best_trial_and_the_preset_file_reproduces_it(tmp_path):
     from llmseg.datasets import get_dataset
-    from llmseg.stage2 import runner
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.tune import tune
     from llmseg.stage2.methods import build_method
-    from llmseg.stage2.tune import tune
 
     root = _world(tmp_path)
     out = tmp_path / "t"
@@ -130,8 +130,8 @@ def test_choice_is_the_best_trial_and_the_preset_file_reproduces_it(tmp_path):
 
 
 def test_rerun_reuses_everything_and_an_interrupted_search_resumes(tmp_path, monkeypatch, reads):
-    from llmseg.stage2 import runner
-    from llmseg.stage2.tune import tune
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.tune import tune
 
     root = _world(tmp_path)
     out = tmp_path / "t"
@@ -162,7 +162,7 @@ def test_rerun_reuses_everything_and_an_interrupted_search_resumes(tmp_path, mon
 def test_refuses_the_evaluation_split_overlaps_and_bad_spaces(tmp_path):
     from llmseg.datasets import DatasetError
     from llmseg.errors import ConfigError
-    from llmseg.stage2.tune import TuneError, tune
+    from llmseg.stage2.experiments.tune import TuneError, tune
 
     root = _world(tmp_path)
     with pytest.raises(TuneError, match="evaluation split"):
@@ -187,7 +187,7 @@ def test_refuses_the_evaluation_split_overlaps_and_bad_spaces(tmp_path):
 
 def test_search_space_parsing_and_sampling():
     from llmseg.errors import ConfigError
-    from llmseg.stage2.tune import SearchSpace, choose_subset
+    from llmseg.stage2.experiments.tune import SearchSpace, choose_subset
 
     space = SearchSpace.parse(["prob_thd=0,0.1,none", "assembly=max,softmax", "k=1,1,2"])
     assert space.values == {"prob_thd": (0.0, 0.1, None), "assembly": ("max", "softmax"), "k": (1, 2)}
@@ -210,9 +210,9 @@ def test_search_space_parsing_and_sampling():
 
 def test_default_space_follows_the_method_and_dataset(tmp_path):
     from llmseg.datasets import get_dataset
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import CURATED_LABEL_SET
-    from llmseg.stage2.interface import MethodConfig
-    from llmseg.stage2.tune import default_space
+    from llmseg.stage2.experiments.tune import default_space
 
     demo = get_dataset("demo")
     dense = default_space(MethodConfig(backbone="demo-clip", label_set=str(CURATED_LABEL_SET)), demo)

@@ -75,8 +75,8 @@ POOL_PARENT = textwrap.dedent(
     """
     import json, os, sys, time
     import numpy as np
-    from llmseg.stage2.refine import dense_crf_multilabel
-    from llmseg.stage2.worker_life import orphan_safe_pool
+    from llmseg.stage2.ops.refinement import dense_crf_multilabel
+    from llmseg.stage2.engine.worker_life import orphan_safe_pool
 
     use_prctl, busy = sys.argv[1] == "1", int(sys.argv[2])
     pool = orphan_safe_pool(3, use_prctl=use_prctl)
@@ -118,7 +118,7 @@ def test_idle_workers_die_by_the_watchdog_alone():
 
 
 def test_pool_still_works_and_its_workers_end_with_it():
-    from llmseg.stage2.worker_life import orphan_safe_pool
+    from llmseg.stage2.engine.worker_life import orphan_safe_pool
 
     with orphan_safe_pool(2) as pool:
         assert sorted(pool.map(abs, [-3, 2, -1])) == [1, 2, 3]

@@ -38,8 +38,8 @@ def test_few_classes_keep_the_palette_png(tmp_path):
 
 def test_segment_ade847_writes_the_class_ids(cli, demo_data, tmp_path):
     from llmseg.stage2.api import Segmenter
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.data.readers import list_samples
-    from llmseg.stage2.interface import MethodConfig
 
     spec, data_root = demo_data
     photo = tmp_path / "photo.jpg"
@@ -62,7 +62,7 @@ def test_segment_ade847_writes_the_class_ids(cli, demo_data, tmp_path):
 
 def test_save_pred_png_keeps_ids_past_255(tmp_path):
     from llmseg.stage2.data import load_label
-    from llmseg.stage2.results import save_prediction
+    from llmseg.stage2.engine.results import save_prediction
 
     labels = np.array([[0, 1, 254], [255, 256, 299]])
     path = save_prediction(tmp_path, "x", labels, ".png")

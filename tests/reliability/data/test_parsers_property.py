@@ -44,7 +44,7 @@ def _inside(root: Path, relative: str) -> bool:
 def test_split_file_loads_or_is_a_named_error_and_stems_stay_inside(folder, data):
     from llmseg.datasets import DatasetSpec, Layout
     from llmseg.stage2.data import list_samples
-    from llmseg.stage2.results import prediction_path
+    from llmseg.stage2.engine.results import prediction_path
 
     root = folder / "data"
     spec = DatasetSpec(name="prop", classes=("a", "b"),

@@ -80,7 +80,7 @@ def test_a_stem_with_dotdot_is_refused_naming_the_line(demo_data):
 @pytest.mark.parametrize("stem", ["/abs/x", "../x", "a/../../x", "C:x"])
 def test_prediction_path_refuses_a_stem_leaving_the_folder(tmp_path, stem):
     from llmseg.stage2.data import DataError
-    from llmseg.stage2.results import prediction_path
+    from llmseg.stage2.engine.results import prediction_path
 
     with pytest.raises(DataError, match="the stem"):
         prediction_path(tmp_path / "pred", stem)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rel_engine_support import CheckpointWatcher, build
 
-from llmseg.stage2 import runner
-from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.engine import runner
+from llmseg.stage2.engine.runner import RunConfig, evaluate
 
 DATASET = "ade20k"
 N = 8

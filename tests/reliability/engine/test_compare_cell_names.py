@@ -35,8 +35,8 @@ def test_my_set_and_my_underscore_set_are_refused_on_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("names", [("my set", "my_set"), ("a/b", "a_b"), ("Curated", "curated"), ("x", "x")])
 def test_plan_cells_checks_folder_names(tmp_path, names):
-    from llmseg.stage2.compare import LabelSetChoice, plan_cells
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
+    from llmseg.stage2.experiments.compare import LabelSetChoice, plan_cells
 
     choices = [LabelSetChoice(n, str(tmp_path / f"{i}.json")) for i, n in enumerate(names)]
     with pytest.raises(ConfigError, match="share the cell folder"):
@@ -44,8 +44,8 @@ def test_plan_cells_checks_folder_names(tmp_path, names):
 
 
 def test_variants_sharing_a_folder_are_refused(tmp_path):
-    from llmseg.stage2.compare import plan_cells
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
+    from llmseg.stage2.experiments.compare import plan_cells
 
     variants = {"fast run": MethodConfig(backbone="demo-clip"), "fast_run": MethodConfig(backbone="demo-clip", crop=0)}
     with pytest.raises(ConfigError, match="fast run"):
@@ -53,8 +53,8 @@ def test_variants_sharing_a_folder_are_refused(tmp_path):
 
 
 def test_dot_dot_name_stays_inside_the_grid(tmp_path):
-    from llmseg.stage2.compare import LabelSetChoice, plan_cells
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
+    from llmseg.stage2.experiments.compare import LabelSetChoice, plan_cells
 
     cells = plan_cells(["demo"], [LabelSetChoice("..", None)], {"dense": MethodConfig(backbone="demo-clip")},
                        tmp_path / "o", None)

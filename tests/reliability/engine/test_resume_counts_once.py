@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from rel_engine_support import build, stems
 
-from llmseg.stage2.results import prediction_path
-from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.engine.results import prediction_path
+from llmseg.stage2.engine.runner import RunConfig, evaluate
 
 DATASET = "pascal_voc"
 
@@ -79,10 +79,10 @@ def test_a_failed_overlay_write_is_not_counted_either(synthetic, tmp_path):
 
 
 def test_compare_cell_with_a_failed_write_resumes_to_the_clean_numbers(tmp_path):
-    from llmseg.stage2 import runner
-    from llmseg.stage2.compare import compare
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import write_benchmark
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.compare import compare
 
     root = tmp_path / "data"
     write_benchmark(root, n_images=4, progress=False)

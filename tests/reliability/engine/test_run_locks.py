@@ -16,7 +16,7 @@ import pytest
 from rel_engine_support import build
 
 from llmseg.locks import LockedError, hold, hold_folder, holder_path
-from llmseg.stage2.runner import RunConfig, evaluate
+from llmseg.stage2.engine.runner import RunConfig, evaluate
 
 HERE = Path(__file__).resolve().parent
 DATASET = "ade20k"
@@ -33,7 +33,7 @@ def _start_holder(root: Path, out: Path, go: Path) -> subprocess.Popen:
         sys.path.insert(0, {str(HERE)!r})
         from pathlib import Path
         from rel_engine_support import WaitsForGo, build
-        from llmseg.stage2.runner import RunConfig, evaluate
+        from llmseg.stage2.engine.runner import RunConfig, evaluate
         spec, method = build({DATASET!r}, Path({str(root)!r}), WaitsForGo, go=Path({str(go)!r}), noise=0.1)
         report = evaluate(method, spec, {str(root)!r}, RunConfig(out={str(out)!r}, num_workers=0, progress=False))
         print("MIOU", report["mIoU"])
@@ -106,11 +106,11 @@ def test_evaluate_command_refuses_a_held_folder(tmp_path):
 
 
 def test_compare_and_tune_refuse_a_held_output_folder(tmp_path):
-    from llmseg.stage2 import runner
-    from llmseg.stage2.compare import compare
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import write_benchmark
-    from llmseg.stage2.interface import MethodConfig
-    from llmseg.stage2.tune import tune
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.compare import compare
+    from llmseg.stage2.experiments.tune import tune
 
     root = tmp_path / "data"
     write_benchmark(root, n_images=2, progress=False)
@@ -131,10 +131,10 @@ def test_compare_and_tune_refuse_a_held_output_folder(tmp_path):
 
 def test_a_cell_folder_in_use_stops_the_grid(tmp_path):
     """compare's cells are evaluate folders: another run inside one of them is refused too."""
-    from llmseg.stage2 import runner
-    from llmseg.stage2.compare import compare
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.demo.benchmark import write_benchmark
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.engine import runner
+    from llmseg.stage2.experiments.compare import compare
 
     root = tmp_path / "data"
     write_benchmark(root, n_images=2, progress=False)

@@ -26,7 +26,7 @@ BAD_VALUES = [
 def test_method_config_refuses_non_finite_and_out_of_range(field, value):
     from pydantic import ValidationError
 
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
 
     with pytest.raises(ValidationError, match=field):
         MethodConfig(**{field: value})
@@ -34,7 +34,7 @@ def test_method_config_refuses_non_finite_and_out_of_range(field, value):
 
 @pytest.mark.parametrize("text", ["nan", "1e400", "-5", "inf", "-inf"])
 def test_tune_grid_refuses_nan_inf_and_negative_logit_scale(text):
-    from llmseg.stage2.tune import SearchSpace
+    from llmseg.stage2.experiments.tune import SearchSpace
 
     with pytest.raises(ConfigError, match=f"--grid logit_scale: bad value '{text}'"):
         SearchSpace.parse([f"logit_scale=40,{text}"])
@@ -101,7 +101,7 @@ def test_evaluate_with_a_nan_preset_is_a_named_error(tmp_path):
 
 def test_a_preset_without_logit_scale_is_a_named_error_not_a_key_error(tmp_path):
     from llmseg.datasets import get_dataset
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method
 
     path = tmp_path / "bare.json"

@@ -26,7 +26,7 @@ def _images(root: Path, split: str) -> list[Path]:
 
 def test_a_val_image_copied_into_train_is_refused(tmp_path):
     from llmseg.datasets import get_dataset
-    from llmseg.stage2.tune import TuneError, tuning_spec
+    from llmseg.stage2.experiments.tune import TuneError, tuning_spec
 
     root = _world(tmp_path)
     val, train = _images(root, "val"), _images(root, "train")
@@ -40,7 +40,7 @@ def test_a_val_image_copied_into_train_is_refused(tmp_path):
 
 def test_distinct_images_of_equal_size_pass(tmp_path):
     from llmseg.datasets import get_dataset
-    from llmseg.stage2.tune import tuning_spec
+    from llmseg.stage2.experiments.tune import tuning_spec
 
     root = _world(tmp_path)
     val, train = _images(root, "val"), _images(root, "train")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmseg.stage2.interface import Done, SegResult
+from llmseg.stage2.protocols import Done, SegResult
 
 
 class FullDisk:

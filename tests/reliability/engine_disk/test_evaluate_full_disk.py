@@ -16,7 +16,7 @@ import pytest
 from disk_faults import ColourGuess, numbers, temporaries
 
 from llmseg.errors import DiskWriteError, LlmsegError
-from llmseg.stage2.runner import RunConfig, evaluate, score
+from llmseg.stage2.engine.runner import RunConfig, evaluate, score
 
 DATASET = "pascal_voc"
 

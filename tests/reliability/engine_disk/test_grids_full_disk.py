@@ -28,14 +28,14 @@ def world(tmp_path_factory) -> Path:
 
 
 def _config(**kw):
-    from llmseg.stage2.interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
 
     return MethodConfig(backbone="demo-clip", dense_mode="vanilla", templates="single", short_side=64, crop=0,
                         logit_scale=50, area_thd=0.0, **kw)
 
 
 def _run():
-    from llmseg.stage2.runner import RunConfig
+    from llmseg.stage2.engine.runner import RunConfig
 
     return RunConfig(num_workers=0, progress=False, checkpoint_every=1)
 
@@ -52,7 +52,7 @@ def _fail_points(writes: list[Path], folder: Path, wanted: list[str]) -> list[in
 
 
 def _compare(world: Path, out: Path) -> dict:
-    from llmseg.stage2.compare import compare
+    from llmseg.stage2.experiments.compare import compare
 
     variants = {"dense": _config(prob_thd=0.0)}
     return compare(["demo"], ["names"], variants, world, out, run=_run(), overlays=1, plots=False)
@@ -88,7 +88,7 @@ def test_compare_on_a_full_disk_then_a_rerun_gives_the_clean_grid(world, tmp_pat
 
 def _tune(world: Path, out: Path) -> dict:
     from llmseg.stage2.demo.benchmark import CURATED_LABEL_SET
-    from llmseg.stage2.tune import tune
+    from llmseg.stage2.experiments.tune import tune
 
     return tune(_config(label_set=str(CURATED_LABEL_SET)), "demo", world, out, space=["prob_thd=0,0.6"],
                 tune_images=2, run=_run())

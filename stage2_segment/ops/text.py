@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from llmseg.io import atomic_write_bytes, stable_hash
+from llmseg.stage2.backbones.base import Backbone
 from llmseg.templates import load_templates
-
-from .backbones.base import Backbone
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1

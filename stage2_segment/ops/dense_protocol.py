@@ -32,9 +32,15 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmseg.errors import ConfigError
-
-from .preprocess import NormalizeRule, ResizeRule, normalize, pixel_stats, resize_uint8, resized_shape
-from .refine import pamr
+from llmseg.stage2.ops.preprocess import (
+    NormalizeRule,
+    ResizeRule,
+    normalize,
+    pixel_stats,
+    resize_uint8,
+    resized_shape,
+)
+from llmseg.stage2.ops.refinement import pamr
 
 __all__ = ["DenseProtocol", "Encoded", "ProtocolRules", "band_rows", "encode_images", "full_logits", "linear_rows",
            "resize_plan", "slide_windows", "window_logits"]

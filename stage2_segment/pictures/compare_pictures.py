@@ -83,11 +83,10 @@ def side_by_side(cells: Sequence[Any], data_root: str | os.PathLike, out: Path, 
     from PIL import Image
 
     from llmseg.datasets import get_dataset
-
-    from .data.readers import list_samples, load_image, load_label
-    from .palettes import palette_for
-    from .results import prediction_path
-    from .visualize import overlay, save_image, titled_panels
+    from llmseg.stage2.data.readers import list_samples, load_image, load_label
+    from llmseg.stage2.engine.results import prediction_path
+    from llmseg.stage2.pictures.palettes import palette_for
+    from llmseg.stage2.pictures.visualize import overlay, save_image, titled_panels
 
     written: list[Path] = []
     groups: dict[tuple[str, str], list[Any]] = {}

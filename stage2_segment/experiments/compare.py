@@ -28,10 +28,9 @@ from typing import Any
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file, stable_hash
 from llmseg.locks import hold_folder
-
-from . import runner
-from .interface import MethodConfig
-from .run_folder import clear_results, finished_metrics, marker_key, write_marker
+from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.engine import runner
+from llmseg.stage2.engine.run_folder import clear_results, finished_metrics, marker_key, write_marker
 
 NAMES = "names"
 PLACEHOLDER = "{dataset}"
@@ -196,8 +195,7 @@ def run_cells(cells: Sequence[Cell], data_root: str | os.PathLike, run: runner.R
               echo: Callable[[str], None] | None = None) -> dict[str, int]:
     """Evaluate every unfinished cell (one backbone per distinct backbone setting); returns counts."""
     from llmseg.datasets import get_dataset
-
-    from .methods import build_method, load_backbone
+    from llmseg.stage2.methods import build_method, load_backbone
 
     backbones: dict[str, Any] = {}
     counts = {"reused": 0, "evaluated": 0}
@@ -372,7 +370,7 @@ def _run_grid(cells: Sequence[Cell], variants: Mapping[str, MethodConfig], data_
                        "label_sets": list(dict.fromkeys(c.label_set for c in cells)),
                        "data_root": str(data_root), "limit": base_run.limit}
     summary["cells_reused"], summary["cells_evaluated"] = counts["reused"], counts["evaluated"]
-    from .compare_pictures import draw_all
+    from llmseg.stage2.pictures.compare_pictures import draw_all
 
     pictures, notes = draw_all(summary, cells, data_root, out, overlays=overlays, plots=plots)
     summary["pictures"] = [p.relative_to(out).as_posix() if p.is_relative_to(out) else str(p) for p in pictures]

@@ -1,6 +1,6 @@
 """`llmseg tune`: choose a method's free numbers on a held-out split, write a preset, evaluate val once.
 
-A thin shell over `llmseg.stage2.tune.tune`; any other MethodConfig field is `--set FIELD=VALUE`.
+A thin shell over `llmseg.stage2.experiments.tune.tune`; any other MethodConfig field is `--set FIELD=VALUE`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_options import with_method_options
+from llmseg.stage2.cli.options import with_method_options
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +43,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tune thresholds, temperature, assembly and K on a held-out split; write a preset; evaluate val once."""
         from llmseg.errors import ConfigError
-
-        from .cli_compare import _parse_sets, method_config
-        from .runner import RunConfig
-        from .tune import tune
+        from llmseg.stage2.cli.compare import _parse_sets, method_config
+        from llmseg.stage2.engine.runner import RunConfig
+        from llmseg.stage2.experiments.tune import tune
 
         fields = {**method_options, "device": device, **_parse_sets(sets or [])}
         config = method_config(fields)

@@ -1,7 +1,7 @@
 """`llmseg compare`: a grid of label sets x presets x datasets, each cell an ordinary evaluate run.
 
-A thin shell over `llmseg.stage2.compare.compare`; --method, --backbone, --pretrained and --checkpoint
-come from MethodConfig (cli_options.with_method_options), every other MethodConfig option is
+A thin shell over `llmseg.stage2.experiments.compare.compare`; --method, --backbone, --pretrained and --checkpoint
+come from MethodConfig (cli.options.with_method_options), every other MethodConfig option is
 accepted as `--set FIELD=VALUE` and applies to every cell, `--preset` may be repeated (one variant each).
 """
 
@@ -14,8 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from llmseg.cli_support import fail
-
-from .cli_options import with_method_options
+from llmseg.stage2.cli.options import with_method_options
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -31,8 +30,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 def method_config(fields: Mapping[str, object]):
     """The MethodConfig of the given option values; an unknown field or a bad value is a ConfigError."""
     from llmseg.errors import ConfigError
-
-    from .interface import MethodConfig
+    from llmseg.stage2.config import MethodConfig
 
     unknown = sorted(set(fields) - set(MethodConfig.model_fields))
     if unknown:
@@ -65,8 +63,8 @@ def register(app: typer.Typer) -> None:
         method_options: dict[str, Any],
     ) -> None:
         """Compare label sets (e.g. several LLMs' against class names) across presets and datasets."""
-        from . import runner
-        from .compare import compare, variants_from_presets
+        from llmseg.stage2.engine import runner
+        from llmseg.stage2.experiments.compare import compare, variants_from_presets
 
         fields = {**method_options, "device": device, **_parse_sets(sets or [])}
         base = method_config(fields)

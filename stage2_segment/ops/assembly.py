@@ -6,7 +6,7 @@ of name n (contiguous, ascending: LabelSet.flat_names order). Every function ret
 
 Two levels: `combine_similarities` mixes cosines (the llm-supervision maps, the seed's softmax
 query), `assemble` gives probabilities for the dense protocol (softmax with a logit scale). Each
-rule is an `AssemblyRule` registered by name in `registries.ASSEMBLY_RULES`; a new rule is one
+rule is an `AssemblyRule` registered by name in `registry_tables.ASSEMBLY_RULES`; a new rule is one
 subclass with `@ASSEMBLY_RULES.register("name")`, usable as `--assembly name`.
 
 A rule may also have a class-group form (`group_terms` / `finish_terms`): the dense method then
@@ -23,8 +23,8 @@ from typing import ClassVar
 
 import torch
 
-from .methods.common import class_slices
-from .registries import ASSEMBLY_RULES
+from llmseg.stage2.methods.common import class_slices
+from llmseg.stage2.registry_tables import ASSEMBLY_RULES
 
 
 def group_softmax(values: torch.Tensor, owners: Sequence[int], num_classes: int) -> torch.Tensor:

@@ -34,13 +34,12 @@ from llmseg.datasets import DatasetSpec
 from llmseg.errors import DiskWriteError, LlmsegError
 from llmseg.io import atomic_write_json, ensure_folder, stable_hash
 from llmseg.locks import FOLDER_LOCK, LockedError, hold_folder, lock_files
-
-from . import distributed
-from .data.readers import BenchmarkDataset, DataError, SampleRef, list_samples, load_label
-from .interface import SegmentationMethod, SegResult
-from .metrics import SegMetric
-from .results import build_report, save_overlay, save_prediction, write_results
-from .worker_life import orphan_safe_pool
+from llmseg.stage2.data.readers import BenchmarkDataset, DataError, SampleRef, list_samples, load_label
+from llmseg.stage2.engine import distributed
+from llmseg.stage2.engine.metrics import SegMetric
+from llmseg.stage2.engine.results import build_report, save_overlay, save_prediction, write_results
+from llmseg.stage2.engine.worker_life import orphan_safe_pool
+from llmseg.stage2.protocols import SegmentationMethod, SegResult
 
 CHECKPOINT_VERSION = 1
 log = logging.getLogger(__name__)

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file
-
-from .palettes import voc_palette
-from .visualize import comparison, label_png16, overlay, save_image, save_label_png
+from llmseg.stage2.pictures.palettes import voc_palette
+from llmseg.stage2.pictures.visualize import comparison, label_png16, overlay, save_image, save_label_png
 
 PACKAGES = ("llmseg", "torch", "torchvision", "numpy", "pillow", "open_clip_torch", "timm", "transformers", "pydensecrf2")
 
@@ -208,8 +207,7 @@ def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str 
     is refused here too, whatever listed it.
     """
     from llmseg.datasets import file_name_problem, relative_path_problem
-
-    from .data.readers import DataError
+    from llmseg.stage2.data.readers import DataError
 
     what, problem = f"the stem {stem!r}", relative_path_problem(stem)
     if problem is None:

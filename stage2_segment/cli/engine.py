@@ -12,12 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from llmseg.cli_support import fail, option_errors
-
-from . import cli_options as opts
+from llmseg.stage2.cli import options as opts
 
 _R = "Run"
 
-# MethodConfig fields that `evaluate` exposes as options: all of them (cli_options.with_method_options).
+# MethodConfig fields that `evaluate` exposes as options: all of them (cli.options.with_method_options).
 METHOD_FIELDS = tuple(opts.OPTION_TYPES)
 
 
@@ -74,7 +73,7 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
         """Derive benchmark label files; idempotent (identical outputs are left alone), atomic per file."""
-        from .data.convert import convert
+        from llmseg.stage2.data.convert import convert
 
         report = convert(kind, root, workers=workers, progress=progress)  # DataError: exit 2
         for message in report.errors:
@@ -93,7 +92,7 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
         """Every listed image has a readable label of the same size with values in the classes or 255."""
-        from .data.check import check_dataset
+        from llmseg.stage2.data.check import check_dataset
 
         spec = _spec(dataset, classes_file)
         report = check_dataset(spec, data_root, limit=limit, workers=workers, progress=progress)
@@ -118,8 +117,8 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
         """Score saved prediction PNGs with the same metric as `evaluate`; writes metrics.json / metrics.md."""
-        from .data.readers import DataError
-        from .runner import RunConfig, score
+        from llmseg.stage2.data.readers import DataError
+        from llmseg.stage2.engine.runner import RunConfig, score
 
         spec = _spec(dataset, classes_file)
         cfg = RunConfig(out=str(out) if out else None, limit=limit, skip_bad=skip_bad, num_workers=num_workers,
@@ -155,8 +154,8 @@ def register(app: typer.Typer) -> None:
         """Evaluate a method on a benchmark: mIoU / mAcc / aAcc as MMSegmentation computes them."""
         from pydantic import ValidationError
 
-        from .distributed import this_rank_device
-        from .interface import MethodConfig
+        from llmseg.stage2.config import MethodConfig
+        from llmseg.stage2.engine.distributed import this_rank_device
 
         spec = _spec(dataset, classes_file)
         # under torchrun each rank builds its model on its own GPU: settle the device before anything is built
@@ -166,9 +165,9 @@ def register(app: typer.Typer) -> None:
             config = MethodConfig(**given)
         except ValidationError as exc:
             raise option_errors(exc, "invalid method settings") from exc
-        from .data.readers import DataError
-        from .methods import build_method
-        from .runner import RunConfig, RunError, evaluate
+        from llmseg.stage2.data.readers import DataError
+        from llmseg.stage2.engine.runner import RunConfig, RunError, evaluate
+        from llmseg.stage2.methods import build_method
 
         try:
             run_cfg = RunConfig(
@@ -180,7 +179,7 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as exc:
             raise option_errors(exc, "invalid run settings") from exc
-        from .preflight import check_dataset, check_method_inputs
+        from llmseg.stage2.preflight import check_dataset, check_method_inputs
 
         check_dataset(spec, data_root)  # every input before any model is built: LlmsegError, exit 2
         check_method_inputs(config, spec.classes)

@@ -22,8 +22,7 @@ import typer
 
 from llmseg.cli_support import fail, option_errors
 from llmseg.errors import LlmsegError
-
-from . import cli_options as opts
+from llmseg.stage2.cli import options as opts
 
 RUN_RECORD = "segment_run"  # <out>/segment_run.json: configuration, method description, images done/failed
 # the run's own files (the run record, --subclasses auto's label set, sidecar and answer cache): no image may write them
@@ -35,7 +34,7 @@ _L = "Subclasses"
 
 def _expand_images(images: list[Path]) -> list[Path]:
     """Folders become the images inside them (sorted); files are kept as given, missing ones too."""
-    from .data.readers import IMAGE_EXTENSIONS
+    from llmseg.stage2.data.readers import IMAGE_EXTENSIONS
 
     out: list[Path] = []
     for item in images:
@@ -50,8 +49,7 @@ def _label_set_keys(label_set: str) -> list[str]:
     """The classes a label-set file names (its keys, in order): the class list when no other is given."""
     from llmseg.labelset import LabelSetError, read_label_set_json
     from llmseg.resources import resolve_label_set_path
-
-    from .api import SegmentInputError, parse_classes
+    from llmseg.stage2.api import SegmentInputError, parse_classes
 
     try:
         path = resolve_label_set_path(label_set)
@@ -66,8 +64,7 @@ def _label_set_keys(label_set: str) -> list[str]:
 def _read_classes(classes: str | None, dataset: str | None, classes_file: Path | None, label_set: str | None = None):
     """(class names, DatasetSpec or None) from --classes / --dataset / --classes-file, else --label-set's keys."""
     from llmseg.datasets import get_dataset, read_classes_file
-
-    from .api import SegmentInputError, parse_classes
+    from llmseg.stage2.api import SegmentInputError, parse_classes
 
     if classes is not None and (dataset is not None or classes_file is not None):
         raise SegmentInputError("give either --classes or --dataset/--classes-file, not both")
@@ -165,7 +162,7 @@ def plan_outputs(paths: list[Path], subclass: bool) -> tuple[list[Path], list[tu
     order) to claim a name keeps it; a later one is refused, naming the file and its owner. Names are
     compared case-folded, as a macOS or Windows disk would.
     """
-    from .api import output_names
+    from llmseg.stage2.api import output_names
 
     claimed: dict[str, Path | None] = {name.casefold(): None for name in RUN_FILES}
     planned: list[Path] = []
@@ -239,9 +236,8 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     from tqdm import tqdm
 
     from llmseg.io import atomic_write_json, stable_hash
-
-    from .api import Segmenter, SegmentInputError, resolve_label_set
-    from .interface import MethodConfig
+    from llmseg.stage2.api import Segmenter, SegmentInputError, resolve_label_set
+    from llmseg.stage2.config import MethodConfig
 
     # 1. everything that concerns the whole run, before any LLM is asked, model loaded or file written
     try:
@@ -255,7 +251,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
         if not paths:
             raise SegmentInputError("no images given (the folders hold no images)")
         config = MethodConfig(device=device, **config_fields)
-        from .preflight import check_method_inputs
+        from llmseg.stage2.preflight import check_method_inputs
 
         check_method_inputs(config)  # weights, checkpoint, tokenizer: before stage one is asked or a model built
     except ValidationError as exc:
@@ -303,7 +299,7 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
             "failed": {str(path): reason for path, reason in failures},
         })
 
-    from .api import output_names
+    from llmseg.stage2.api import output_names
 
     for path in tqdm(planned, desc="segment", unit="img", disable=None if progress is None else not progress):
         stem = path.stem

@@ -32,10 +32,9 @@ from llmseg.datasets import DatasetSpec
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_hash
 from llmseg.locks import hold_folder
-
-from . import runner
-from .interface import MethodConfig
-from .run_folder import clear_results, finished_metrics, marker_key, write_marker
+from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.engine import runner
+from llmseg.stage2.engine.run_folder import clear_results, finished_metrics, marker_key, write_marker
 
 # MethodConfig fields a tuning run may choose; each is None by default (= the preset's / method's).
 TUNABLE_FIELDS = ("prob_thd", "logit_scale", "area_thd", "top_cls_num", "assembly", "k")
@@ -125,8 +124,8 @@ def default_space(config: MethodConfig, spec: DatasetSpec) -> SearchSpace:
     {0, 0.1, 0.2} and area_thd {none, 0.1}. llm-supervision: top_cls_num {5, 10, 20} (at most C)
     and the assembly rules softmax / max. With a label set of K > 1 subclasses: k {1, K//2, K}.
     """
-    from .methods import _dataset_background, method_options_of
-    from .methods.common import has_background
+    from llmseg.stage2.methods import _dataset_background, method_options_of
+    from llmseg.stage2.methods.common import has_background
 
     reads = set(method_options_of(config).model_fields)
     background = has_background(list(spec.classes), _dataset_background(spec.name))
@@ -171,7 +170,7 @@ def tuning_spec(spec: DatasetSpec, tune_split: str, data_root: str | os.PathLike
     `need_evaluation` is False, that check is skipped). Images are not decoded here: only file lists
     are read, and the bytes of files whose size equals that of an image of the other split (to hash them).
     """
-    from .data.readers import DataError, list_samples
+    from llmseg.stage2.data.readers import DataError, list_samples
 
     if tune_split == spec.split:
         raise TuneError(
@@ -179,7 +178,7 @@ def tuning_spec(spec: DatasetSpec, tune_split: str, data_root: str | os.PathLike
             f"use another split ({', '.join(s for s in spec.splits if s != spec.split) or 'none described'})"
         )
     held_out = spec.with_split(tune_split)
-    from .preflight import check_dataset
+    from llmseg.stage2.preflight import check_dataset
 
     check_dataset(held_out, data_root)
     candidates = list_samples(held_out, data_root)
@@ -289,7 +288,7 @@ def _evaluate(config: MethodConfig, spec: DatasetSpec, data_root: str | os.PathL
     A folder holding a run with other settings starts over (its checkpoint would refuse to continue).
     `backbone` builds (or returns the already built) backbone, only when a run is needed.
     """
-    from .methods import build_method
+    from llmseg.stage2.methods import build_method
 
     done = finished_metrics(folder, TRIAL_FILE, key) if resume else None
     if done is not None:
@@ -313,8 +312,8 @@ def trial_folder(out: Path, overrides: Mapping[str, Any]) -> Path:
 
 def preset_fields(config: MethodConfig) -> dict[str, Any]:
     """The settings of `config` a preset can hold that the user fixed (so the tuned preset carries them)."""
-    from .methods import PRESET_CONFIG_FIELDS
-    from .methods.presets import DENSE_KEYS
+    from llmseg.stage2.methods import PRESET_CONFIG_FIELDS
+    from llmseg.stage2.methods.presets import DENSE_KEYS
 
     keys = dict.fromkeys((*DENSE_KEYS, "naclip_std", *PRESET_CONFIG_FIELDS))
     return {key: getattr(config, key) for key in keys if getattr(config, key) is not None}
@@ -332,8 +331,8 @@ def tuned_preset(base: MethodConfig, dataset: str, chosen: Mapping[str, Any], na
     overrides (the dense mode and NACLIP's std, which presets read from `default`, go there). Other
     datasets keep the base preset's numbers; a method without a base preset starts from an empty one.
     """
-    from .methods import method_options_of
-    from .methods.presets import PresetFile, load_preset
+    from llmseg.stage2.methods import method_options_of
+    from llmseg.stage2.methods.presets import PresetFile, load_preset
 
     preset = base.preset or method_options_of(base).default_preset
     table = load_preset(preset) if preset else PresetFile(name=name, method=base.method, default={})
@@ -406,9 +405,8 @@ def tune(
     from tqdm import tqdm
 
     from llmseg.datasets import file_name_problem, get_dataset
-
-    from .methods import load_backbone
-    from .preflight import check_dataset, check_method_inputs
+    from llmseg.stage2.methods import load_backbone
+    from llmseg.stage2.preflight import check_dataset, check_method_inputs
 
     say = echo or (lambda _text: None)
     if preset_name is not None and file_name_problem(preset_name) is not None:  # OUT/NAME.json must stay in OUT
@@ -431,7 +429,7 @@ def tune(
     if final:
         check_dataset(spec, data_root)
     check_method_inputs(config, spec.classes)
-    from .methods.presets import check_applicable
+    from llmseg.stage2.methods.presets import check_applicable
 
     for point in points:  # a setting the method does not read, or K without a label set: refused now, not at trial N
         check_applicable(MethodConfig.model_validate({**config.model_dump(), **point}))

@@ -4,7 +4,7 @@ A label set can be well formed and still confuse the segmenter: a subclass whose
 nearer to another class's name or subclasses than to its own class votes for the wrong class;
 two near-identical subclasses waste a slot; subclasses far from their class name drift away from
 what the benchmark labels. All three are measured with the backbone that will segment, on the
-same prompt templates (`llmseg.stage2.text.text_embeddings`), so the findings are about this
+same prompt templates (`llmseg.stage2.ops.text.text_embeddings`), so the findings are about this
 model and not about words in general. Cosines differ between encoders; the thresholds are
 options for that reason.
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .backbones.base import Backbone
+    from llmseg.stage2.backbones.base import Backbone
 
 DUPLICATE_THRESHOLD = 0.95
 SPREAD_THRESHOLD = 0.7
@@ -172,7 +172,7 @@ def check_label_set_clip(
     cache_dir: str | None = None,
 ) -> ClipCheckReport:
     """Embed every class name and subclass with `backbone`'s text encoder and run `check_embeddings`."""
-    from .text import text_embeddings
+    from llmseg.stage2.ops.text import text_embeddings
 
     texts = list(dict.fromkeys([*label_set, *(s for subs in label_set.values() for s in subs)]))
     vectors = text_embeddings(backbone, texts, templates, cache_dir=cache_dir).double().numpy()
@@ -187,8 +187,8 @@ def check_label_set_clip(
 def load_text_backbone(backbone: str, pretrained: str | None = None, *, random_weights: bool = False,
                        checkpoint: str | None = None, device: str = "cpu") -> Backbone:
     """A backbone by its CLI spelling (family[:arg]), built through the registry as `evaluate` builds it."""
-    from .interface import MethodConfig
-    from .methods import load_backbone
+    from llmseg.stage2.config import MethodConfig
+    from llmseg.stage2.methods import load_backbone
 
     fields: dict[str, object] = {"backbone": backbone, "device": device}
     if pretrained is not None:

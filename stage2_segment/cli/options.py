@@ -1,6 +1,6 @@
 """The `MethodConfig` fields as typer options (evaluate, segment, compare, tune), made from the model itself.
 
-Each option's help is its field's description (interface.MethodConfig), followed by the names the
+Each option's help is its field's description (config.MethodConfig), followed by the names the
 registries offer (methods, backbones, assembly rules, bundled presets) and by which method or
 backbone reads it, so a new field or a new registered name shows up here without an edit.
 Every option defaults to None, meaning "not given": `method_fields` then leaves the field to the
@@ -20,8 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 
 from llmseg.errors import ConfigError
-
-from .interface import MethodConfig
+from llmseg.stage2.config import MethodConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,8 +38,8 @@ PANELS: dict[str, str | None] = {
 
 def _choices(field: str) -> str:
     """' Registered: ...' for the fields whose values are registry names."""
-    from .methods.presets import bundled_presets
-    from .registries import ASSEMBLY_RULES, BACKBONES, METHODS
+    from llmseg.stage2.methods.presets import bundled_presets
+    from llmseg.stage2.registry_tables import ASSEMBLY_RULES, BACKBONES, METHODS
 
     if field == "method":
         return " Registered: " + ", ".join(METHODS.names()) + "."
@@ -59,7 +58,7 @@ def _choices(field: str) -> str:
 
 def _users(field: str) -> str:
     """' (read by: dense)': the methods and backbones that read the field; '' for the common ones."""
-    from .registries import BACKBONES, METHODS
+    from llmseg.stage2.registry_tables import BACKBONES, METHODS
 
     users = [
         name

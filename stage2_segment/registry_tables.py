@@ -1,4 +1,6 @@
-"""The stage-two registries: the names users type for methods, backbones, dense modes and assembly rules.
+"""Stage two's registry tables: the names users type for methods, backbones, dense modes and assembly rules.
+
+(The `Registry` class itself is `llmseg.registry`, shared/registry.py; this module holds stage two's instances.)
 
 The bottom layer of stage two: registry objects and nothing else, so that every other module may import
 them. What an entry's settings are is options.py's (`method_options` / `backbone_options`), which
@@ -9,7 +11,7 @@ name, not by import), so this module (and `llmseg --help`) stays free of torch:
     def build_my_method(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod: ...
 
     @ASSEMBLY_RULES.register("median")
-    class Median(AssemblyRule): ...                                         # llmseg.stage2.assembly
+    class Median(AssemblyRule): ...                                         # llmseg.stage2.ops.assembly
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ BACKBONES: Registry[Any] = Registry(
     group="llmseg.backbones",
 )
 ASSEMBLY_RULES: Registry[Any] = Registry(
-    "assembly rule", builtins={name: "llmseg.stage2.assembly" for name in ("none", "max", "mean", "softmax", "chils")},
+    "assembly rule", builtins={name: "llmseg.stage2.ops.assembly" for name in ("none", "max", "mean", "softmax", "chils")},
     group="llmseg.assembly_rules",
 )
 

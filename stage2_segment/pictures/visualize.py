@@ -18,8 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from llmseg.io import atomic_path
-
-from .palettes import full_palette, palette_for
+from llmseg.stage2.pictures.palettes import full_palette, palette_for
 
 BOUNDARY_COLOR = (255, 255, 255)
 LEGEND_BACKGROUND = (255, 255, 255)

@@ -7,11 +7,11 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add stage two's commands to the root app (each module imports its heavy dependencies lazily)."""
-    from .cli_compare import register as register_compare
-    from .cli_engine import register as register_engine
-    from .cli_segment import register as register_segment
-    from .cli_tune import register as register_tune
-    from .demo.cli import register as register_demo
+    from llmseg.stage2.cli.compare import register as register_compare
+    from llmseg.stage2.cli.engine import register as register_engine
+    from llmseg.stage2.cli.segment import register as register_segment
+    from llmseg.stage2.cli.tune import register as register_tune
+    from llmseg.stage2.demo.cli import register as register_demo
 
     register_engine(app)
     register_segment(app)

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import MAX_SIDE, MethodConfig
+from llmseg.stage2.config import MAX_SIDE, MethodConfig
 
 __all__ = ["MAX_SIDE", "Done", "MethodConfig", "PendingResult", "SegResult", "SegmentationMethod"]
 
