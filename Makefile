@@ -66,6 +66,7 @@ lint: install
 	$(BIN)/deptry . --no-ansi
 	$(BIN)/python tools/mypy_llmseg.py
 	$(BIN)/python tools/lint_imports.py
+	$(BIN)/python tools/lint_structure.py
 
 # Recompile the lock from pyproject.toml's ranges: every extra, Linux/macOS/Windows, Python 3.10 and newer.
 lock: install

@@ -7,13 +7,21 @@ commands, so `llmseg --help` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from llmseg.stage1.cli import register as register_stage1
+from llmseg.stage2.cli.commands import register as register_stage2
 
 from . import __version__
 from .cli_help import apply as _fix_help
 from .cli_support import LlmsegGroup, echo, fail
+from .datasets import get_dataset
+from .io import atomic_write_json
+from .labelset import ValidationReport, clip_token_counter, read_label_set_json, validate_label_set
+from .resources import resolve_label_set_path
+from .templates import load_templates
 
 _fix_help()  # flags without "<bool>", help text without rich markup
 
@@ -65,17 +73,7 @@ def validate_command(
 
     With --backbone, also the CLIP-aware checks (llmseg.stage2.experiments.label_check); their findings are warnings.
     """
-    from .datasets import get_dataset
-    from .labelset import clip_token_counter, read_label_set_json, validate_label_set
-    from .resources import resolve_label_set_path
-    from .templates import load_templates
-
-    if classes_file is None:  # an empty --dataset "" names nothing either
-        if not dataset:
-            raise fail("give --dataset NAME or --classes-file FILE")
-        dataset_name = dataset
-    else:
-        dataset_name = dataset or classes_file.parent.name
+    dataset_name = _dataset_name(dataset, classes_file)
     if fix is not None and fix.is_dir():
         raise fail(f"--fix {fix} is a folder; give the file to write, e.g. {fix / 'clean.json'}")
     # a missing file, unknown dataset or bad template set raises an LlmsegError: `error: ...`, exit 2
@@ -95,46 +93,75 @@ def validate_command(
         longest_template=longest or "a photo of a {}.",
     )
     if not quiet:
-        for issue in report.issues:
-            colour = {"error": typer.colors.RED, "warning": typer.colors.YELLOW}.get(issue.severity)
-            echo(f"{path}: {issue}", fg=colour)  # keys and entries come from the file: control characters escaped
+        _print_issues(path, report)
     clip_lines: list[str] = []
     if backbone is not None:
-        if report.errors:
-            typer.secho(f"{path}: not running the --backbone checks: fix the errors above first", err=True, fg=typer.colors.RED)
-        else:
-            from llmseg.stage2.experiments.label_check import check_label_set_clip, load_text_backbone
-
-            encoder = load_text_backbone(backbone, pretrained, random_weights=random_weights, checkpoint=checkpoint, device=device)
-            clip_report = check_label_set_clip(
-                report.fixed if report.fixed is not None else raw, encoder, templates=templates,
-                duplicate_threshold=duplicate_threshold, spread_threshold=spread_threshold, margin=margin,
-            )
-            clip_lines = clip_report.lines()
-            if not quiet:
-                for line in clip_lines:
-                    echo(f"{path}: {line}", fg=typer.colors.YELLOW)
+        clip_lines = _clip_findings(
+            path, report, raw, quiet=quiet, backbone=backbone, pretrained=pretrained, checkpoint=checkpoint,
+            random_weights=random_weights, device=device, templates=templates,
+            duplicate_threshold=duplicate_threshold, spread_threshold=spread_threshold, margin=margin,
+        )
     counts = {s: sum(1 for i in report.issues if i.severity == s) for s in ("error", "warning", "info")}
     counts["warning"] += len(clip_lines)
     echo(f"{path}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes ({spec.name}, {spec.num_classes} classes)")
     if fix is not None:
-        if report.fixed is None:
-            typer.secho(f"not writing {fix}: the errors above cannot be fixed automatically", err=True, fg=typer.colors.RED)
-        else:
-            from .io import atomic_write_json
-
-            try:
-                atomic_write_json(fix, report.fixed)
-            except OSError as exc:  # read-only or full disk, a file where a folder should be...
-                raise fail(f"cannot write --fix {fix}: {exc.strerror or exc}") from exc
-            echo(f"wrote cleaned copy to {fix}")
+        _write_fixed(fix, report)
     raise typer.Exit(report.exit_code or (1 if clip_lines else 0))
 
 
-def _mount_stages() -> None:
-    from llmseg.stage1.cli import register as register_stage1
-    from llmseg.stage2.cli.commands import register as register_stage2
+def _dataset_name(dataset: str | None, classes_file: Path | None) -> str:
+    """The dataset whose classes the keys must match: --dataset, else the --classes-file's folder name."""
+    if classes_file is None:  # an empty --dataset "" names nothing either
+        if not dataset:
+            raise fail("give --dataset NAME or --classes-file FILE")
+        return dataset
+    return dataset or classes_file.parent.name
 
+
+def _print_issues(path: Path, report: ValidationReport) -> None:
+    """One line per issue, errors red and warnings yellow."""
+    for issue in report.issues:
+        colour = {"error": typer.colors.RED, "warning": typer.colors.YELLOW}.get(issue.severity)
+        echo(f"{path}: {issue}", fg=colour)  # keys and entries come from the file: control characters escaped
+
+
+def _clip_findings(
+    path: Path, report: ValidationReport, raw: Any, *, quiet: bool, backbone: str, pretrained: str | None,
+    checkpoint: str | None, random_weights: bool, device: str, templates: str,
+    duplicate_threshold: float, spread_threshold: float, margin: float,
+) -> list[str]:
+    """--backbone: the CLIP-aware findings (printed unless --quiet); none when the label set has errors to fix first."""
+    if report.errors:
+        typer.secho(f"{path}: not running the --backbone checks: fix the errors above first", err=True, fg=typer.colors.RED)
+        return []
+    # lazy import: start-up time (label_check loads torch and open_clip; `llmseg --help` and `import llmseg.cli` do not)
+    from llmseg.stage2.experiments.label_check import check_label_set_clip, load_text_backbone
+
+    encoder = load_text_backbone(backbone, pretrained, random_weights=random_weights, checkpoint=checkpoint, device=device)
+    clip_report = check_label_set_clip(
+        report.fixed if report.fixed is not None else raw, encoder, templates=templates,
+        duplicate_threshold=duplicate_threshold, spread_threshold=spread_threshold, margin=margin,
+    )
+    clip_lines = clip_report.lines()
+    if not quiet:
+        for line in clip_lines:
+            echo(f"{path}: {line}", fg=typer.colors.YELLOW)
+    return clip_lines
+
+
+def _write_fixed(fix: Path, report: ValidationReport) -> None:
+    """--fix: write the cleaned copy atomically, or say why there is none."""
+    if report.fixed is None:
+        typer.secho(f"not writing {fix}: the errors above cannot be fixed automatically", err=True, fg=typer.colors.RED)
+        return
+    try:
+        atomic_write_json(fix, report.fixed)
+    except OSError as exc:  # read-only or full disk, a file where a folder should be...
+        raise fail(f"cannot write --fix {fix}: {exc.strerror or exc}") from exc
+    echo(f"wrote cleaned copy to {fix}")
+
+
+def _mount_stages() -> None:
     register_stage1(app)
     register_stage2(app)
     __import__("llmseg.stage2.app.cli", fromlist=["register"]).register(app)  # `llmseg app`: Gradio loads lazily

@@ -8,7 +8,11 @@ plain text, so they are shown literally.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
+
+from rich.text import Text
+from typer import core, rich_utils
 
 _APPLIED = False
 
@@ -18,9 +22,6 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    from rich.text import Text
-    from typer import core, rich_utils
-
     original_type = core.TyperOption.display_type_rich
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
@@ -32,8 +33,6 @@ def apply() -> None:
 
     def make_rich_text(*, text: str, style: str = "", markup_mode: Any) -> Any:
         if markup_mode == rich_utils.MARKUP_MODE_RICH:
-            import inspect
-
             return rich_utils.highlighter(Text(inspect.cleandoc(text), style=style))
         return original_text(text=text, style=style, markup_mode=markup_mode)
 

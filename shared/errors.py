@@ -7,6 +7,9 @@ turn it into `error: ...` with exit code 2; anything else is a bug and keeps its
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class LlmsegError(Exception):
     """A user-facing error: bad input, a missing file, an unreachable server."""
@@ -50,11 +53,8 @@ class DiskWriteError(LlmsegError, OSError):
 
     def reason(self) -> str:
         """'No space left on device (ENOSPC)': the OS's words and the errno's name."""
-        import errno as errno_names
-        import os
-
         words = self.strerror or (os.strerror(self.errno) if self.errno else "unknown error")
-        name = errno_names.errorcode.get(self.errno) if self.errno is not None else None
+        name = errno.errorcode.get(self.errno) if self.errno is not None else None
         return f"{words} ({name})" if name else words
 
     def __str__(self) -> str:

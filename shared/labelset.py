@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from . import __version__
 from .errors import LlmsegError
 from .io import RepeatedKeyError, atomic_path, refuse_repeated_keys, sha256_bytes
+from .resources import resolve_label_set_path
 
 Severity = Literal["error", "warning", "info"]
 
@@ -170,8 +171,6 @@ def load_label_set(path: str | Path, classes: Sequence[str] | None = None) -> La
     A path that does not exist as given is looked up in the bundled `label_sets/` folder, as
     `llmseg segment` does (`resolve_label_set_path`), so every command resolves it the same way.
     """
-    from .resources import resolve_label_set_path
-
     try:
         path = resolve_label_set_path(path)
     except FileNotFoundError as exc:
@@ -307,6 +306,7 @@ TokenCounter = Callable[[str], int]
 
 def clip_token_counter() -> TokenCounter:
     """Tokens (with start/end tokens) of open_clip's bundled BPE tokenizer; works offline."""
+    # lazy import: start-up time (open_clip imports torch; `import llmseg.cli` loads this module)
     from open_clip.tokenizer import SimpleTokenizer
 
     tokenizer = SimpleTokenizer()
@@ -335,10 +335,34 @@ def validate_label_set(
         add(Issue("error", "not-an-object", f"{source}: top level must be a JSON object {{class: [subclasses]}}"))
         return report
 
-    keys = list(data)
     class_list = list(classes)
+    reorderable = _check_keys(data, class_list, add)
+    rules = _SubclassRules(add, {_dedup_key(c): c for c in class_list}, token_counter, context_length, longest_template)
+    fixed: dict[str, list[str]] = {}
+    fixable = reorderable  # a cleaned copy needs exactly the dataset's keys and every list cleanable
+    for name in class_list if reorderable else list(data):
+        if name not in data:
+            continue
+        cleaned, complete = rules.check_list(name, data[name])
+        fixable = fixable and complete
+        if cleaned is not None:
+            fixed[name] = cleaned
+
+    for key, names in rules.owners.items():
+        if len(names) > 1:
+            add(Issue("warning", "shared-subclass", f"subclass '{key}' appears under {', '.join(repr(n) for n in names)}", cls=names[0]))
+
+    if fixable:
+        report.fixed = {name: fixed[name] for name in class_list}
+    return report
+
+
+def _check_keys(data: dict[Any, Any], class_list: list[str], add: Callable[[Issue], None]) -> bool:
+    """Report missing, extra and out-of-order keys; True when the keys are the dataset's classes (in any order)."""
+    keys = list(data)
     missing = [c for c in class_list if c not in data]
-    extra = [k for k in keys if k not in set(class_list)]
+    known = set(class_list)
+    extra = [k for k in keys if k not in known]
     folded = {normalize_subclass(c).casefold(): c for c in class_list}
     for name in missing:
         add(Issue("error", "missing-class", "missing from the label set", cls=name))
@@ -358,68 +382,77 @@ def validate_label_set(
                 fixable=True,
             )
         )
+    return reorderable
 
-    fixed: dict[str, list[str]] = {}
-    fixable = reorderable
-    owners: dict[str, list[str]] = {}
-    class_keys = {_dedup_key(c): c for c in class_list}
-    for name in class_list if reorderable else keys:
-        if name not in data:
-            continue
-        value = data[name]
+
+@dataclass
+class _SubclassRules:
+    """What each class's subclass list is checked against, and which classes each subclass has been seen under."""
+
+    add: Callable[[Issue], None]
+    class_keys: dict[str, str]  # dedup key of a class name -> that class
+    token_counter: TokenCounter | None
+    context_length: int
+    longest_template: str
+    owners: dict[str, list[str]] = field(default_factory=dict)  # casefolded subclass -> the classes listing it
+
+    def check_list(self, name: str, value: Any) -> tuple[list[str] | None, bool]:
+        """(the cleaned list, whether every entry could be cleaned); (None, False) when `value` is no non-empty list."""
         if not isinstance(value, list):
-            add(Issue("error", "not-a-list", f"value must be a list of strings, got {type(value).__name__}", cls=name))
-            fixable = False
-            continue
+            self.add(Issue("error", "not-a-list", f"value must be a list of strings, got {type(value).__name__}", cls=name))
+            return None, False
         if not value:
-            add(Issue("error", "empty-list", "has no subclasses", cls=name))
-            fixable = False
-            continue
+            self.add(Issue("error", "empty-list", "has no subclasses", cls=name))
+            return None, False
         cleaned: list[str] = []
         seen: dict[str, str] = {}
+        complete = True
         for position, entry in enumerate(value):
-            if not isinstance(entry, str):
-                add(Issue("error", "not-a-string", f"entry {position} is {entry!r}, not a string", cls=name))
-                fixable = False
+            normal = self._normalised_entry(name, position, entry)
+            if normal is None:
+                complete = False
                 continue
-            normal = normalize_subclass(entry)
-            if not normal:
-                add(Issue("error", "empty-entry", f"entry {position} is empty", cls=name))
-                fixable = False
-                continue
-            if normal != entry:
-                add(Issue("warning", "needs-normalisation", f"{entry!r} normalises to {normal!r}", cls=name, fixable=True))
             key = normal.casefold()
             if key in seen:
-                add(Issue("warning", "duplicate", f"{entry!r} duplicates {seen[key]!r}", cls=name, fixable=True))
+                self.add(Issue("warning", "duplicate", f"{entry!r} duplicates {seen[key]!r}", cls=name, fixable=True))
                 continue
             seen[key] = entry
             cleaned.append(normal)
-            owners.setdefault(key, [])
-            if name not in owners[key]:
-                owners[key].append(name)
-            other = class_keys.get(key)
-            if other is not None and other != name:
-                add(Issue("warning", "equals-other-class", f"{entry!r} is the name of class '{other}'", cls=name))
-            if "(" in normal or ")" in normal:
-                add(Issue("info", "parentheses", f"{entry!r} contains parentheses", cls=name))
-            if token_counter is not None:
-                tokens = token_counter(longest_template.format(normal))
-                if tokens > context_length:
-                    add(
-                        Issue(
-                            "warning",
-                            "too-long",
-                            f"{normal!r} takes {tokens} tokens in the longest template, over the text encoder's {context_length}",
-                            cls=name,
-                        )
+            self._check_kept(name, entry, normal)
+        return cleaned, complete
+
+    def _normalised_entry(self, name: str, position: int, entry: Any) -> str | None:
+        """The entry normalised (a warning when that changes it); None, with an error, for a non-string or empty one."""
+        if not isinstance(entry, str):
+            self.add(Issue("error", "not-a-string", f"entry {position} is {entry!r}, not a string", cls=name))
+            return None
+        normal = normalize_subclass(entry)
+        if not normal:
+            self.add(Issue("error", "empty-entry", f"entry {position} is empty", cls=name))
+            return None
+        if normal != entry:
+            self.add(Issue("warning", "needs-normalisation", f"{entry!r} normalises to {normal!r}", cls=name, fixable=True))
+        return normal
+
+    def _check_kept(self, name: str, entry: str, normal: str) -> None:
+        """The checks of an entry that stays: its owner recorded, another class's name, parentheses, its length."""
+        key = normal.casefold()
+        owners = self.owners.setdefault(key, [])
+        if name not in owners:
+            owners.append(name)
+        other = self.class_keys.get(key)
+        if other is not None and other != name:
+            self.add(Issue("warning", "equals-other-class", f"{entry!r} is the name of class '{other}'", cls=name))
+        if "(" in normal or ")" in normal:
+            self.add(Issue("info", "parentheses", f"{entry!r} contains parentheses", cls=name))
+        if self.token_counter is not None:
+            tokens = self.token_counter(self.longest_template.format(normal))
+            if tokens > self.context_length:
+                self.add(
+                    Issue(
+                        "warning",
+                        "too-long",
+                        f"{normal!r} takes {tokens} tokens in the longest template, over the text encoder's {self.context_length}",
+                        cls=name,
                     )
-        fixed[name] = cleaned
-
-    for key, names in owners.items():
-        if len(names) > 1:
-            add(Issue("warning", "shared-subclass", f"subclass '{key}' appears under {', '.join(repr(n) for n in names)}", cls=names[0]))
-
-    if fixable and not missing and not extra:
-        report.fixed = {name: fixed[name] for name in class_list}
-    return report
+                )

@@ -36,6 +36,7 @@ TEMPLATE_SETS = ("openai80", "seed13", "single")
 @lru_cache(maxsize=1)
 def openai80() -> tuple[str, ...]:
     """open_clip's OPENAI_IMAGENET_TEMPLATES as format strings (imported lazily: open_clip is slow to import)."""
+    # lazy import: start-up time (open_clip imports torch; `import llmseg.cli` loads this module)
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
     return tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)

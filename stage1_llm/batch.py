@@ -150,7 +150,7 @@ def _counts(report: BatchReport) -> dict[str, Any]:
 
 
 def _submit(run: Session, client: Any, build: Any, pending: list, batch_key: str, options: BatchOptions) -> str:
-    import openai  # start-up time: openai takes ~0.6 s to import and only --batch needs it here
+    import openai  # lazy import: start-up time (openai takes ~0.6 s to import; only --batch needs it, and `import llmseg.cli` loads this module)
 
     schema = run.schema if run.structured else None
     lines = []
@@ -180,7 +180,7 @@ def _submit(run: Session, client: Any, build: Any, pending: list, batch_key: str
 
 
 def _wait(run: Session, client: Any, report: BatchReport, options: BatchOptions) -> Any:
-    import openai  # start-up time: openai takes ~0.6 s to import and only --batch needs it here
+    import openai  # lazy import: start-up time (openai takes ~0.6 s to import; only --batch needs it, and `import llmseg.cli` loads this module)
 
     deadline = time.monotonic() + options.timeout
     interval = options.poll_interval
@@ -216,7 +216,7 @@ def _lines(run: Session, client: Any, file_id: str | None, which: str) -> list[t
     Each line is decoded on its own, so one line that is not UTF-8 JSON (or is cut short at the
     end) spoils only itself; `where` ("output file line 3") names it in the report.
     """
-    import openai  # start-up time: openai takes ~0.6 s to import and only --batch needs it here
+    import openai  # lazy import: start-up time (openai takes ~0.6 s to import; only --batch needs it, and `import llmseg.cli` loads this module)
 
     if not file_id:
         return []

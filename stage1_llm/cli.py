@@ -17,8 +17,9 @@ import typer
 from typer.core import TyperGroup
 
 from llmseg.cli_support import echo, fail, safe_text
-from llmseg.datasets import get_dataset
+from llmseg.datasets import DatasetSpec, get_dataset
 from llmseg.labelset import (
+    LabelSet,
     LabelSetError,
     LabelSetMeta,
     load_label_set,
@@ -261,7 +262,6 @@ def diff_command(
     raise typer.Exit(0 if result.identical else 1)
 
 
-# over 60 lines only by its 27 option declarations (one a line); the work is in refine_label_set and the helpers below
 @subclasses_app.command("refine", no_args_is_help=True)
 def refine_command(
     ctx: typer.Context,
@@ -296,14 +296,10 @@ def refine_command(
 
     Writes the refined label set and a sidecar recording every round. Exit 0 when the final check is clean, 1 when findings remain.
     """
-    # start-up time: the text encoders import torch and open_clip, which only this command needs
+    # lazy import: start-up time (the text encoders import torch and open_clip, which only this command needs)
     from llmseg.stage2.experiments.label_check import check_label_set_clip, load_text_backbone
 
-    path = resolve_label_set_path(label_set)
-    spec = get_dataset(dataset)
-    original = load_label_set(path, spec.classes)  # errors (wrong classes, bad file) stop here: exit 2
-    out = out or path.with_name(path.name[: -len(".json")] + ".refined.json")
-    _claim_output(ctx, out, force)
+    path, spec, original, out = _refine_inputs(ctx, label_set, dataset, out, force)
     model = model or ("gpt-4o-mini" if backend != "hf" else None)
     if model is None:
         raise fail("--backend hf needs --model (a hub id or a local folder)")
@@ -320,18 +316,34 @@ def refine_command(
         backend_options={k_: v for k_, v in options.items() if v is not None},
         max_retries=max_retries, seed=seed, backoff=Backoff(base=backoff_base), progress=not quiet,
     )
-    _echo_rounds(result)
-    meta = _refined_meta(path, spec.name, result, {
+    remaining = _save_refined(path, spec, out, result, {
         "backbone": backbone, "pretrained": pretrained, "templates": templates, "llm": f"{backend}:{model}",
         "duplicate_threshold": duplicate_threshold, "spread_threshold": spread_threshold, "margin": margin,
     })
+    raise typer.Exit(1 if remaining else 0)
+
+
+def _refine_inputs(ctx: typer.Context, label_set: Path, dataset: str, out: Path | None, force: bool) -> tuple[Path, DatasetSpec, LabelSet, Path]:
+    """The label set's path, its dataset, the label set (checked against the classes) and the output, claimed."""
+    path = resolve_label_set_path(label_set)
+    spec = get_dataset(dataset)
+    original = load_label_set(path, spec.classes)  # errors (wrong classes, bad file) stop here: exit 2
+    out = out or path.with_name(path.name[: -len(".json")] + ".refined.json")
+    _claim_output(ctx, out, force)
+    return path, spec, original, out
+
+
+def _save_refined(path: Path, spec: DatasetSpec, out: Path, result: RefineResult, details: dict[str, Any]) -> int:
+    """Print the rounds, write the refined label set with its sidecar (read back as a check), print what remains; the count left."""
+    _echo_rounds(result)
+    meta = _refined_meta(path, spec.name, result, details)
     save_label_set(out, result.label_set, meta)
     load_label_set(out, spec.classes)
     remaining = result.remaining.lines()
     for line in remaining:
         echo(line, fg=typer.colors.YELLOW)
     echo(f"wrote {out}: {len(result.rounds)} rounds, {len(remaining)} findings remain")
-    raise typer.Exit(1 if remaining else 0)
+    return len(remaining)
 
 
 def _echo_rounds(result: RefineResult) -> None:

@@ -356,7 +356,8 @@ def _resolve_clashes(run: Session, outcomes: dict[str, Outcome], concurrency: in
 
 
 def _run_all(run: Session, names: list[str], concurrency: int, progress: bool) -> dict[str, Outcome]:
-    from tqdm.auto import tqdm  # start-up time: importing generate (the CLI's --help) does not pay for tqdm
+    # lazy import: start-up time (importing generate, as `llmseg --help` does, does not pay for tqdm)
+    from tqdm.auto import tqdm
 
     outcomes: dict[str, Outcome] = {}
     bar = tqdm(total=len(names), desc="subclasses", unit="class", disable=not progress, dynamic_ncols=True)

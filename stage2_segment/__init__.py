@@ -10,6 +10,7 @@ __all__ = ["Segmenter", "SegmentationOutput", "load_backbone", "resolve_dense_se
 def __getattr__(name: str):
     """`from llmseg.stage2 import Segmenter` (or `dense_logits`, ...) without importing the API (and torch) eagerly."""
     if name in __all__:
+        # lazy import: start-up time (`import llmseg.stage2` does not load the API, PIL and the pictures)
         from . import api
 
         return getattr(api, name)

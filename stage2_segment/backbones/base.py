@@ -24,7 +24,7 @@ def refuse_non_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) ->
     Why: such weights load and run without complaint and give NaN scores, which argmax turns into
     class 0 everywhere: a plausible-looking but wrong number.
     """
-    import torch
+    import torch  # lazy import: start-up time (this module is read for `llmseg --help`, which loads no torch)
 
     for name, tensor in named:
         if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -82,7 +82,7 @@ class Backbone(ABC):
     def text_fingerprint(self) -> str:
         """sha256 over the text tower's weights: the text cache is keyed by what the weights are."""
         if self._text_fingerprint is None:
-            import torch
+            import torch  # lazy import: start-up time (this module is read for `llmseg --help`, which loads no torch)
 
             digest = hashlib.sha256()
             for tensor in self.text_parameters():

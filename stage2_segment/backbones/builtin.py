@@ -38,7 +38,8 @@ def _simseg_inputs(_arg: str | None, config: MethodConfig) -> None:
     help="openclip:<arch>: an open_clip CLIP (--pretrained tag or weights file) with a dense-mode last block",
 )
 def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
-    from .openclip import OpenClipBackbone  # start-up time: imports torch and open_clip
+    # lazy import: start-up time (openclip.py imports torch and open_clip; this module is read for `llmseg --help`)
+    from .openclip import OpenClipBackbone
 
     return OpenClipBackbone(
         str(arch),
@@ -59,6 +60,7 @@ def build_openclip(config: MethodConfig, arch: str | None) -> Backbone:
 def build_simseg(config: MethodConfig, arg: str | None) -> Backbone:
     if not config.checkpoint:
         raise BackboneError("backbone 'simseg' needs --checkpoint (e.g. ckpts/simseg.vit-s.pth)")
+    # lazy import: start-up time (simseg.py imports torch and transformers; this module is read for `llmseg --help`)
     from .simseg import SimSegBackbone
 
     return SimSegBackbone(config.checkpoint, tokenizer=config.text_tokenizer, device=config.device, precision=config.precision)

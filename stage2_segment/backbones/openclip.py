@@ -18,11 +18,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from llmseg.errors import ConfigError
-from llmseg.io import sha256_file
+from llmseg.io import atomic_path, sha256_file
 
 from .base import Backbone, BackboneError, refuse_non_finite
 from .dense_block import PosEmbedRule, run_tower
@@ -59,8 +61,6 @@ def _quickgelu_needed(arch: str, pretrained: str | None) -> bool:
     """True when the weights are known to use QuickGELU but the architecture name does not say so."""
     if pretrained is None or arch.endswith("-quickgelu"):
         return False
-    import open_clip
-
     cfg = open_clip.get_model_config(arch) or {}
     if cfg.get("quick_gelu", False):
         return False
@@ -71,6 +71,61 @@ def _quickgelu_needed(arch: str, pretrained: str | None) -> bool:
     except Exception:  # unknown tag: open_clip itself reports it when loading
         return False
     return bool(tag_cfg.get("quick_gelu", False))
+
+
+def _warn_about_weights(arch: str, pretrained: str | None, *, force_quick: bool, local: bool, init_seed: int) -> None:
+    """Say when the weights may not be what the user meant: QuickGELU forced or likely needed, or random weights."""
+    if force_quick:
+        warnings.warn(
+            f"openclip:{arch} with weights '{pretrained}': these weights use QuickGELU; "
+            f"building with force_quick_gelu=True (use '{arch}-quickgelu' to silence this)",
+            stacklevel=3,  # the caller of OpenClipBackbone(...)
+        )
+    if local and not arch.endswith("-quickgelu") and not force_quick:
+        log.warning("openclip: loading %s into %s; OpenAI/DFN/MetaCLIP weights need the -quickgelu config", pretrained, arch)
+    if pretrained is None:
+        log.warning("openclip:%s without --pretrained: random weights (seed %d), for tests and speed runs only", arch, init_seed)
+
+
+def _create_model(arch: str, pretrained: str | None, *, device: str, force_quick: bool, local: bool, init_seed: int) -> Any:
+    """open_clip's model in eval mode, its loaded weights checked finite; BackboneError (with a hint) if it cannot be built."""
+    try:
+        # Random weights are seeded so every torchrun rank, run and benchmark gets the same model.
+        with torch.random.fork_rng(devices=[]):
+            if pretrained is None:
+                torch.manual_seed(init_seed)
+            model = open_clip.create_model(arch, pretrained=pretrained, device=device, force_quick_gelu=force_quick)
+    except Exception as exc:
+        hint = ""
+        if local and (str(pretrained).endswith(".pt") or "weights_only" in str(exc) or "TorchScript" in str(exc)):
+            hint = (
+                "; if this is an OpenAI TorchScript archive, convert it once with "
+                "llmseg.stage2.backbones.openclip.convert_torchscript_checkpoint(src, 'dst.safetensors')"
+            )
+        raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}{hint}") from exc
+    model.eval()
+    if pretrained is not None:
+        refuse_non_finite(model.state_dict().items(), f"openclip:{arch} weights {pretrained}")
+    return model
+
+
+def _dense_ready_tower(arch: str, model: Any) -> Any:
+    """The model's image tower, if the dense modes can run on it: a plain ViT with one pooled vector and a
+    last block whose attention is a plain nn.MultiheadAttention; else a BackboneError naming what is missing."""
+    visual = model.visual
+    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+    missing = [name for name in needed if not hasattr(visual, name)]
+    if missing or getattr(visual, "attn_pool", None) is not None:
+        raise BackboneError(f"openclip:{arch}: dense features need a plain ViT image tower (missing {missing or 'attn_pool'})")
+    if getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
+        raise BackboneError(f"openclip:{arch}: pool_type '{visual.pool_type}' gives no single image vector")
+    attn = getattr(visual.transformer.resblocks[-1], "attn", None)
+    if not isinstance(attn, torch.nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None:
+        raise BackboneError(
+            f"openclip:{arch}: dense modes need a last block with a plain nn.MultiheadAttention "
+            f"(found {type(attn).__name__}); this architecture is not supported"
+        )
+    return visual
 
 
 class OpenClipBackbone(Backbone):
@@ -91,54 +146,14 @@ class OpenClipBackbone(Backbone):
         init_seed: int = 0,
     ) -> None:
         super().__init__()
-        import open_clip
-
         if open_clip.get_model_config(arch) is None:
             hint = "; the bundled demo CLIP is --backbone demo-clip" if arch == "llmseg-demo-clip" else ""
             raise BackboneError(f"openclip: unknown architecture '{arch}' (see open_clip.list_models()){hint}")
         force_quick = _quickgelu_needed(arch, pretrained)
-        if force_quick:
-            warnings.warn(
-                f"openclip:{arch} with weights '{pretrained}': these weights use QuickGELU; "
-                f"building with force_quick_gelu=True (use '{arch}-quickgelu' to silence this)",
-                stacklevel=2,
-            )
         local = pretrained is not None and Path(pretrained).is_file()
-        if local and not arch.endswith("-quickgelu") and not force_quick:
-            log.warning("openclip: loading %s into %s; OpenAI/DFN/MetaCLIP weights need the -quickgelu config", pretrained, arch)
-        if pretrained is None:
-            log.warning("openclip:%s without --pretrained: random weights (seed %d), for tests and speed runs only", arch, init_seed)
-        try:
-            # Random weights are seeded so every torchrun rank, run and benchmark gets the same model.
-            with torch.random.fork_rng(devices=[]):
-                if pretrained is None:
-                    torch.manual_seed(init_seed)
-                model = open_clip.create_model(arch, pretrained=pretrained, device=device, force_quick_gelu=force_quick)
-        except Exception as exc:
-            hint = ""
-            if local and (str(pretrained).endswith(".pt") or "weights_only" in str(exc) or "TorchScript" in str(exc)):
-                hint = (
-                    "; if this is an OpenAI TorchScript archive, convert it once with "
-                    "llmseg.stage2.backbones.openclip.convert_torchscript_checkpoint(src, 'dst.safetensors')"
-                )
-            raise BackboneError(f"openclip: cannot build {arch} with pretrained={pretrained!r}: {exc}{hint}") from exc
-        model.eval()
-        if pretrained is not None:
-            refuse_non_finite(model.state_dict().items(), f"openclip:{arch} weights {pretrained}")
-        visual = model.visual
-        needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
-        missing = [name for name in needed if not hasattr(visual, name)]
-        if missing or getattr(visual, "attn_pool", None) is not None:
-            raise BackboneError(f"openclip:{arch}: dense features need a plain ViT image tower (missing {missing or 'attn_pool'})")
-        if getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
-            raise BackboneError(f"openclip:{arch}: pool_type '{visual.pool_type}' gives no single image vector")
-        blocks = visual.transformer.resblocks
-        attn = getattr(blocks[-1], "attn", None)
-        if not isinstance(attn, torch.nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None:
-            raise BackboneError(
-                f"openclip:{arch}: dense modes need a last block with a plain nn.MultiheadAttention "
-                f"(found {type(attn).__name__}); this architecture is not supported"
-            )
+        _warn_about_weights(arch, pretrained, force_quick=force_quick, local=local, init_seed=init_seed)
+        model = _create_model(arch, pretrained, device=device, force_quick=force_quick, local=local, init_seed=init_seed)
+        visual = _dense_ready_tower(arch, model)
 
         self.model = model
         self.arch = arch
@@ -334,10 +349,6 @@ def convert_torchscript_checkpoint(src: str | Path, dst: str | Path) -> Path:
     torch.jit.load reads the TorchScript archive without unpickling arbitrary Python objects; the
     result loads offline with `--pretrained dst.safetensors` (use the `-quickgelu` architecture).
     """
-    from safetensors.torch import save_file
-
-    from llmseg.io import atomic_path
-
     archive = torch.jit.load(str(src), map_location="cpu")
     # OpenAI's archives carry these as tensors; scripted open_clip models also save the causal mask
     skip = {"input_resolution", "context_length", "vocab_size", "attn_mask"}

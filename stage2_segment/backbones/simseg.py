@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from transformers import BertConfig, BertModel, BertTokenizer
 
 from llmseg.io import sha256_file
 
@@ -75,8 +77,6 @@ def _infer_image_arch(sd: dict[str, torch.Tensor], source: str) -> dict[str, int
 
 
 def _infer_text_config(sd: dict[str, torch.Tensor], source: str):
-    from transformers import BertConfig
-
     try:
         vocab, hidden = sd[TEXT_PREFIX + "embeddings.word_embeddings.weight"].shape
         positions = sd[TEXT_PREFIX + "embeddings.position_embeddings.weight"].shape[0]
@@ -103,9 +103,6 @@ class SimSegModel(nn.Module):
 
     def __init__(self, image_arch: dict[str, int], text_config, embed_dim: int) -> None:
         super().__init__()
-        from timm.models.vision_transformer import VisionTransformer
-        from transformers import BertModel
-
         self.image = VisionTransformer(
             img_size=IMAGE_SIZE,
             patch_size=image_arch["patch"],
@@ -163,8 +160,6 @@ def load_simseg_state(model: SimSegModel, sd: dict[str, torch.Tensor], source: s
 
 def load_tokenizer(name_or_path: str | None):
     """bert-base-uncased (needs the Hugging Face cache or network) or a local folder with vocab.txt."""
-    from transformers import BertTokenizer
-
     name = name_or_path or "bert-base-uncased"
     try:
         return BertTokenizer.from_pretrained(name)

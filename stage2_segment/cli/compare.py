@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from llmseg.cli_support import fail
+from llmseg.errors import ConfigError
 from llmseg.stage2.cli.options import with_method_options
+from llmseg.stage2.config import MethodConfig
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -27,11 +29,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def method_config(fields: Mapping[str, object]):
+def method_config(fields: Mapping[str, object]) -> MethodConfig:
     """The MethodConfig of the given option values; an unknown field or a bad value is a ConfigError."""
-    from llmseg.errors import ConfigError
-    from llmseg.stage2.config import MethodConfig
-
     unknown = sorted(set(fields) - set(MethodConfig.model_fields))
     if unknown:
         raise ConfigError(f"--set: no such setting {', '.join(unknown)} (see llmseg evaluate --help)")
@@ -63,6 +62,7 @@ def register(app: typer.Typer) -> None:
         method_options: dict[str, Any],
     ) -> None:
         """Compare label sets (e.g. several LLMs' against class names) across presets and datasets."""
+        # lazy import: start-up time (llmseg --help does not load torch, PIL and the engine)
         from llmseg.stage2.engine import runner
         from llmseg.stage2.experiments.compare import compare, variants_from_presets
 

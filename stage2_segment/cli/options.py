@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -21,6 +22,8 @@ import typer
 
 from llmseg.errors import ConfigError
 from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.methods.presets import bundled_presets
+from llmseg.stage2.registry_tables import ASSEMBLY_RULES, BACKBONES, METHODS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,9 +41,6 @@ PANELS: dict[str, str | None] = {
 
 def _choices(field: str) -> str:
     """' Registered: ...' for the fields whose values are registry names."""
-    from llmseg.stage2.methods.presets import bundled_presets
-    from llmseg.stage2.registry_tables import ASSEMBLY_RULES, BACKBONES, METHODS
-
     if field == "method":
         return " Registered: " + ", ".join(METHODS.names()) + "."
     if field == "assembly":
@@ -58,8 +58,6 @@ def _choices(field: str) -> str:
 
 def _users(field: str) -> str:
     """' (read by: dense)': the methods and backbones that read the field; '' for the common ones."""
-    from llmseg.stage2.registry_tables import BACKBONES, METHODS
-
     users = [
         name
         for registry in (METHODS, BACKBONES)
@@ -69,10 +67,19 @@ def _users(field: str) -> str:
     return f" (read by: {', '.join(users)})" if users else ""
 
 
-def help_text(field: str) -> str:
-    """The --help line of a MethodConfig field."""
-    info = MethodConfig.model_fields[field]
-    return (info.description or field) + _choices(field) + _users(field)
+_DEFAULT_NOTE = re.compile(r"\s*\(default[ :][^()]*\)")
+
+
+def help_text(field: str, default: Any = None, note: str = "") -> str:
+    """The --help line of a MethodConfig field, plus a command's own `note`.
+
+    With a command-specific `default`, the description's "(default ...)" (MethodConfig's) is dropped:
+    typer shows the command's own as [default: ...].
+    """
+    description = MethodConfig.model_fields[field].description or field
+    if default is not None:
+        description = _DEFAULT_NOTE.sub("", description)
+    return description + _choices(field) + _users(field) + (f" {note}" if note else "")
 
 
 def flags(field: str) -> tuple[str, ...]:
@@ -98,10 +105,12 @@ def _base_type(field: str) -> type:
     return annotation  # type: ignore[return-value]
 
 
-def option_type(field: str) -> Any:
+def option_type(field: str, default: Any = None, note: str = "") -> Any:
     """`Annotated[T | None, typer.Option(...)]` for one MethodConfig field (default None = not given)."""
     base: Any = list[str] if _is_dict(field) else _base_type(field)
-    option = typer.Option(*flags(field), help=help_text(field), rich_help_panel=PANELS.get(field, METHOD_PANEL))
+    option = typer.Option(
+        *flags(field), help=help_text(field, default, note), rich_help_panel=PANELS.get(field, METHOD_PANEL)
+    )
     return Annotated[base | None, option]
 
 
@@ -114,16 +123,21 @@ def method_fields(**given: Any) -> dict[str, Any]:
 
 
 def with_method_options(
-    *, only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+    *,
+    only: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> Callable[[F], F]:
     """Decorator: one typer option per MethodConfig field (`only` these, minus `exclude`), given to the command as one dict.
 
     The command declares a keyword parameter `method_options: dict[str, Any]`; the wrapper's signature
     replaces it by the generated options (after the command's own), so typer lists them and a new
     MethodConfig field needs no CLI edit. The dict holds only the options the user gave (`method_fields`);
-    `defaults` gives a field a shown default other than None (e.g. device='cpu').
+    `defaults` gives a field a shown default other than None (e.g. device='cpu'); `notes` adds a
+    command's own words to a field's help (what a name means in that command).
     """
-    defaults = defaults or {}
+    defaults, notes = defaults or {}, notes or {}
 
     def wrap(command: F) -> F:
         hints = typing.get_type_hints(command, include_extras=True)
@@ -134,7 +148,7 @@ def with_method_options(
         ]
         fields = [f for f in (only or MethodConfig.model_fields) if f not in exclude]
         added = [
-            inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f), annotation=OPTION_TYPES[f])
+            inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f), annotation=_annotation(f, defaults, notes))
             for f in fields
         ]
 
@@ -149,6 +163,13 @@ def with_method_options(
         return wrapper  # type: ignore[return-value]
 
     return wrap
+
+
+def _annotation(field: str, defaults: dict[str, Any], notes: dict[str, str]) -> Any:
+    """The field's shared option, or one made for a command that changes its default or adds a note."""
+    if field in defaults or field in notes:
+        return option_type(field, defaults.get(field), notes.get(field, ""))
+    return OPTION_TYPES[field]
 
 
 def _parse_dicts(given: dict[str, Any]) -> dict[str, Any]:

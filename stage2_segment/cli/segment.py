@@ -15,14 +15,28 @@ still as written (`--no-resume` redoes them).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from tqdm import tqdm
 
 from llmseg.cli_support import fail, option_errors
+from llmseg.datasets import DatasetSpec, get_dataset, read_classes_file
 from llmseg.errors import LlmsegError
+from llmseg.io import atomic_write_json, sha256_file, stable_hash
+from llmseg.labelset import LabelSet, LabelSetError, read_label_set_json, save_label_set
+from llmseg.resources import resolve_label_set_path
+from llmseg.stage1.generate import generate_label_set
 from llmseg.stage2.cli import options as opts
+from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.preflight import check_method_inputs
+
+if TYPE_CHECKING:
+    from llmseg.stage2.api import SegmentationOutput
 
 RUN_RECORD = "segment_run"  # <out>/segment_run.json: configuration, method description, images done/failed
 # the run's own files (the run record, --subclasses auto's label set, sidecar and answer cache): no image may write them
@@ -34,6 +48,7 @@ _L = "Subclasses"
 
 def _expand_images(images: list[Path]) -> list[Path]:
     """Folders become the images inside them (sorted); files are kept as given, missing ones too."""
+    # lazy import: start-up time (llmseg --help does not load PIL and the data readers)
     from llmseg.stage2.data.readers import IMAGE_EXTENSIONS
 
     out: list[Path] = []
@@ -47,8 +62,7 @@ def _expand_images(images: list[Path]) -> list[Path]:
 
 def _label_set_keys(label_set: str) -> list[str]:
     """The classes a label-set file names (its keys, in order): the class list when no other is given."""
-    from llmseg.labelset import LabelSetError, read_label_set_json
-    from llmseg.resources import resolve_label_set_path
+    # lazy import: start-up time (llmseg --help does not load PIL and the segmentation API)
     from llmseg.stage2.api import SegmentInputError, parse_classes
 
     try:
@@ -63,7 +77,7 @@ def _label_set_keys(label_set: str) -> list[str]:
 
 def _read_classes(classes: str | None, dataset: str | None, classes_file: Path | None, label_set: str | None = None):
     """(class names, DatasetSpec or None) from --classes / --dataset / --classes-file, else --label-set's keys."""
-    from llmseg.datasets import get_dataset, read_classes_file
+    # lazy import: start-up time (llmseg --help does not load PIL and the segmentation API)
     from llmseg.stage2.api import SegmentInputError, parse_classes
 
     if classes is not None and (dataset is not None or classes_file is not None):
@@ -87,9 +101,6 @@ def _auto_label_set(classes: list[str], out: Path, *, backend: str, model: str, 
 
     The answers are logged in `cache` (default OUT/subclasses.cache.jsonl), so a rerun asks nothing again.
     """
-    from llmseg.labelset import save_label_set
-    from llmseg.stage1.generate import generate_label_set
-
     label_set, meta = generate_label_set(
         classes,
         backend=backend,
@@ -142,12 +153,15 @@ def register(app: typer.Typer) -> None:
 
 def _out_of_memory_error() -> type[BaseException]:
     """torch's out-of-memory exception (a RuntimeError subclass), the one failure besides bad input that skips an image."""
+    # lazy import: start-up time (llmseg --help does not load torch)
     import torch
 
     return getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
 
 def _release_device_memory() -> None:
+    """Hand the failed image's cached GPU memory back before the next image."""
+    # lazy import: start-up time (llmseg --help does not load torch)
     import torch
 
     if torch.cuda.is_available():
@@ -162,6 +176,7 @@ def plan_outputs(paths: list[Path], subclass: bool) -> tuple[list[Path], list[tu
     order) to claim a name keeps it; a later one is refused, naming the file and its owner. Names are
     compared case-folded, as a macOS or Windows disk would.
     """
+    # lazy import: start-up time (llmseg --help does not load PIL and the segmentation API)
     from llmseg.stage2.api import output_names
 
     claimed: dict[str, Path | None] = {name.casefold(): None for name in RUN_FILES}
@@ -185,8 +200,6 @@ def plan_outputs(paths: list[Path], subclass: bool) -> tuple[list[Path], list[tu
 
 def _output_hashes(out: Path, names: list[str]) -> dict[str, str]:
     """{file name: sha256} of an image's written outputs, for the run record."""
-    from llmseg.io import sha256_file
-
     return {name: sha256_file(out / name) for name in names}
 
 
@@ -232,28 +245,15 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
     Whole-run problems raise (or `fail` reports) an LlmsegError before anything is written; any
     other exception is a bug and propagates with its traceback.
     """
-    from pydantic import ValidationError
-    from tqdm import tqdm
-
-    from llmseg.io import atomic_write_json, stable_hash
-    from llmseg.stage2.api import Segmenter, SegmentInputError, resolve_label_set
-    from llmseg.stage2.config import MethodConfig
+    # lazy import: start-up time (llmseg --help does not load PIL and the segmentation API)
+    from llmseg.stage2.api import Segmenter, resolve_label_set
 
     # 1. everything that concerns the whole run, before any LLM is asked, model loaded or file written
     try:
-        names, spec = _read_classes(classes, dataset, classes_file, label_set)
-        if label_set is not None and subclasses is not None:
-            raise SegmentInputError("give either --label-set or --subclasses auto, not both")
-        if subclasses is not None and subclasses != "auto":
-            raise SegmentInputError(f"--subclasses takes 'auto' (stage one on the fly), got '{subclasses}'")
-        resolved = resolve_label_set(label_set, names) if label_set is not None else None
-        paths = _expand_images(images)
-        if not paths:
-            raise SegmentInputError("no images given (the folders hold no images)")
-        config = MethodConfig(device=device, **config_fields)
-        from llmseg.stage2.preflight import check_method_inputs
-
-        check_method_inputs(config)  # weights, checkpoint, tokenizer: before stage one is asked or a model built
+        names, spec, resolved, paths, config = _whole_run_inputs(
+            images, classes=classes, dataset=dataset, classes_file=classes_file, label_set=label_set,
+            subclasses=subclasses, device=device, config_fields=config_fields,
+        )
     except ValidationError as exc:
         raise fail(str(option_errors(exc, "bad method options"))) from exc
     except LlmsegError as exc:  # the class list, label set or images: nothing is written
@@ -273,59 +273,119 @@ def run_segment(images: list[Path], out: Path, *, classes, dataset, classes_file
 
     # 2. one image at a time; a failure skips that image only. The run record is rewritten after each
     # image, so a rerun with the same settings (same fingerprint) skips what an interrupted run finished.
-    record: dict[str, Any] = {
+    source = "stage one (--subclasses auto)" if subclasses == "auto" else label_set
+    settings = _run_settings(names, spec, resolved, source, config, method.describe())
+    finished = _finished_images(out, settings["fingerprint"]) if resume else {}
+    out_of_memory = _out_of_memory_error()
+    planned, failures = plan_outputs(paths, subclass=resolved is not None)
+    record = _RunRecord(out, settings, failures)
+    done, skipped = _segment_each(planned, lambda path: segmenter(path, names, resolved, spec), resolved is not None,
+                                  record, finished, out_of_memory, progress)
+    record.save(complete=True)
+    return _report(done, len(paths), out, skipped, record.failures)
+
+
+def _whole_run_inputs(images: list[Path], *, classes, dataset, classes_file, label_set, subclasses, device,
+                      config_fields: dict[str, Any]) -> tuple[list[str], DatasetSpec | None, LabelSet | None, list[Path], MethodConfig]:
+    """(class names, dataset, label set, image paths, method settings), every one checked before the run starts.
+
+    Raises an LlmsegError (or pydantic's ValidationError for the method options) naming the bad input.
+    """
+    # lazy import: start-up time (llmseg --help does not load PIL and the segmentation API)
+    from llmseg.stage2.api import SegmentInputError, resolve_label_set
+
+    names, spec = _read_classes(classes, dataset, classes_file, label_set)
+    if label_set is not None and subclasses is not None:
+        raise SegmentInputError("give either --label-set or --subclasses auto, not both")
+    if subclasses is not None and subclasses != "auto":
+        raise SegmentInputError(f"--subclasses takes 'auto' (stage one on the fly), got '{subclasses}'")
+    resolved = resolve_label_set(label_set, names) if label_set is not None else None
+    paths = _expand_images(images)
+    if not paths:
+        raise SegmentInputError("no images given (the folders hold no images)")
+    config = MethodConfig(device=device, **config_fields)
+    check_method_inputs(config)  # weights, checkpoint, tokenizer: before stage one is asked or a model built
+    return names, spec, resolved, paths, config
+
+
+def _run_settings(names: list[str], spec: DatasetSpec | None, resolved: LabelSet | None, label_set_source: str | None,
+                  config: MethodConfig, method: dict[str, Any]) -> dict[str, Any]:
+    """The run record's settings and their fingerprint: a rerun with the same fingerprint may skip finished images."""
+    settings: dict[str, Any] = {
         "command": "llmseg segment",
         "classes": names,
         "dataset": spec.name if spec is not None else None,
         "label_set": resolved.root if resolved is not None else None,
-        "label_set_source": "stage one (--subclasses auto)" if subclasses == "auto" else label_set,
+        "label_set_source": label_set_source,
         "config": json.loads(config.model_dump_json()),
-        "method": method.describe(),
+        "method": method,
     }
-    record["fingerprint"] = stable_hash(json.loads(json.dumps(record, default=str)))
-    finished = _finished_images(out, record["fingerprint"]) if resume else {}
-    out_of_memory = _out_of_memory_error()
-    planned, failures = plan_outputs(paths, subclass=resolved is not None)
-    owners: dict[str, Path] = {}
-    hashes: dict[str, dict[str, str]] = {}
-    done = skipped = 0
+    settings["fingerprint"] = stable_hash(json.loads(json.dumps(settings, default=str)))
+    return settings
 
-    def save_record(complete: bool) -> None:
-        atomic_write_json(out / f"{RUN_RECORD}.json", {
-            **record,
+
+@dataclass
+class _RunRecord:
+    """`<out>/segment_run.json` as the run goes: its settings, the images done (with output hashes) and failed."""
+
+    out: Path
+    settings: dict[str, Any]
+    failures: list[tuple[Path, str]]  # (image, why), the refused ones first
+    owners: dict[str, Path] = field(default_factory=dict)  # stem -> the image whose outputs carry it
+    hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # stem -> {output file: sha256}
+
+    def save(self, complete: bool) -> None:
+        """Rewrite the record atomically, so an interrupted run leaves a readable one behind."""
+        atomic_write_json(self.out / f"{RUN_RECORD}.json", {
+            **self.settings,
             "complete": complete,
-            "images": {stem: str(path) for stem, path in owners.items()},
-            "outputs": hashes,
-            "failed": {str(path): reason for path, reason in failures},
+            "images": {stem: str(path) for stem, path in self.owners.items()},
+            "outputs": self.hashes,
+            "failed": {str(path): reason for path, reason in self.failures},
         })
 
-    from llmseg.stage2.api import output_names
 
+def _segment_each(planned: list[Path], segment: Callable[[Path], SegmentationOutput], subclass: bool,
+                  record: _RunRecord, finished: dict[str, tuple[str, dict[str, str]]],
+                  out_of_memory: type[BaseException], progress: bool | None) -> tuple[int, int]:
+    """Segment and save each image, unless an earlier run's outputs of it are intact; returns (done, skipped).
+
+    An unreadable image or one too large for the device is recorded as failed and the others go on.
+    """
+    # lazy import: start-up time (llmseg --help does not load PIL and the segmentation API)
+    from llmseg.stage2.api import SegmentInputError, output_names
+
+    out = record.out
+    done = skipped = 0
     for path in tqdm(planned, desc="segment", unit="img", disable=None if progress is None else not progress):
         stem = path.stem
-        files = output_names(stem, resolved is not None)
+        files = output_names(stem, subclass)
         earlier = finished.get(stem)
         if earlier is not None and _still_finished(out, path, files, earlier):
-            owners[stem], hashes[stem] = path, earlier[1]
+            record.owners[stem], record.hashes[stem] = path, earlier[1]
             done += 1
             skipped += 1
             continue
         try:
-            output = segmenter(path, names, resolved, spec)
+            output = segment(path)
             output.save(out, stem)
         except SegmentInputError as exc:  # a missing or unreadable image: reported, the others go on
-            failures.append((path, str(exc)))
+            record.failures.append((path, str(exc)))
             continue
         except out_of_memory as exc:  # deliberate: one image too large for the device does not stop the run
             _release_device_memory()
-            failures.append((path, f"out of memory ({exc}); try a smaller --short-side or --crop"))
+            record.failures.append((path, f"out of memory ({exc}); try a smaller --short-side or --crop"))
             continue
-        owners[stem], hashes[stem] = path, _output_hashes(out, files)
+        record.owners[stem], record.hashes[stem] = path, _output_hashes(out, files)
         done += 1
-        save_record(complete=False)
-    save_record(complete=True)
+        record.save(complete=False)
+    return done, skipped
+
+
+def _report(done: int, total: int, out: Path, skipped: int, failures: list[tuple[Path, str]]) -> int:
+    """Print the run's outcome; the exit code: 0 every image done, 1 some failed."""
     resumed = f" ({skipped} finished by an earlier run with the same settings)" if skipped else ""
-    typer.echo(f"segmented {done} of {len(paths)} images into {out}{resumed}")
+    typer.echo(f"segmented {done} of {total} images into {out}{resumed}")
     if failures:
         typer.secho(f"{len(failures)} image(s) failed:", err=True, fg=typer.colors.RED)
         for path, reason in failures:

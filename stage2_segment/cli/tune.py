@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from llmseg.errors import ConfigError
+from llmseg.stage2.cli.compare import _parse_sets, method_config
 from llmseg.stage2.cli.options import with_method_options
 
 
@@ -42,8 +44,7 @@ def register(app: typer.Typer) -> None:
         method_options: dict[str, Any],
     ) -> None:
         """Tune thresholds, temperature, assembly and K on a held-out split; write a preset; evaluate val once."""
-        from llmseg.errors import ConfigError
-        from llmseg.stage2.cli.compare import _parse_sets, method_config
+        # lazy import: start-up time (llmseg --help does not load torch, PIL and the engine)
         from llmseg.stage2.engine.runner import RunConfig
         from llmseg.stage2.experiments.tune import tune
 

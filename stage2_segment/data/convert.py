@@ -43,6 +43,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -109,8 +110,6 @@ def _read_values(path: Path) -> np.ndarray:
 
 def ade847_table() -> dict[int, int]:
     """Raw ADE20K-2021 object class id -> ADE-847 train id (the dataset folder's ade20k_full_ids.txt)."""
-    from llmseg.datasets import get_dataset
-
     spec = get_dataset("ade847")
     assert spec.classes_file is not None  # a bundled dataset: its folder holds classes.txt
     path = spec.classes_file.parent / "ade20k_full_ids.txt"
@@ -131,8 +130,6 @@ def _ade847_size(h: int, w: int) -> tuple[int, int] | None:
 
 
 def _convert_ade847(src: str, dst: str) -> tuple[str, str, str]:
-    import cv2
-
     image_src = Path(src)
     seg_path = image_src.with_name(image_src.name[: -len(".jpg")] + "_seg.png")
     label_dst = Path(dst)  # ROOT/annotations_detectron2/validation/<stem>.tif
@@ -182,7 +179,7 @@ PC459_IGNORE = 65535
 def _scipy_io():
     """scipy.io, imported only for pc459: reading MATLAB files is an optional extra."""
     try:
-        import scipy.io
+        import scipy.io  # lazy import: optional dependency (scipy, the convert extra)
     except ImportError as exc:
         raise DataError("converting pc459 reads the PASCAL Context .mat files with scipy, which is not installed: "
                         "pip install 'llmseg[convert]' (or pip install scipy)") from exc

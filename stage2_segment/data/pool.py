@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from tqdm import tqdm
+
 from llmseg.stage2.engine.worker_life import orphan_safe_pool
 
 
@@ -27,8 +29,6 @@ def parallel_map(
     chunksize: int = 8,
 ) -> Iterator[Any]:
     """Yield fn(item) in input order; workers 0 runs inline (no pool)."""
-    from tqdm import tqdm
-
     items = list(items)
     workers = default_workers() if workers is None else workers
     bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True)

@@ -11,12 +11,18 @@ fine-grained names the model knows. Writing is idempotent: a manifest records wh
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from llmseg.datasets import DatasetSpec, load_dataset_folder
 from llmseg.io import atomic_path, atomic_write_json, atomic_write_text
+from llmseg.labelset import LabelSetMeta, save_label_set
+from llmseg.stage2.pictures.palettes import voc_palette
+from llmseg.stage2.pictures.visualize import save_label_png
 
 from .generator import BACKGROUNDS, COLOURS, FAMILIES, RENDER_SIZE, boundary, family_labels, render_scene
 
@@ -46,8 +52,6 @@ def curated_subclasses() -> dict[str, list[str]]:
 
 def write_curated_label_set(path: str | Path = CURATED_LABEL_SET) -> Path:
     """(Re)write the shipped curated label set and its sidecar (generator 'curated')."""
-    from llmseg.labelset import LabelSetMeta, save_label_set
-
     subclasses = curated_subclasses()
     meta = LabelSetMeta(
         generator="curated",
@@ -70,8 +74,6 @@ def label_map(scene, ignore_border: int = 1) -> np.ndarray:
 
 def split_seed(split: str) -> int:
     """The scene seed of a demo split: BENCHMARK_SEED for val, a fixed other one per split name."""
-    import zlib
-
     return BENCHMARK_SEED if split == "val" else BENCHMARK_SEED + 1 + zlib.crc32(split.encode()) % 100_000
 
 
@@ -96,12 +98,6 @@ def write_benchmark(
     """
     if seed is None:
         seed = split_seed(split)
-    from PIL import Image
-    from tqdm import tqdm
-
-    from llmseg.stage2.pictures.palettes import voc_palette
-    from llmseg.stage2.pictures.visualize import save_label_png
-
     spec = demo_spec()
     layout = spec.layout
     assert layout is not None and layout.split_file is not None  # the demo's dataset.json gives both

@@ -9,6 +9,8 @@ import typer
 
 from llmseg.cli_support import fail
 
+from .train import TrainConfig, default_train_out, save_compact, train
+
 demo_app = typer.Typer(
     name="demo",
     help="The offline demo world: a small CLIP trained on generated shapes, names vs LLM subclasses.",
@@ -26,8 +28,6 @@ def train_command(
     pool_size: Annotated[int | None, typer.Option(min=8, help="Distinct generated training scenes (default 4096).")] = None,
 ) -> None:
     """Train the demo CLIP contrastively (open_clip.ClipLoss) on generated image/caption pairs."""
-    from .train import TrainConfig, default_train_out, save_compact, train
-
     cfg = TrainConfig(seed=seed)
     if steps is not None:
         cfg.steps = steps
@@ -58,6 +58,7 @@ def run_command(
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
 ) -> None:
     """Benchmark -> demo CLIP -> stage one (scripted server, offline) -> stage two -> mIoU table."""
+    # lazy import: start-up time (llmseg --help does not load the engine and torch that the demo run needs)
     from .run import DEFAULT_IMAGES, QUICK_IMAGES, run_demo
 
     count = n_images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)
@@ -89,6 +90,7 @@ def data_command(
     progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
 ) -> None:
     """Write one split of the demo benchmark (other splits are drawn with seeds of their own, never val's scenes)."""
+    # lazy import: start-up time (llmseg --help does not load PIL and the picture writers)
     from .benchmark import split_seed, write_benchmark
 
     spec = write_benchmark(data_root, n_images=n_images, split=split, progress=progress)

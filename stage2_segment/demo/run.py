@@ -8,24 +8,49 @@ with and without CRF -> a table (last number of a row = mIoU %) and overlays und
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from llmseg.datasets import DatasetSpec
 from llmseg.errors import MissingFileError
 from llmseg.io import atomic_write_json, atomic_write_text
+from llmseg.labelset import save_label_set
+from llmseg.stage1.generate import generate_label_set
+from llmseg.stage1.testing.server import ScriptedLLMServer
+from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.data.readers import list_samples, load_image, load_label
+from llmseg.stage2.engine.results import prediction_path
+from llmseg.stage2.engine.runner import RunConfig, evaluate
+from llmseg.stage2.methods import build_method, load_backbone
+from llmseg.stage2.pictures.palettes import palette_for
+from llmseg.stage2.pictures.visualize import overlay, save_image, titled_panels
 
 from .benchmark import BENCHMARK_SEED, CURATED_LABEL_SET, demo_spec, write_benchmark
-from .train import MODEL_NAME, WEIGHTS_PATH, TrainConfig, materialize, model_input_size, register_model_config
+from .train import (
+    DENSE_MODE,
+    LOGIT_SCALE,
+    MODEL_NAME,
+    TEMPLATES,
+    WEIGHTS_PATH,
+    TrainConfig,
+    materialize,
+    model_input_size,
+    register_model_config,
+    save_compact,
+    train,
+)
 
 DEFAULT_OUT = Path("results/demo")
 DEFAULT_IMAGES = 200
 QUICK_IMAGES = 8
-DENSE_MODE = "vanilla"  # the demo CLIP pools by averaging patch tokens: its own patch tokens localise best
-TEMPLATES = "single"
-LOGIT_SCALE = 50.0
 
 
 @dataclass(frozen=True)
@@ -85,8 +110,6 @@ def ensure_weights(
     cached = out / "model" / shipped.name
     if cached.is_file():
         return cached
-    from .train import save_compact, train
-
     cfg = train_config or TrainConfig()
     if steps is not None:
         cfg.steps = steps
@@ -97,12 +120,6 @@ def ensure_weights(
 
 def scripted_label_set(out: Path, progress: bool = False) -> Path:
     """Stage one, offline: `generate_label_set` against the scripted server answering the curated names."""
-    import json
-
-    from llmseg.labelset import save_label_set
-    from llmseg.stage1.generate import generate_label_set
-    from llmseg.stage1.testing.server import ScriptedLLMServer
-
     spec = demo_spec()
     curated = json.loads(CURATED_LABEL_SET.read_text(encoding="utf-8"))
     sizes = {len(v) for v in curated.values()}
@@ -141,8 +158,6 @@ def scripted_label_set(out: Path, progress: bool = False) -> Path:
 
 
 def method_config(run: RunSpec, pretrained: Path, label_set: Path | None, device: str = "cpu"):
-    from llmseg.stage2.config import MethodConfig
-
     common = dict(
         method=run.method,
         backbone=f"openclip:{MODEL_NAME}",
@@ -166,14 +181,6 @@ def compare_pictures(
     out: Path, spec, data_root: Path, runs: list[str], n: int, scale: int = 2
 ) -> list[Path]:
     """Side-by-side panels per image: picture | ground truth | each run's prediction, with titles."""
-    import numpy as np
-    from PIL import Image
-
-    from llmseg.stage2.data.readers import list_samples, load_image, load_label
-    from llmseg.stage2.engine.results import prediction_path
-    from llmseg.stage2.pictures.palettes import palette_for
-    from llmseg.stage2.pictures.visualize import overlay, save_image, titled_panels
-
     colours = palette_for(list(spec.classes), spec)  # the dataset's palette (assets/dataset.json for the demo)
     written = []
     for ref in list_samples(spec, data_root, limit=n):
@@ -202,8 +209,6 @@ def _quiet_load(config, load_backbone):
     The engine warns that local weights may need QuickGELU and that an avg-pooling tower mixes
     dense-mode tokens into its global vector; neither applies to the demo CLIP (GELU, vanilla mode).
     """
-    import logging
-
     logger = logging.getLogger("llmseg.stage2.backbones.openclip")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -236,9 +241,6 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """Everything `make demo` does; returns the rows and writes `out/summary.json` and `out/table.txt`."""
-    from llmseg.stage2.engine.runner import RunConfig, evaluate
-    from llmseg.stage2.methods import build_method, load_backbone
-
     started = time.perf_counter()
     out = Path(out)
     data_root = out / "data"
@@ -252,6 +254,30 @@ def run_demo(
     label_set = scripted_label_set(out)
     echo(f"      label set: {label_set}")
     echo("[4/4] stage two: " + ", ".join(r.name for r in all_runs(crf)))
+    rows = _stage_two(out, spec, data_root, pretrained, label_set, crf=crf, save_vis=save_vis, device=device,
+                      progress=progress)
+    shown = [r for r in COMPARE_RUNS if crf] or [r.removesuffix("-crf") for r in COMPARE_RUNS]
+    pictures = compare_pictures(out, spec, data_root, shown, save_vis)
+    seconds = time.perf_counter() - started
+    table = format_table(rows)
+    atomic_write_text(out / "table.txt", table + "\n")
+    atomic_write_json(out / "summary.json", _summary(rows, n_images, seconds, compact, label_set, pictures))
+    return DemoResult(out=out, rows=rows, seconds=seconds, table=table, pictures=pictures)
+
+
+def _stage_two(
+    out: Path,
+    spec: DatasetSpec,
+    data_root: Path,
+    pretrained: Path,
+    label_set: Path,
+    *,
+    crf: bool,
+    save_vis: int,
+    device: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every run of the table through the engine (one backbone, built for the first run); a row per run."""
     backbone = None
     rows: list[dict[str, Any]] = []
     for run in all_runs(crf):
@@ -263,16 +289,7 @@ def run_demo(
             method,
             spec,
             data_root,
-            RunConfig(
-                out=str(out / "runs" / run.name),
-                run_name=run.name,
-                save_vis=save_vis,
-                save_pred=run.name in COMPARE_RUNS or (not crf and run.name + "-crf" in COMPARE_RUNS),
-                num_workers=0,
-                resume=False,
-                device=device,
-                progress=progress,
-            ),
+            _run_config(run, out, crf=crf, save_vis=save_vis, device=device, progress=progress),
             extra_info={"demo": True, "labels": run.labels, "method_config": config.model_dump(mode="json")},
         )
         rows.append(
@@ -285,22 +302,34 @@ def run_demo(
                 "out": str(out / "runs" / run.name),
             }
         )
-    shown = [r for r in COMPARE_RUNS if crf] or [r.removesuffix("-crf") for r in COMPARE_RUNS]
-    pictures = compare_pictures(out, spec, data_root, shown, save_vis)
-    seconds = time.perf_counter() - started
-    table = format_table(rows)
-    atomic_write_text(out / "table.txt", table + "\n")
-    atomic_write_json(
-        out / "summary.json",
-        {
-            "rows": rows,
-            "n_images": n_images,
-            "seconds": round(seconds, 1),
-            "weights": str(compact),
-            "label_set": str(label_set),
-            "dense_mode": DENSE_MODE,
-            "templates": TEMPLATES,
-            "pictures": [str(p) for p in pictures],
-        },
+    return rows
+
+
+def _run_config(run: RunSpec, out: Path, *, crf: bool, save_vis: int, device: str, progress: bool) -> RunConfig:
+    """The engine settings of one run: in-process decoding, a fresh start, predictions kept for the pictures."""
+    return RunConfig(
+        out=str(out / "runs" / run.name),
+        run_name=run.name,
+        save_vis=save_vis,
+        save_pred=run.name in COMPARE_RUNS or (not crf and run.name + "-crf" in COMPARE_RUNS),
+        num_workers=0,
+        resume=False,
+        device=device,
+        progress=progress,
     )
-    return DemoResult(out=out, rows=rows, seconds=seconds, table=table, pictures=pictures)
+
+
+def _summary(
+    rows: list[dict[str, Any]], n_images: int, seconds: float, compact: Path, label_set: Path, pictures: list[Path]
+) -> dict[str, Any]:
+    """summary.json: the rows and what produced them (weights, label set, protocol, pictures)."""
+    return {
+        "rows": rows,
+        "n_images": n_images,
+        "seconds": round(seconds, 1),
+        "weights": str(compact),
+        "label_set": str(label_set),
+        "dense_mode": DENSE_MODE,
+        "templates": TEMPLATES,
+        "pictures": [str(p) for p in pictures],
+    }

@@ -10,7 +10,10 @@ store only the rows training touched (see `save_compact` / `materialize`).
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from llmseg.errors import LlmsegError, MissingFileError
 from llmseg.io import atomic_path, sha256_file
+from llmseg.stage2.registry_tables import BACKBONES
 
+from ..methods.presets import resolve_dense_mode, resolve_mode_options
+from ..options import backbone_options
 from .generator import caption, region_captions, render_scene
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -30,6 +37,10 @@ CONFIG_PATH = ASSETS / f"{MODEL_NAME}.json"
 WEIGHTS_PATH = ASSETS / f"{MODEL_NAME}.safetensors"  # shipped with the package: read, never written by a command
 TOKEN_KEY = "token_embedding.weight"
 EMBED_INIT_STD = 0.02
+# How the demo CLIP is read densely (the demo run and the app's demo model); here, not in run.py, which loads torch.
+DENSE_MODE = "vanilla"  # the demo CLIP pools by averaging patch tokens: its own patch tokens localise best
+TEMPLATES = "single"
+LOGIT_SCALE = 50.0
 
 
 class DemoWeightsError(LlmsegError, ValueError):
@@ -72,6 +83,7 @@ class TrainResult:
 
 def register_model_config(path: str | Path = CONFIG_PATH) -> str:
     """Make `open_clip` know the demo architecture by name (idempotent); returns the name."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     import open_clip
 
     path = Path(path)
@@ -83,6 +95,7 @@ def register_model_config(path: str | Path = CONFIG_PATH) -> str:
 
 
 def model_input_size(name: str = MODEL_NAME) -> int:
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     import open_clip
 
     size = open_clip.get_model_config(name)["vision_cfg"]["image_size"]
@@ -110,8 +123,8 @@ MAX_REGIONS = 5  # up to 4 objects + the background
 
 def build_pool(n: int, world_seed: int, image_size: int, patch_size: int, progress: bool = True) -> Pool:
     """`n` training scenes (rendered at full size, resized bicubically to the input size)."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     from PIL import Image
-    from tqdm import tqdm
 
     grid = image_size // patch_size
     images = np.empty((n, image_size, image_size, 3), np.uint8)
@@ -151,28 +164,60 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+@dataclass
+class _TrainingData:
+    """The pool as tensors, ready for batches: what every training step draws from."""
+
+    tokens: Any  # [N, L] caption tokens (torch)
+    pixels: Any  # [N, 3, S, S] uint8 (torch)
+    mean: Any  # open_clip's normalisation, [1, 3, 1, 1]
+    std: Any
+    region_weights: Any  # [N, R, G*G] (torch)
+    region_ids: np.ndarray  # [N, R] index into region_tokens, -1 = no region
+    region_tokens: Any  # [V, L] the distinct region captions, tokenized
+    grid: int  # patches per side
+    token_ids: list[int]  # rows of the token embedding the captions use
+
+
 def train(
     cfg: TrainConfig | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Contrastive training with `open_clip.ClipLoss`; deterministic for a given config and thread count."""
-    import open_clip
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
-
     cfg = cfg or TrainConfig()
     name = register_model_config(cfg.config_path) if cfg.config_path else register_model_config()
     if name != cfg.model:
         cfg.model = name
     started = time.perf_counter()
+    model = _seeded_model(cfg)
+    data = _training_data(model, cfg, progress)
+    losses = _optimise(model, data, cfg, progress, on_step)
+    model.eval()
+    return TrainResult(model=model, losses=losses, seconds=time.perf_counter() - started, token_ids=data.token_ids)
+
+
+def _seeded_model(cfg: TrainConfig):
+    """A fresh open_clip model initialised after `torch.manual_seed`, its token embedding from numpy's PCG64."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
+    import open_clip
+    import torch
+
     torch.manual_seed(cfg.seed)
     model = open_clip.create_model(cfg.model, pretrained=None)
     embedding = model.token_embedding.weight
     with torch.no_grad():
         vocab, width = embedding.shape
         embedding.copy_(torch.from_numpy(token_embedding_init(vocab, width, seed=cfg.seed)))
+    return model
+
+
+def _training_data(model, cfg: TrainConfig, progress: bool) -> _TrainingData:
+    """Render the training scenes and tokenize their captions (whole-scene and per-region)."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
+    import open_clip
+    import torch
+
     tokenizer = open_clip.get_tokenizer(cfg.model)
     size = model_input_size(cfg.model)
     patch = int(model.visual.patch_size[0])
@@ -185,21 +230,33 @@ def train(
     for i, texts in enumerate(pool.region_texts):
         region_ids[i, : len(texts)] = [region_index[t] for t in texts]
     token_ids = sorted(int(t) for t in torch.unique(torch.cat([tokens.flatten(), region_tokens.flatten()])))
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    pixels = torch.from_numpy(pool.images).permute(0, 3, 1, 2).contiguous()
-    grid = size // patch
-    region_w = torch.from_numpy(pool.region_weights)
+    return _TrainingData(
+        tokens=tokens,
+        pixels=torch.from_numpy(pool.images).permute(0, 3, 1, 2).contiguous(),
+        mean=torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1),
+        std=torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1),
+        region_weights=torch.from_numpy(pool.region_weights),
+        region_ids=region_ids,
+        region_tokens=region_tokens,
+        grid=size // patch,
+        token_ids=token_ids,
+    )
+
+
+def _optimise(
+    model,
+    data: _TrainingData,
+    cfg: TrainConfig,
+    progress: bool,
+    on_step: Callable[[int, float], None] | None,
+) -> list[float]:
+    """AdamW over `cfg.steps` batches (warm-up, then cosine decay); returns the loss of every step."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
+    import open_clip
+    import torch
 
     loss_fn = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress_ = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress_))
-
     rng = np.random.default_rng([cfg.seed, 31337])
     model.train()
     visual = model.visual
@@ -208,24 +265,10 @@ def train(
     bar = tqdm(range(cfg.steps), desc="training demo CLIP", disable=not progress)
     try:
         for step in bar:
-            picked = rng.choice(len(pool.captions), size=min(cfg.batch_size, len(pool.captions)), replace=False)
-            flip_np = rng.random(len(picked)) < 0.5
-            index = torch.from_numpy(picked)
-            flip = torch.from_numpy(flip_np)
-            batch = pixels[index].float().div_(255.0)
-            batch[flip] = batch[flip].flip(-1)
-            batch = (batch - mean) / std
+            picked, flip, batch = _draw_batch(data, rng, cfg.batch_size)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            pooled, patch_tokens = visual(batch)
-            image_features = F.normalize(pooled, dim=-1)
-            text_features = model.encode_text(tokens[index], normalize=True)
-            scale = model.logit_scale.exp()
-            loss = loss_fn(image_features, text_features, scale)
-            if cfg.region_weight > 0:
-                loss = loss + cfg.region_weight * _region_loss(
-                    patch_tokens @ visual.proj, region_w[index], flip, grid, region_ids[picked], region_tokens, model, scale
-                )
+                group["lr"] = _learning_rate(step, cfg)
+            loss = _batch_loss(model, loss_fn, data, picked, flip, batch, cfg.region_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -237,8 +280,51 @@ def train(
                 on_step(step, losses[-1])
     finally:
         visual.output_tokens = False
-    model.eval()
-    return TrainResult(model=model, losses=losses, seconds=time.perf_counter() - started, token_ids=token_ids)
+    return losses
+
+
+def _learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over `cfg.warmup` steps, then cosine decay to zero at `cfg.steps`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress_ = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress_))
+
+
+def _draw_batch(data: _TrainingData, rng: np.random.Generator, batch_size: int):
+    """The next batch from the seeded stream: (scene indices, which of them are mirrored, normalised pixels)."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
+    import torch
+
+    scenes = len(data.region_ids)  # one row per training scene
+    picked = rng.choice(scenes, size=min(batch_size, scenes), replace=False)
+    flip_np = rng.random(len(picked)) < 0.5
+    index = torch.from_numpy(picked)
+    flip = torch.from_numpy(flip_np)
+    batch = data.pixels[index].float().div_(255.0)
+    batch[flip] = batch[flip].flip(-1)
+    return picked, flip, (batch - data.mean) / data.std
+
+
+def _batch_loss(model, loss_fn, data: _TrainingData, picked: np.ndarray, flip, batch, region_weight: float):
+    """open_clip's ClipLoss of the images against their captions, plus the weighted region-caption loss."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
+    import torch
+    import torch.nn.functional as F
+
+    index = torch.from_numpy(picked)
+    visual = model.visual
+    pooled, patch_tokens = visual(batch)
+    image_features = F.normalize(pooled, dim=-1)
+    text_features = model.encode_text(data.tokens[index], normalize=True)
+    scale = model.logit_scale.exp()
+    loss = loss_fn(image_features, text_features, scale)
+    if region_weight > 0:
+        loss = loss + region_weight * _region_loss(
+            patch_tokens @ visual.proj, data.region_weights[index], flip, data.grid, data.region_ids[picked],
+            data.region_tokens, model, scale,
+        )
+    return loss
 
 
 def _region_loss(patch_features, weights, flip, grid, ids, region_tokens, model, scale):
@@ -248,6 +334,7 @@ def _region_loss(patch_features, weights, flip, grid, ids, region_tokens, model,
     features; it must pick its own caption among the distinct captions of the batch (a
     contrastive loss over unique texts, since many regions share a caption).
     """
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     import torch
     import torch.nn.functional as F
 
@@ -269,8 +356,7 @@ def save_compact(result: TrainResult, path: str | Path, cfg: TrainConfig) -> Pat
 
     Checks that those rows really are untouched (equal to their initial value) before leaving them out.
     """
-    import json
-
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     import torch
     from safetensors.torch import save_file
 
@@ -300,6 +386,7 @@ def save_compact(result: TrainResult, path: str | Path, cfg: TrainConfig) -> Pat
 
 def materialize(compact: str | Path, cache_dir: str | Path) -> Path:
     """A full open_clip state dict (loadable as `pretrained=<file>`) from the compact weights; cached by hash."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     import torch
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save_file
@@ -333,6 +420,7 @@ def materialize(compact: str | Path, cache_dir: str | Path) -> Path:
 
 def load_model(weights: str | Path, cache_dir: str | Path):
     """The trained demo CLIP through open_clip's own factory (as the engine loads it)."""
+    # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
     import open_clip
 
     name = register_model_config()
@@ -347,8 +435,6 @@ DEMO_BACKBONE = "demo-clip"
 
 def user_cache_dir() -> Path:
     """$LLMSEG_CACHE_DIR, else $XDG_CACHE_HOME/llmseg, else ~/.cache/llmseg: never the installed package."""
-    import os
-
     if os.environ.get("LLMSEG_CACHE_DIR"):
         return Path(os.environ["LLMSEG_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME")
@@ -361,20 +447,14 @@ def demo_pretrained(weights: str | Path | None = None) -> Path:
 
 
 def _register_backbone() -> None:
-    from llmseg.stage2.registry_tables import BACKBONES
-
-    from ..options import backbone_options
-
     @BACKBONES.register(
         DEMO_BACKBONE,
         config=backbone_options("pretrained", "dense_mode", "mode_options", name="DemoClipOptions"),
         help="demo-clip: the bundled demo CLIP (offline; --pretrained: compact weights from `llmseg demo train`)",
     )
     def build_demo_clip(config, arg: str | None):
-        import logging
-
+        # lazy import: start-up time (llmseg --help registers demo-clip from here without loading torch)
         from ..backbones.openclip import OpenClipBackbone
-        from ..methods.presets import resolve_dense_mode, resolve_mode_options
 
         register_model_config()
         pretrained = demo_pretrained(config.pretrained)

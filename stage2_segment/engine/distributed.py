@@ -73,6 +73,7 @@ def this_rank_device(device: str) -> str:
     info = env_info()
     if not info.enabled or not str(device).startswith("cuda"):
         return str(device)
+    # lazy import: start-up time (llmseg --help imports this module for `evaluate`; torch loads on use)
     import torch
 
     available = torch.cuda.is_available()
@@ -81,6 +82,7 @@ def this_rank_device(device: str) -> str:
 
 def current() -> DistInfo:
     """The rank/world of an already initialised process group, else single-process."""
+    # lazy import: start-up time (llmseg --help imports this module for `evaluate`; torch loads on use)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -90,6 +92,8 @@ def current() -> DistInfo:
 
 def init_distributed(device: str = "cpu", backend: str | None = None) -> DistInfo:
     """Join the torchrun process group if the environment asks for one (idempotent)."""
+    # lazy import: start-up time (llmseg --help imports this module for `evaluate`; torch loads on use)
+    import torch
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -103,8 +107,6 @@ def init_distributed(device: str = "cpu", backend: str | None = None) -> DistInf
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = backend or ("nccl" if str(device).startswith("cuda") else "gloo")
     if backend == "nccl":
-        import torch
-
         torch.cuda.set_device(local_rank)  # NCCL collectives run on the current device: this rank's GPU
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistInfo(rank, world, local_rank, initialized_here=True)
@@ -126,6 +128,7 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     """Every rank's `obj`, in rank order (single-process: [obj])."""
     if not info.enabled:
         return [obj]
+    # lazy import: start-up time (llmseg --help imports this module for `evaluate`; torch loads on use)
     import torch.distributed as dist
 
     out: list[Any] = [None] * info.world_size
@@ -135,6 +138,7 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 
 def barrier(info: DistInfo) -> None:
     if info.enabled:
+        # lazy import: start-up time (llmseg --help imports this module for `evaluate`; torch loads on use)
         import torch.distributed as dist
 
         dist.barrier()
@@ -143,6 +147,7 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     """Leave the process group if `init_distributed` created it."""
     if info.initialized_here:
+        # lazy import: start-up time (llmseg --help imports this module for `evaluate`; torch loads on use)
         import torch.distributed as dist
 
         if dist.is_initialized():

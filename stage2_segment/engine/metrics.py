@@ -17,6 +17,8 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
 
 class SegMetric:
@@ -26,8 +28,6 @@ class SegMetric:
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: Any = "cpu", strict: bool = True) -> None:
-        import torch
-
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -42,16 +42,12 @@ class SegMetric:
         self.num_images = 0
 
     def _as_tensor(self, array: Any):
-        import torch
-
         if isinstance(array, np.ndarray):
             array = torch.from_numpy(np.ascontiguousarray(array))
         return array.to(self.device, non_blocking=True).long().reshape(-1)
 
     def update(self, pred: Any, target: Any) -> None:
         """Add one image (or a batch of equally shaped images): pred and target of the same shape."""
-        import torch
-
         if tuple(pred.shape) != tuple(target.shape):
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(target.shape)}")
         p, t = self._as_tensor(pred), self._as_tensor(target)
@@ -80,9 +76,6 @@ class SegMetric:
 
     def all_reduce(self) -> None:
         """Sum the confusion matrix and image count over all torch.distributed ranks (in place)."""
-        import torch
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return
         dist.all_reduce(self.confusion, op=dist.ReduceOp.SUM)
@@ -99,8 +92,6 @@ class SegMetric:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        import torch
-
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError(f"checkpoint has {state['num_classes']} classes, the metric {self.num_classes}")
         conf = torch.tensor(state["confusion"], dtype=torch.int64)

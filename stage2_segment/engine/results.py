@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
+from llmseg.datasets import file_name_problem, relative_path_problem
 from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file
+from llmseg.resources import resolve_label_set_path
+from llmseg.stage2.data.readers import DataError
 from llmseg.stage2.pictures.palettes import voc_palette
 from llmseg.stage2.pictures.visualize import comparison, label_png16, overlay, save_image, save_label_png
 
@@ -54,8 +59,6 @@ def cpu_model() -> str:
 def device_info(device: str) -> dict[str, Any]:
     info: dict[str, Any] = {"device": str(device), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "host": socket.gethostname()}
     try:
-        import torch
-
         if str(device).startswith("cuda") and torch.cuda.is_available():
             dev = torch.device(device)
             info["gpu"] = torch.cuda.get_device_name(dev)
@@ -91,8 +94,6 @@ def _label_set_fingerprint(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     try:
-        from llmseg.resources import resolve_label_set_path
-
         path = str(resolve_label_set_path(path))
     except Exception:  # noqa: BLE001 - an unresolvable path is still recorded as given
         pass
@@ -206,9 +207,6 @@ def prediction_path(pred_dir: str | os.PathLike, stem: str, seg_map_suffix: str 
     The stem and suffix come from data (a split file, dataset.json): one that would leave `pred_dir`
     is refused here too, whatever listed it.
     """
-    from llmseg.datasets import file_name_problem, relative_path_problem
-    from llmseg.stage2.data.readers import DataError
-
     what, problem = f"the stem {stem!r}", relative_path_problem(stem)
     if problem is None:
         what, problem = f"the suffix {seg_map_suffix!r}", file_name_problem(seg_map_suffix)
@@ -225,8 +223,6 @@ def save_prediction(pred_dir: str | os.PathLike, stem: str, labels: np.ndarray, 
     """
     path = prediction_path(pred_dir, stem, seg_map_suffix)
     if seg_map_suffix.lower() in (".tif", ".tiff"):
-        from PIL import Image
-
         ids = np.asarray(labels).astype(np.int64)
         if ids.size and (ids.min() < 0 or ids.max() > 65535):
             raise ValueError(f"a 16-bit TIFF holds ids 0..65535, the label map has {int(ids.min())}..{int(ids.max())}")

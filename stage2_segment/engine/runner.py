@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
 from llmseg.datasets import DatasetSpec
 from llmseg.errors import DiskWriteError, LlmsegError
@@ -240,8 +243,6 @@ class _RankLoop:
         self.checkpoint.save(self.metric, s.finished, s.skipped, s.wall(), complete=complete)
 
     def _batch(self, batch: list[dict[str, Any]]) -> None:
-        import torch
-
         good = []
         for item in batch:
             if "error" not in item:
@@ -273,8 +274,6 @@ class _RankLoop:
             self._consume(item, job.result() if isinstance(job, Future) else job)
 
     def _consume(self, item: dict[str, Any], result: SegResult) -> None:
-        import torch
-
         labels = np.asarray(result.labels)
         target = item["label"]
         if labels.shape != target.shape:
@@ -335,8 +334,6 @@ def _resume_session(checkpoint: _Checkpoint, metric: SegMetric, resume: bool) ->
 
 def _loader(spec: DatasetSpec, data_root: str | os.PathLike, todo: list[SampleRef], cfg: RunConfig) -> Any:
     """Decoding in spawn worker processes (none when nothing is left to do)."""
-    import torch
-
     workers = cfg.num_workers if todo else 0
     return torch.utils.data.DataLoader(
         # torch takes any map-style dataset (__getitem__, __len__); its stub asks for a Dataset subclass
@@ -414,8 +411,6 @@ def _run_in_folder(method: SegmentationMethod, spec: DatasetSpec, data_root: str
                    info: distributed.DistInfo, extra_info: dict | None, device: str, description: dict, out: Path,
                    all_samples: list[SampleRef]) -> dict[str, Any]:
     """The run proper, while this process holds the run folder."""
-    from tqdm import tqdm
-
     global_index = {ref.stem: i for i, ref in enumerate(all_samples)}
     mine = distributed.shard(all_samples, info)
     metric = SegMetric(spec.num_classes, spec.ignore_index, device=device)
@@ -456,8 +451,6 @@ def _run_in_folder(method: SegmentationMethod, spec: DatasetSpec, data_root: str
 
 def _remove_if_empty(folder: Path) -> None:
     """Delete `folder` (and its empty subfolders) if no file was written under it."""
-    import shutil
-
     if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*") if p not in lock_files(folder)):
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -589,9 +582,6 @@ def score(
 
     Predicted values outside 0..C-1 (e.g. 255) count for no class, as in MMSegmentation.
     """
-    import torch
-    from tqdm import tqdm
-
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder not found: {pred_dir}")

@@ -25,12 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmseg.datasets import get_dataset
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file, stable_hash
+from llmseg.labelset import read_label_set_json
 from llmseg.locks import hold_folder
+from llmseg.resources import resolve_label_set_path
 from llmseg.stage2.config import MethodConfig
 from llmseg.stage2.engine import runner
 from llmseg.stage2.engine.run_folder import clear_results, finished_metrics, marker_key, write_marker
+from llmseg.stage2.methods import build_method, load_backbone
+from llmseg.stage2.pictures.compare_pictures import draw_all
 
 NAMES = "names"
 PLACEHOLDER = "{dataset}"
@@ -66,8 +71,6 @@ class LabelSetChoice:
         """The label-set file for one dataset (None = class names)."""
         if self.template is None:
             return None
-        from llmseg.resources import resolve_label_set_path
-
         return resolve_label_set_path(self.template.replace(PLACEHOLDER, dataset))
 
 
@@ -132,8 +135,6 @@ def _safe(name: str) -> str:
 def plan_cells(datasets: Sequence[str], label_sets: Sequence[str | LabelSetChoice], variants: Mapping[str, MethodConfig],
                out: Path, text_cache_dir: str | None) -> list[Cell]:
     """Every cell of the grid, its label-set file resolved (a missing file: MissingFileError, before any run)."""
-    from llmseg.datasets import get_dataset
-
     choices = [c if isinstance(c, LabelSetChoice) else LabelSetChoice.parse(c) for c in label_sets]
     if not choices:
         choices = [LabelSetChoice(NAMES, None)]
@@ -194,9 +195,6 @@ def _backbone_key(config: MethodConfig) -> str:
 def run_cells(cells: Sequence[Cell], data_root: str | os.PathLike, run: runner.RunConfig, *, resume: bool = True,
               echo: Callable[[str], None] | None = None) -> dict[str, int]:
     """Evaluate every unfinished cell (one backbone per distinct backbone setting); returns counts."""
-    from llmseg.datasets import get_dataset
-    from llmseg.stage2.methods import build_method, load_backbone
-
     backbones: dict[str, Any] = {}
     counts = {"reused": 0, "evaluated": 0}
     for number, cell in enumerate(cells, start=1):
@@ -230,8 +228,6 @@ def run_cells(cells: Sequence[Cell], data_root: str | os.PathLike, run: runner.R
 def _subclasses(path: Path | None) -> dict[str, list[str]]:
     if path is None:
         return {}
-    from llmseg.labelset import read_label_set_json
-
     raw = read_label_set_json(path)
     return {str(k): [str(s) for s in v] for k, v in raw.items()} if isinstance(raw, dict) else {}
 
@@ -370,8 +366,6 @@ def _run_grid(cells: Sequence[Cell], variants: Mapping[str, MethodConfig], data_
                        "label_sets": list(dict.fromkeys(c.label_set for c in cells)),
                        "data_root": str(data_root), "limit": base_run.limit}
     summary["cells_reused"], summary["cells_evaluated"] = counts["reused"], counts["evaluated"]
-    from llmseg.stage2.pictures.compare_pictures import draw_all
-
     pictures, notes = draw_all(summary, cells, data_root, out, overlays=overlays, plots=plots)
     summary["pictures"] = [p.relative_to(out).as_posix() if p.is_relative_to(out) else str(p) for p in pictures]
     summary["notes"] += notes

@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.methods import load_backbone
+
 if TYPE_CHECKING:
     from llmseg.stage2.backbones.base import Backbone
 
@@ -172,6 +175,7 @@ def check_label_set_clip(
     cache_dir: str | None = None,
 ) -> ClipCheckReport:
     """Embed every class name and subclass with `backbone`'s text encoder and run `check_embeddings`."""
+    # lazy import: start-up time (importing these checks, as stage one's refine does, does not load torch)
     from llmseg.stage2.ops.text import text_embeddings
 
     texts = list(dict.fromkeys([*label_set, *(s for subs in label_set.values() for s in subs)]))
@@ -187,9 +191,6 @@ def check_label_set_clip(
 def load_text_backbone(backbone: str, pretrained: str | None = None, *, random_weights: bool = False,
                        checkpoint: str | None = None, device: str = "cpu") -> Backbone:
     """A backbone by its CLI spelling (family[:arg]), built through the registry as `evaluate` builds it."""
-    from llmseg.stage2.config import MethodConfig
-    from llmseg.stage2.methods import load_backbone
-
     fields: dict[str, object] = {"backbone": backbone, "device": device}
     if pretrained is not None:
         fields["pretrained"] = pretrained

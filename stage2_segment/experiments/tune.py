@@ -27,14 +27,27 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from tqdm import tqdm
 
-from llmseg.datasets import DatasetSpec
+from llmseg.datasets import DatasetSpec, file_name_problem, get_dataset
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.io import atomic_write_json, atomic_write_text, sha256_file, stable_hash
+from llmseg.labelset import load_label_set
 from llmseg.locks import hold_folder
 from llmseg.stage2.config import MethodConfig
+from llmseg.stage2.data.readers import DataError, list_samples
 from llmseg.stage2.engine import runner
 from llmseg.stage2.engine.run_folder import clear_results, finished_metrics, marker_key, write_marker
+from llmseg.stage2.methods import (
+    PRESET_CONFIG_FIELDS,
+    _dataset_background,
+    build_method,
+    load_backbone,
+    method_options_of,
+)
+from llmseg.stage2.methods.common import has_background
+from llmseg.stage2.methods.presets import DENSE_KEYS, PresetFile, check_applicable, load_preset
+from llmseg.stage2.preflight import check_dataset, check_method_inputs
 
 # MethodConfig fields a tuning run may choose; each is None by default (= the preset's / method's).
 TUNABLE_FIELDS = ("prob_thd", "logit_scale", "area_thd", "top_cls_num", "assembly", "k")
@@ -111,8 +124,6 @@ def _label_set_size(config: MethodConfig, classes: Sequence[str]) -> int | None:
     """The largest number of subclasses of any class in the configured label set (None: no label set)."""
     if not config.label_set:
         return None
-    from llmseg.labelset import load_label_set
-
     label_set = load_label_set(str(config.label_set), list(classes))
     return max(len(label_set.subclasses(c)) for c in label_set.classes)
 
@@ -124,9 +135,6 @@ def default_space(config: MethodConfig, spec: DatasetSpec) -> SearchSpace:
     {0, 0.1, 0.2} and area_thd {none, 0.1}. llm-supervision: top_cls_num {5, 10, 20} (at most C)
     and the assembly rules softmax / max. With a label set of K > 1 subclasses: k {1, K//2, K}.
     """
-    from llmseg.stage2.methods import _dataset_background, method_options_of
-    from llmseg.stage2.methods.common import has_background
-
     reads = set(method_options_of(config).model_fields)
     background = has_background(list(spec.classes), _dataset_background(spec.name))
     values: dict[str, tuple[Any, ...]] = {}
@@ -170,16 +178,12 @@ def tuning_spec(spec: DatasetSpec, tune_split: str, data_root: str | os.PathLike
     `need_evaluation` is False, that check is skipped). Images are not decoded here: only file lists
     are read, and the bytes of files whose size equals that of an image of the other split (to hash them).
     """
-    from llmseg.stage2.data.readers import DataError, list_samples
-
     if tune_split == spec.split:
         raise TuneError(
             f"--tune-split {tune_split} is {spec.name}'s evaluation split: tuning on it is what this command avoids; "
             f"use another split ({', '.join(s for s in spec.splits if s != spec.split) or 'none described'})"
         )
     held_out = spec.with_split(tune_split)
-    from llmseg.stage2.preflight import check_dataset
-
     check_dataset(held_out, data_root)
     candidates = list_samples(held_out, data_root)
     try:
@@ -288,8 +292,6 @@ def _evaluate(config: MethodConfig, spec: DatasetSpec, data_root: str | os.PathL
     A folder holding a run with other settings starts over (its checkpoint would refuse to continue).
     `backbone` builds (or returns the already built) backbone, only when a run is needed.
     """
-    from llmseg.stage2.methods import build_method
-
     done = finished_metrics(folder, TRIAL_FILE, key) if resume else None
     if done is not None:
         return done, True
@@ -312,9 +314,6 @@ def trial_folder(out: Path, overrides: Mapping[str, Any]) -> Path:
 
 def preset_fields(config: MethodConfig) -> dict[str, Any]:
     """The settings of `config` a preset can hold that the user fixed (so the tuned preset carries them)."""
-    from llmseg.stage2.methods import PRESET_CONFIG_FIELDS
-    from llmseg.stage2.methods.presets import DENSE_KEYS
-
     keys = dict.fromkeys((*DENSE_KEYS, "naclip_std", *PRESET_CONFIG_FIELDS))
     return {key: getattr(config, key) for key in keys if getattr(config, key) is not None}
 
@@ -331,9 +330,6 @@ def tuned_preset(base: MethodConfig, dataset: str, chosen: Mapping[str, Any], na
     overrides (the dense mode and NACLIP's std, which presets read from `default`, go there). Other
     datasets keep the base preset's numbers; a method without a base preset starts from an empty one.
     """
-    from llmseg.stage2.methods import method_options_of
-    from llmseg.stage2.methods.presets import PresetFile, load_preset
-
     preset = base.preset or method_options_of(base).default_preset
     table = load_preset(preset) if preset else PresetFile(name=name, method=base.method, default={})
     fixed = preset_fields(base)
@@ -402,17 +398,37 @@ def tune(
     stops after writing the preset (no image of the evaluation split is read). `limit`: only the
     first N images of the evaluation split in the final run. Returns tune.json's content.
     """
-    from tqdm import tqdm
-
-    from llmseg.datasets import file_name_problem, get_dataset
-    from llmseg.stage2.methods import load_backbone
-    from llmseg.stage2.preflight import check_dataset, check_method_inputs
-
     say = echo or (lambda _text: None)
     if preset_name is not None and file_name_problem(preset_name) is not None:  # OUT/NAME.json must stay in OUT
         raise ConfigError(f"--name {preset_name!r} {file_name_problem(preset_name)}: the preset is written as OUT/NAME.json")
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     out = Path(out)
+    chosen_space = _chosen_space(config, spec, space)
+    points = _search_points(chosen_space, search, trials, seed, max_trials)
+    _check_inputs(config, spec, data_root, points, chosen_space, final)
+    with hold_folder(out, "tune folder"):  # one tuning run at a time writes into `out`
+        # writes out/tune_images.txt once the splits are checked (the first file of the run)
+        held_out, stems = tuning_spec(spec, tune_split, data_root, out, tune_images, seed, need_evaluation=final)
+        tuning = _Tuning(
+            config=config, base=config.model_copy(update={"text_cache_dir": config.text_cache_dir or str(out / "text_cache")}),
+            spec=spec, held_out=held_out, tune_split=tune_split, stems=stems, seed=seed, data_root=data_root, out=out,
+            engine=(run or runner.RunConfig()).model_copy(update={"limit": None}), resume=resume, say=say,
+        )
+        say(f"tuning {config.method} on {spec.name} '{tune_split}': {len(stems)} images (seed {seed}), "
+            f"{len(points)} trials ({search}) over {', '.join(chosen_space.values)}")
+        results = tuning.run_trials(points)
+        best = _best(results)
+        preset_path = tuning.write_preset(best, len(points), preset_name)
+        summary = tuning.summary(search, chosen_space, best, preset_path, results)
+        if final:
+            summary["final"] = tuning.final_run(best, preset_path, limit)
+        atomic_write_json(out / "tune.json", summary)
+        atomic_write_text(out / "tune.md", render_markdown(summary))
+        return summary
+
+
+def _chosen_space(config: MethodConfig, spec: DatasetSpec, space: SearchSpace | Sequence[str] | None) -> SearchSpace:
+    """The search space asked for (or the default one); a field both fixed in `config` and searched is refused."""
     overridden = sorted(k for k in TUNABLE_FIELDS if getattr(config, k) is not None)
     if isinstance(space, SearchSpace):
         chosen_space = space
@@ -423,98 +439,130 @@ def tune(
     clash = sorted(set(chosen_space.values) & set(overridden))
     if clash:
         raise ConfigError(f"{', '.join(clash)}: given as a fixed setting and searched; drop one of them")
-    points = _search_points(chosen_space, search, trials, seed, max_trials)
+    return chosen_space
 
-    # every input before a model is built: data of both splits, weights, label set, the search points
+
+def _check_inputs(config: MethodConfig, spec: DatasetSpec, data_root: str | os.PathLike, points: Sequence[dict],
+                  chosen_space: SearchSpace, final: bool) -> None:
+    """Every input before a model is built: data of both splits, weights, label set, the search points."""
     if final:
         check_dataset(spec, data_root)
     check_method_inputs(config, spec.classes)
-    from llmseg.stage2.methods.presets import check_applicable
-
     for point in points:  # a setting the method does not read, or K without a label set: refused now, not at trial N
         check_applicable(MethodConfig.model_validate({**config.model_dump(), **point}))
     if "k" in chosen_space.values and not config.label_set:
         raise ConfigError("--grid k truncates a label set: give one with --label-set")
-    with hold_folder(out, "tune folder"):  # one tuning run at a time writes into `out`
-        # writes out/tune_images.txt once the splits are checked (the first file of the run)
-        held_out, stems = tuning_spec(spec, tune_split, data_root, out, tune_images, seed, need_evaluation=final)
-        stems_sha = hashlib.sha256("\n".join(stems).encode()).hexdigest()
-        cache = config.text_cache_dir or str(out / "text_cache")
-        base = config.model_copy(update={"text_cache_dir": cache})
-        engine = (run or runner.RunConfig()).model_copy(update={"limit": None})
-        say(f"tuning {config.method} on {spec.name} '{tune_split}': {len(stems)} images (seed {seed}), "
-            f"{len(points)} trials ({search}) over {', '.join(chosen_space.values)}")
 
-        built: list[Any] = []
 
-        def backbone() -> Any:  # one backbone for every trial and the final run, built on first need
-            if not built:
-                built.append(load_backbone(base))
-            return built[0]
+@dataclass
+class _Tuning:
+    """What the steps of one tuning run share once its splits are checked: settings, images, engine, backbone."""
 
+    config: MethodConfig  # as given: the tuned preset and tune.json describe it
+    base: MethodConfig  # the same, with the run's text cache: what trials and the final run evaluate
+    spec: DatasetSpec  # the evaluation split
+    held_out: DatasetSpec  # the tuning images (out/tune_images.txt of tune_split)
+    tune_split: str
+    stems: list[str]
+    seed: int
+    data_root: str | os.PathLike
+    out: Path
+    engine: runner.RunConfig
+    resume: bool
+    say: Callable[[str], None]
+    stems_sha: str = field(init=False)
+    _built: list[Any] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.stems_sha = hashlib.sha256("\n".join(self.stems).encode()).hexdigest()
+
+    def backbone(self) -> Any:
+        """One backbone for every trial and the final run, built on first need."""
+        if not self._built:
+            self._built.append(load_backbone(self.base))
+        return self._built[0]
+
+    def chosen_on(self) -> dict[str, Any]:
+        """Where the numbers were chosen: dataset, split and the seeded image subset."""
+        return {"dataset": self.spec.name, "split": self.tune_split, "images": len(self.stems), "seed": self.seed,
+                "images_sha256": self.stems_sha, "subset_file": SUBSET_FILE}
+
+    def run_trials(self, points: Sequence[dict[str, Any]]) -> list[Trial]:
+        """Every point in search order, evaluated on the tuning images (or reused), each result printed."""
         results: list[Trial] = []
-        with tqdm(total=len(points), desc=f"tune {spec.name}", unit="trial", disable=not engine.progress) as bar:
+        with tqdm(total=len(points), desc=f"tune {self.spec.name}", unit="trial", disable=not self.engine.progress) as bar:
             for index, point in enumerate(points, start=1):  # trials are numbered from 1, as printed
-                trial = Trial(index, dict(point), trial_folder(out, point))
-                trial_config = base.model_copy(update=point)
-                key = _run_key(held_out, data_root, trial_config, stems_sha, None)
-                metrics, trial.reused = _evaluate(
-                    trial_config, held_out, data_root, trial.folder, key, engine.model_copy(update={"save_vis": 0}),
-                    backbone, resume, {"overrides": point, "split": tune_split},
-                    {"tune": {"trial": index, "overrides": point, "split": tune_split, "images": len(stems)},
-                     "method_config": trial_config.model_dump(mode="json")},
-                )
-                trial.mIoU, trial.mAcc, trial.metrics = metrics["mIoU"], metrics["mAcc"], metrics
+                trial = self._trial(index, point)
                 results.append(trial)
                 best = _best(results) if any(t.mIoU is not None for t in results) else None
-                say(f"[{index}/{len(points)}] {trial.label}: mIoU {_show(trial.mIoU)}"
-                    + (" (reused)" if trial.reused else "") + (f"; best so far {best.mIoU} ({best.label})" if best else ""))
+                self.say(f"[{index}/{len(points)}] {trial.label}: mIoU {_show(trial.mIoU)}"
+                         + (" (reused)" if trial.reused else "") + (f"; best so far {best.mIoU} ({best.label})" if best else ""))
                 bar.update(1)
-        best = _best(results)
+        return results
 
+    def _trial(self, index: int, point: dict[str, Any]) -> Trial:
+        """One trial: the base settings with this point's values, on the tuning images."""
+        trial = Trial(index, dict(point), trial_folder(self.out, point))
+        trial_config = self.base.model_copy(update=point)
+        key = _run_key(self.held_out, self.data_root, trial_config, self.stems_sha, None)
+        metrics, trial.reused = _evaluate(
+            trial_config, self.held_out, self.data_root, trial.folder, key, self.engine.model_copy(update={"save_vis": 0}),
+            self.backbone, self.resume, {"overrides": point, "split": self.tune_split},
+            {"tune": {"trial": index, "overrides": point, "split": self.tune_split, "images": len(self.stems)},
+             "method_config": trial_config.model_dump(mode="json")},
+        )
+        trial.mIoU, trial.mAcc, trial.metrics = metrics["mIoU"], metrics["mAcc"], metrics
+        return trial
+
+    def write_preset(self, best: Trial, trials: int, preset_name: str | None) -> Path:
+        """OUT/<name>.json, the preset file that alone reproduces the best trial; returns its path."""
+        config, spec = self.config, self.spec
         name = preset_name or f"{Path(config.preset).stem if config.preset else config.method}-tuned-{spec.name}"
-        preset_path = out / f"{name}.json"
-        chosen_on = {"dataset": spec.name, "split": tune_split, "images": len(stems), "seed": seed,
-                     "images_sha256": stems_sha, "subset_file": SUBSET_FILE}
-        source = (f"llmseg tune: chosen on {spec.name} '{tune_split}' ({len(stems)} images, seed {seed}), "
-                  f"trial {best.index} of {len(points)}, mIoU {best.mIoU}; see tune.json beside this file")
+        preset_path = self.out / f"{name}.json"
+        source = (f"llmseg tune: chosen on {spec.name} '{self.tune_split}' ({len(self.stems)} images, seed {self.seed}), "
+                  f"trial {best.index} of {trials}, mIoU {best.mIoU}; see tune.json beside this file")
         preset = tuned_preset(config, spec.name, best.overrides, name, source,
-                              paper=f"tuned by llmseg on {spec.name} {tune_split}")
+                              paper=f"tuned by llmseg on {spec.name} {self.tune_split}")
         atomic_write_json(preset_path, preset)
-        say(f"chose {best.label} (mIoU {best.mIoU} on {tune_split}); wrote {preset_path}")
+        self.say(f"chose {best.label} (mIoU {best.mIoU} on {self.tune_split}); wrote {preset_path}")
+        return preset_path
 
-        summary: dict[str, Any] = {
+    def summary(self, search: str, chosen_space: SearchSpace, best: Trial, preset_path: Path,
+                results: Sequence[Trial]) -> dict[str, Any]:
+        """tune.json without the final run: the search, where and what was chosen, every trial."""
+        out = self.out
+        return {
             "units": "percent",
-            "dataset": spec.name,
-            "method": config.method,
-            "base_config": config.model_dump(mode="json"),
+            "dataset": self.spec.name,
+            "method": self.config.method,
+            "base_config": self.config.model_dump(mode="json"),
             "search": {"kind": search, "space": {k: list(v) for k, v in chosen_space.values.items()},
-                       "trials": len(points), "seed": seed},
-            "chosen_on": chosen_on,
+                       "trials": len(results), "seed": self.seed},
+            "chosen_on": self.chosen_on(),
             "chosen": {"trial": best.index, "overrides": best.overrides, "mIoU": best.mIoU, "folder": _rel(best.folder, out)},
             "preset": _rel(preset_path, out),
             "trials": [{"trial": t.index, "overrides": t.overrides, "mIoU": t.mIoU, "mAcc": t.mAcc,
                         "reused": t.reused, "folder": _rel(t.folder, out)} for t in results],
             "final": None,
         }
-        if final:
-            last = final_config(base, preset_path)
-            folder = out / "final"
-            key = _run_key(spec, data_root, last, "all", limit)
-            say(f"final: {spec.name} '{spec.split}' once, with {preset_path.name}")
-            metrics, reused = _evaluate(
-                last, spec, data_root, folder, key, engine.model_copy(update={"limit": limit}), backbone, resume,
-                {"final": True, "split": spec.split},
-                {"tune": {"final": True, "chosen_on": chosen_on, "chosen": best.overrides},
-                 "method_config": last.model_dump(mode="json")},
-            )
-            summary["final"] = {"split": spec.split, "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"],
-                                "aAcc": metrics["aAcc"], "num_images": metrics["num_images"], "reused": reused,
-                                "metrics": _rel(folder / "metrics.json", out)}
-            say(f"{spec.name} '{spec.split}': mIoU {metrics['mIoU']} with the settings chosen on '{tune_split}'")
-        atomic_write_json(out / "tune.json", summary)
-        atomic_write_text(out / "tune.md", render_markdown(summary))
-        return summary
+
+    def final_run(self, best: Trial, preset_path: Path, limit: int | None) -> dict[str, Any]:
+        """The evaluation split, evaluated once through the tuned preset file; tune.json's `final` entry."""
+        spec = self.spec
+        last = final_config(self.base, preset_path)
+        folder = self.out / "final"
+        key = _run_key(spec, self.data_root, last, "all", limit)
+        self.say(f"final: {spec.name} '{spec.split}' once, with {preset_path.name}")
+        metrics, reused = _evaluate(
+            last, spec, self.data_root, folder, key, self.engine.model_copy(update={"limit": limit}), self.backbone,
+            self.resume, {"final": True, "split": spec.split},
+            {"tune": {"final": True, "chosen_on": self.chosen_on(), "chosen": best.overrides},
+             "method_config": last.model_dump(mode="json")},
+        )
+        result = {"split": spec.split, "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], "aAcc": metrics["aAcc"],
+                  "num_images": metrics["num_images"], "reused": reused, "metrics": _rel(folder / "metrics.json", self.out)}
+        self.say(f"{spec.name} '{spec.split}': mIoU {metrics['mIoU']} with the settings chosen on '{self.tune_split}'")
+        return result
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -101,7 +101,8 @@ def build_method(
     label_set: LabelSet | None = None,
 ) -> SegmentationMethod:
     """The configured method for these classes (class 0 = background on background datasets)."""
-    from llmseg.stage2.ops.text import text_embeddings  # start-up time: text imports torch
+    # lazy import: start-up time (ops.text imports torch; this package is read for `llmseg --help`)
+    from llmseg.stage2.ops.text import text_embeddings
 
     classes = list(classes)
     if not classes:
@@ -109,6 +110,43 @@ def build_method(
     entry = METHODS.entry(config.method)
     options: type[MethodOptions] = entry.config or MethodOptions
     check_applicable(config)
+    config, label_set = _with_label_set(config, classes, dataset, label_set)
+    assembly = config.assembly or (options.default_assembly if label_set is not None else "none")
+    names = _name_table(classes, label_set, assembly, config.include_class_name)
+
+    if backbone is None:
+        backbone = load_backbone(config)
+    mode = resolve_dense_mode(config)
+    backbone = _method_view(backbone, config, dataset)
+
+    templates = config.templates or options.default_templates
+    template_list = load_templates(templates)
+    text = text_embeddings(backbone, names.names, template_list, cache_dir=config.text_cache_dir)
+    class_text = text if not names.from_label_set else text_embeddings(
+        backbone, classes, template_list, cache_dir=config.text_cache_dir
+    )
+    inputs = MethodInputs(
+        backbone=backbone,
+        names=names,
+        text=text,
+        class_text=class_text,
+        classes=classes,
+        dataset=dataset,
+        assembly=assembly,
+        background=has_background(classes, _dataset_background(dataset)),
+        describe_extra=_describe_extra(config, classes, dataset, label_set, templates, template_list, backbone, mode),
+    )
+    return entry.builder(config, inputs)
+
+
+def _with_label_set(
+    config: MethodConfig, classes: list[str], dataset: str | None, label_set: LabelSet | None
+) -> tuple[MethodConfig, LabelSet | None]:
+    """The config with its preset's fields, and the label set (given, or read from --label-set) cut to --k.
+
+    Without a label set the preset's K and assembly rule have nothing to act on, so they are dropped;
+    the user's own --k (here) and subclass --assembly (`_name_table`) are refused instead.
+    """
     given = {key for key in ("k", "assembly") if getattr(config, key) is not None}
     config = with_preset_fields(config, dataset)
     label_set_path = str(config.label_set) if config.label_set else None
@@ -122,29 +160,40 @@ def build_method(
         if label_set is None:
             raise ConfigError(f"--k {config.k} keeps the first K subclasses of a label set: give one (--label-set)")
         label_set = label_set.first(config.k)
-    assembly = config.assembly or (options.default_assembly if label_set is not None else "none")
+    return config, label_set
+
+
+def _name_table(classes: list[str], label_set: LabelSet | None, assembly: str, include_class_name: bool) -> NameTable:
+    """The names to embed: the class names for a one-name-per-class rule, else the label set's subclasses."""
     per_class = ASSEMBLY_RULES.get(assembly).one_name_per_class  # "none": the class names themselves
     if not per_class and label_set is None:
         raise ConfigError(f"--assembly {assembly} needs a label set (--label-set)")
-    names = NameTable.build(classes, None if per_class else label_set, config.include_class_name)
+    return NameTable.build(classes, None if per_class else label_set, include_class_name)
 
-    if backbone is None:
-        backbone = load_backbone(config)
-    mode = resolve_dense_mode(config)
-    # open_clip: this method's own view (mode, naclip std, pos-embed rule), the one dense_logits takes; the backbone
-    # is unchanged. Imported here for start-up time: dense.py imports torch (this package stays torch-free).
+
+def _method_view(backbone: Backbone, config: MethodConfig, dataset: str | None) -> Any:
+    """open_clip: this method's own view (mode, naclip std, pos-embed rule), the one dense_logits takes; the
+    backbone itself is unchanged. Other backbones are returned as they are."""
+    # lazy import: start-up time (dense.py imports torch; this package is read for `llmseg --help`)
     from .dense import dense_backbone
 
-    backbone = dense_backbone(backbone, config, dataset)
+    return dense_backbone(backbone, config, dataset)
 
-    templates = config.templates or options.default_templates
-    template_list = load_templates(templates)
-    text = text_embeddings(backbone, names.names, template_list, cache_dir=config.text_cache_dir)
-    class_text = text if not names.from_label_set else text_embeddings(
-        backbone, classes, template_list, cache_dir=config.text_cache_dir
-    )
-    background = has_background(classes, _dataset_background(dataset))
-    extra: dict[str, Any] = {
+
+def _describe_extra(
+    config: MethodConfig,
+    classes: list[str],
+    dataset: str | None,
+    label_set: LabelSet | None,
+    templates: str,
+    template_list: Sequence[str],
+    backbone: Backbone,
+    mode: str,
+) -> dict[str, Any]:
+    """What the method's `describe()` adds about its inputs: dataset, label set and templates (with hashes), the
+    text weights' fingerprint, the dense mode and the device."""
+    label_set_path = str(config.label_set) if config.label_set else None
+    return {
         "dataset": dataset,
         "classes": classes,
         "label_set": label_set_path,
@@ -159,15 +208,3 @@ def build_method(
         "device": config.device,
         "precision": config.precision,
     }
-    inputs = MethodInputs(
-        backbone=backbone,
-        names=names,
-        text=text,
-        class_text=class_text,
-        classes=classes,
-        dataset=dataset,
-        assembly=assembly,
-        background=background,
-        describe_extra=extra,
-    )
-    return entry.builder(config, inputs)

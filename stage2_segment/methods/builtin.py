@@ -28,7 +28,8 @@ DENSE_FIELDS = ("preset", "short_side", "crop", "stride", "logit_scale", "prob_t
     help="the training-free dense CLIP protocol (SCLIP / ClearCLIP / NACLIP presets): sliding window, thresholds, PAMR",
 )
 def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:
-    from .dense import DenseMethod  # start-up time: imports torch (this module is read for --help)
+    # lazy import: start-up time (dense.py imports torch; this module is read for --help)
+    from .dense import DenseMethod
 
     settings = resolve_dense_settings(config, inputs.dataset)
     if not inputs.backbone.has_dense_modes:
@@ -42,7 +43,8 @@ def build_dense(config: MethodConfig, inputs: MethodInputs) -> SegmentationMetho
     help="the seed (CVPRW'24): per-class subclass maps, candidate classes, thresholds, binary CRF",
 )
 def build_llm_supervision(config: MethodConfig, inputs: MethodInputs) -> SegmentationMethod:
-    from .llm_supervision import LLMSupervisionMethod  # start-up time: imports torch
+    # lazy import: start-up time (llm_supervision.py imports torch; this module is read for --help)
+    from .llm_supervision import LLMSupervisionMethod
 
     top = config.top_cls_num if config.top_cls_num is not None else dataset_top_cls_num(inputs.dataset)
     return LLMSupervisionMethod(inputs, top_cls_num=top, candidates=config.candidates, crf=config.crf is not False)

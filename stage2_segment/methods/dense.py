@@ -52,6 +52,7 @@ from llmseg.stage2.ops.dense_protocol import (
     window_logits,
 )
 from llmseg.stage2.ops.preprocess import LONG_SIDE_CAP, resized_shape
+from llmseg.stage2.ops.refinement import dense_crf_multilabel
 from llmseg.stage2.protocols import SegResult
 
 from ..config import MethodConfig
@@ -221,8 +222,6 @@ class DensePending:
     def finish(self) -> SegResult:
         scores = self.scores
         if self.crf:
-            from llmseg.stage2.ops.refinement import dense_crf_multilabel
-
             if self.image is None:
                 raise ValueError("dense: a pending result with crf needs its image (DensePending.of(..., image=...))")
             total = scores.sum(axis=0, keepdims=True)

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from llmseg.stage2.ops.assembly import combine_similarities, group_argmax_onehot, rule_of
+from llmseg.stage2.ops.refinement import closing, dense_crf_binary
 from llmseg.stage2.protocols import SegResult
 
 from ..options import MethodInputs
@@ -119,8 +120,6 @@ class LLMSupervisionPending:
     needs_cpu: bool = True
 
     def finish(self) -> SegResult:
-        from llmseg.stage2.ops.refinement import closing, dense_crf_binary
-
         masks = []
         for prob in self.probs:
             if self.crf:

@@ -79,11 +79,8 @@ def _problems(exc: ValidationError, prefix: str = "") -> str:
 
 def _check_protocol(where: str, block: dict[str, Any]) -> None:
     """The peer-protocol keys of one block, checked by the models that read them (no torch import)."""
-    from llmseg.stage2.ops.preprocess import (  # start-up time: preprocess imports torch
-        NormalizeRule,
-        ResizeRule,
-    )
-
+    # lazy import: start-up time (ops.preprocess imports torch; presets are read for `llmseg --help`)
+    from llmseg.stage2.ops.preprocess import NormalizeRule, ResizeRule
 
     shapes: dict[str, Any] = {"resize": ResizeRule, "normalize": NormalizeRule,
                               "crop_remainder": Literal["pad", "truncate"], "whole_remainder": Literal["pad", "truncate"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,6 @@ def resize_uint8(image: np.ndarray, size: tuple[int, int], rule: ResizeRule) -> 
     if tuple(image.shape[:2]) == tuple(size):
         return image
     if rule.library == "cv2":
-        import cv2
-
         return cv2.resize(np.ascontiguousarray(image), (size[1], size[0]), interpolation=getattr(cv2, _CV2_CODES[rule.interpolation]))
     if rule.interpolation not in ("nearest", "bilinear", "bicubic", "area"):
         raise ValueError(f"resize library torch has no '{rule.interpolation}' interpolation")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pydensecrf.densecrf as dcrf
 
 if TYPE_CHECKING:  # torch is imported lazily so CPU workers that only run the CRF stay light
     import torch
@@ -46,8 +47,6 @@ def _run_crf(
     bilateral_compat: float,
 ) -> np.ndarray:
     """Mean-field inference; unary float32 [n, H, W] energies. Returns marginals [n, H, W]."""
-    import pydensecrf.densecrf as dcrf
-
     n, height, width = unary.shape
     crf = dcrf.DenseCRF2D(width, height, n)  # width first
     crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(n, height * width), dtype=np.float32))
@@ -191,6 +190,7 @@ def pamr(
     Masks of another size are first resized bilinearly (align_corners=True), as PAMR does.
     Runs under no_grad on the tensors' device; the result has the masks' dtype.
     """
+    # lazy import: start-up time (CPU workers that only run the CRF or the closing stay torch-free)
     import torch
     import torch.nn.functional as F
 

@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from llmseg.datasets import get_dataset
 from llmseg.io import atomic_path
+from llmseg.stage2.data.readers import list_samples, load_image, load_label
+from llmseg.stage2.engine.results import prediction_path
+from llmseg.stage2.pictures.palettes import palette_for
+from llmseg.stage2.pictures.visualize import overlay, save_image, titled_panels
 
 CHART_CLASSES = 10  # classes per side (gained / lost) in a delta chart
 
 
 def _figure(width: float, height: float):
+    # lazy import: optional dependency (matplotlib, the plots extra)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -80,14 +87,6 @@ def delta_chart(deltas: Sequence[dict[str, Any]], title: str, path: Path) -> Pat
 
 def side_by_side(cells: Sequence[Any], data_root: str | os.PathLike, out: Path, n: int) -> list[Path]:
     """Per dataset and variant, for its first `n` images: picture | ground truth | each label set's prediction."""
-    from PIL import Image
-
-    from llmseg.datasets import get_dataset
-    from llmseg.stage2.data.readers import list_samples, load_image, load_label
-    from llmseg.stage2.engine.results import prediction_path
-    from llmseg.stage2.pictures.palettes import palette_for
-    from llmseg.stage2.pictures.visualize import overlay, save_image, titled_panels
-
     written: list[Path] = []
     groups: dict[tuple[str, str], list[Any]] = {}
     for cell in cells:
@@ -128,6 +127,7 @@ def draw_all(summary: dict[str, Any], cells: Sequence[Any], data_root: str | os.
     notes: list[str] = []
     if plots:
         try:
+            # lazy import: optional dependency (matplotlib, the plots extra)
             import matplotlib  # noqa: F401
         except ImportError:
             notes.append("charts skipped: matplotlib is not installed (pip install 'llmseg[plots]')")

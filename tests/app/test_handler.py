@@ -149,12 +149,14 @@ def test_cli_stays_light_and_names_the_extra_without_gradio(tmp_path):
         "from typer.testing import CliRunner\n"
         "result = CliRunner().invoke(llmseg.cli.app, ['app', '--cache-dir', sys.argv[1]])\n"
         "print(result.exit_code)\n"
+        "print('torch' in sys.modules)\n"
         "print(result.output)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    code_line, output = done.stdout.split("\n", 1)
+    code_line, torch_loaded, output = done.stdout.split("\n", 2)
     assert code_line == "2"
+    assert torch_loaded == "False"  # the missing extra is named before any model code (torch) is loaded
     assert "pip install 'llmseg[app]'" in output
 
 
@@ -164,3 +166,46 @@ def test_settings_take_string_folders(tmp_path):
     settings = AppSettings(cache_dir=str(tmp_path))
     assert settings.outputs == tmp_path / "app" / "outputs"
     assert AppSettings(cache_dir=str(tmp_path), work_dir=str(tmp_path / "w")).outputs == tmp_path / "w"
+
+
+def test_cli_model_options_are_the_generated_method_options(tmp_path, monkeypatch):
+    """`llmseg app` takes --backbone ... --device from cli.options (MethodConfig's help, the registered names),
+    and builds AppSettings from them: the weights are --checkpoint for simseg, else --pretrained."""
+    from typer.testing import CliRunner
+
+    import llmseg.cli
+    from llmseg.stage2.app import ui
+    from llmseg.stage2.cli.options import help_text
+
+    runner = CliRunner()
+    shown = runner.invoke(llmseg.cli.app, ["app", "--help"], terminal_width=400, env={"COLUMNS": "400", "NO_COLOR": "1"})
+    assert shown.exit_code == 0, shown.output
+    registered = help_text("backbone").split(" Registered: ", 1)[1].split(".", 1)[0]
+    assert "simseg" in registered and "openclip:<arch>" in registered
+    backbone_line = next(line for line in shown.output.splitlines() if "--backbone" in line)
+    assert f"Registered: {registered}." in backbone_line and "[default: demo]" in backbone_line
+    # the app's own default replaces MethodConfig's "(default openclip:ViT-B-16)", and the app says what 'demo' is
+    assert "(default openclip" not in backbone_line and "'demo' is the bundled demo CLIP" in backbone_line
+    assert "(default openclip:ViT-B-16)" in help_text("backbone")  # evaluate's help keeps it
+    assert "Registered: " + help_text("method").split(" Registered: ", 1)[1].split(".", 1)[0] in shown.output
+
+    served = []
+    monkeypatch.setattr(ui, "import_gradio", lambda: None)
+    monkeypatch.setattr(ui, "launch", lambda settings, host, port: served.append((settings, host, port)))
+    common = ["app", "--cache-dir", str(tmp_path), "--port", "0"]
+    runs = {
+        "simseg": ["--backbone", "simseg", "--checkpoint", "ckpt.pth", "--pretrained", "openai", "--device", "cuda:1"],
+        "openclip": ["--backbone", "openclip:ViT-B-16", "--pretrained", "openai", "--checkpoint", "ckpt.pth",
+                     "--method", "llm-supervision", "--preset", "naclip"],
+        "defaults": [],
+    }
+    for name, args in runs.items():
+        result = runner.invoke(llmseg.cli.app, common + args)
+        assert result.exit_code == 0, (name, result.output)
+    (simseg, _, port), (openclip, _, _), (default, host, _) = served
+    assert (simseg.backbone, simseg.weights, simseg.device, port) == ("simseg", "ckpt.pth", "cuda:1", 0)
+    assert (openclip.backbone, openclip.weights, openclip.method, openclip.preset) == (
+        "openclip:ViT-B-16", "openai", "llm-supervision", "naclip")
+    assert (default.backbone, default.weights, default.method, default.preset, default.device, host) == (
+        "demo", None, "dense", None, "cpu", "127.0.0.1")
+    assert default.cache_dir == tmp_path
