@@ -35,8 +35,9 @@ METHODS: Registry[Any] = Registry(
 )
 BACKBONES: Registry[Any] = Registry(
     "backbone",
-    builtins={"openclip": "llmseg.stage2.backbones.builtin", "simseg": "llmseg.stage2.backbones.builtin",
-              "demo-clip": "llmseg.stage2.demo.train"},
+    # the demo CLIP ("demo-clip") is not a core backbone: the package declares it as an entry point of this
+    # group (pyproject.toml), the way an installed plug-in does
+    builtins={"openclip": "llmseg.stage2.backbones.builtin", "simseg": "llmseg.stage2.backbones.builtin"},
     group="llmseg.backbones",
 )
 ASSEMBLY_RULES: Registry[Any] = Registry(

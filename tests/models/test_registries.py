@@ -185,3 +185,18 @@ def test_cli_help_lists_registered_names_and_who_reads_an_option():
         assert "extra-method" in help_text("method") and "dense, extra-method" in help_text("pamr")
     finally:
         METHODS.unregister("extra-method")
+
+
+def test_the_demo_backbone_comes_through_the_packages_own_entry_point():
+    """The core backbone table names only the real backbones; the demo CLIP is registered the way an
+    installed plug-in is (an entry point of llmseg's own distribution), and is found by name."""
+    from importlib import metadata
+
+    declared = {(e.name, e.value, e.dist.name if e.dist else None) for e in metadata.entry_points(group="llmseg.backbones")}
+    assert ("demo-clip", "llmseg.stage2.demo.train", "llmseg") in declared
+    import llmseg.stage2.registry_tables as tables
+
+    source = open(tables.__file__, encoding="utf-8").read()
+    assert "llmseg.stage2.demo" not in source  # the core table does not import the demo
+    assert "demo-clip" in BACKBONES.names()
+    assert BACKBONES.get("demo-clip").__module__ == "llmseg.stage2.demo.train"
