@@ -595,9 +595,18 @@ def score(
         collate_fn=_collate,
         multiprocessing_context=mp.get_context("spawn") if cfg.num_workers > 0 else None,
     )
+    out = cfg.out_dir(spec.name) if cfg.out else pred_dir.parent / "score"
+    with hold_folder(out, "score folder"):  # a run or another score writing the same metrics.json is refused
+        report = _score_into(spec, data_root, pred_dir, cfg, loader, metric, len(samples), out)
+    return report
+
+
+def _score_into(spec: DatasetSpec, data_root: str | os.PathLike, pred_dir: Path, cfg: RunConfig, loader: Any,
+                metric: SegMetric, total: int, out: Path) -> dict[str, Any]:
+    """Score every batch of `loader` into `metric`, then write the report to `out` (held by the caller)."""
     skipped: list[dict[str, str]] = []
     start = time.perf_counter()
-    with tqdm(total=len(samples), desc=f"score {spec.name}", unit="img", disable=not cfg.progress) as bar:
+    with tqdm(total=total, desc=f"score {spec.name}", unit="img", disable=not cfg.progress) as bar:
         for batch in loader:
             for item in batch:
                 if "error" in item:
@@ -608,7 +617,6 @@ def score(
                     metric.update(torch.from_numpy(item["pred"]), torch.from_numpy(item["label"]))
                 bar.update(1)
     seconds = time.perf_counter() - start
-    out = cfg.out_dir(spec.name) if cfg.out else pred_dir.parent / "score"
     report = build_report(
         spec=spec,
         summary=metric.compute(),

@@ -16,7 +16,8 @@ import pytest
 from rel_engine_support import build
 
 from llmseg.locks import LockedError, hold, hold_folder, holder_path
-from llmseg.stage2.engine.runner import RunConfig, evaluate
+from llmseg.stage2.data.readers import list_samples
+from llmseg.stage2.engine.runner import RunConfig, evaluate, score
 
 HERE = Path(__file__).resolve().parent
 DATASET = "ade20k"
@@ -74,6 +75,27 @@ def test_second_evaluate_into_a_busy_folder_is_refused_and_names_the_first(synth
     assert not holder_path(out / ".llmseg.lock").exists()
     spec, method = build(DATASET, root, noise=0.1)
     assert evaluate(method, spec, root, _cfg(out))["mIoU"] == first  # free again once the first run is done
+
+
+def test_score_into_a_busy_run_folder_is_refused_and_leaves_its_metrics(synthetic, tmp_path):
+    """`llmseg score --out` into a folder an evaluate is writing: refused at once, the run's metrics.json stays."""
+    root = synthetic(DATASET, n=3)
+    out, go = tmp_path / "out", tmp_path / "go"
+    spec, _ = build(DATASET, root, noise=0.4)
+    labels = list_samples(spec, root)[0].label_path.parent  # label PNGs as prediction PNGs: any readable folder will do
+    proc = _start_holder(root, out, go)
+    try:
+        _wait_for_holder(out / ".llmseg.lock", proc)
+        with pytest.raises(LockedError, match=rf"pid {proc.pid}"):
+            score(spec, root, labels, _cfg(out))
+        assert not (out / "metrics.json").exists()
+    finally:
+        go.touch()
+        stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert json.loads((out / "metrics.json").read_text())["mIoU"] == float(stdout.split("MIOU")[1])
+    report = score(spec, root, labels, _cfg(out))  # free once the run is done: now the score's numbers are written
+    assert json.loads((out / "metrics.json").read_text())["mIoU"] == report["mIoU"] != float(stdout.split("MIOU")[1])
 
 
 def test_a_killed_holder_leaves_no_stale_lock(synthetic, tmp_path):
