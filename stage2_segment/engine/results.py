@@ -23,6 +23,7 @@ from PIL import Image
 
 from llmseg.datasets import file_name_problem, relative_path_problem
 from llmseg.io import atomic_write_json, atomic_write_text, ensure_folder, sha256_file
+from llmseg.redact import redact_urls
 from llmseg.resources import resolve_label_set_path
 from llmseg.stage2.data.readers import DataError
 from llmseg.stage2.pictures.palettes import voc_palette
@@ -151,7 +152,7 @@ def build_report(
         "images_per_s": round(images_this_session / wall_time_s, 4) if wall_time_s > 0 else None,
         "images_this_session": images_this_session,
         "resumed": resumed,
-        "command": list(sys.argv),
+        "command": [redact_urls(arg) for arg in sys.argv],  # a weights URL may carry user:pw@ or ?token=
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "confusion_matrix": None,  # filled by write_results when asked
     }
