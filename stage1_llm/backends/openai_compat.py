@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import os
 import threading
@@ -29,6 +30,8 @@ from .base import (
     TransientError,
 )
 from .registry import BACKENDS
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 PLACEHOLDER_KEY = "sk-no-key-required"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
@@ -54,6 +57,14 @@ def resolve_api_key(api_key: str | None, base_url: str | None, env_var: str = "O
     raise FatalBackendError(
         f"no API key: set the environment variable {env_var} (or pass --api-key-env NAME), or give --base-url for a local server"
     )
+
+
+def has_userinfo(url: str | None) -> bool:
+    """Whether a URL carries user[:password]@ before its host."""
+    try:
+        return bool(url) and "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
 
 
 def public_url(url: str | None) -> str | None:
@@ -169,6 +180,10 @@ class OpenAIBackend:
         self._key = resolve_api_key(api_key, self.base_url, api_key_env)
         # what must never be written or printed: the key and the base URL's credentials
         self._secrets = [*([self._key] if self._key != PLACEHOLDER_KEY else []), *url_secrets(self.base_url)]
+        if self._key != PLACEHOLDER_KEY and has_userinfo(self.base_url):
+            # the SDK's HTTP client turns user:password@ into `Authorization: Basic ...`, replacing the key's Bearer header
+            log.warning("--base-url holds user:password@: it is sent as HTTP Basic auth instead of the API key, "
+                        "so the key is not sent; drop user:password@ from --base-url to send the key")
         self.timeout = timeout
         # a server that is not there should be known in seconds, not after the read timeout
         connect = min(timeout, CONNECT_TIMEOUT_S)

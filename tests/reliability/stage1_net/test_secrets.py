@@ -133,3 +133,37 @@ def test_a_key_echoed_in_batch_answers_is_not_stored(tmp_path):
         assert server.batches.created == 1
     assert label_set.root["cat"][0] == "cat ***"
     assert KEY not in cache.read_text() and KEY not in json.dumps(meta.model_dump(mode="json"))
+
+
+def _ask_once(base_url: str, api_key: str | None) -> None:
+    from llmseg.stage1.backends.base import Sampling
+    from llmseg.stage1.backends.openai_compat import OpenAIBackend
+
+    backend = OpenAIBackend("scripted", base_url=base_url, api_key=api_key)
+    try:
+        backend.complete([{"role": "user", "content": "Class: cat\nNumber of subtypes: 5"}], schema=None, sampling=Sampling())
+    finally:
+        backend.close()
+
+
+def test_a_base_url_password_that_replaces_the_key_is_warned_about(caplog):
+    """With user:password@ in --base-url the SDK sends HTTP Basic auth, and the key never leaves: say so."""
+    with ScriptedLLMServer({"cat": [valid()]}) as server:
+        host = server.base_url.split("://", 1)[1]
+        with caplog.at_level("WARNING", logger="llmseg.stage1.backends.openai_compat"):
+            _ask_once(f"http://alice:{PASSWORD}@{host}", KEY)
+        sent = [r.authorization for r in server.log]
+    assert sent and all(a.startswith("Basic ") for a in sent)  # the fact the warning states: no Bearer key was sent
+    warned = [r.getMessage() for r in caplog.records if "Basic auth instead of the API key" in r.getMessage()]
+    assert len(warned) == 1 and PASSWORD not in warned[0] and KEY not in warned[0]
+
+
+def test_no_warning_without_a_key_or_without_userinfo(caplog, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with ScriptedLLMServer({"cat": [valid(), valid()]}) as server:
+        host = server.base_url.split("://", 1)[1]
+        with caplog.at_level("WARNING", logger="llmseg.stage1.backends.openai_compat"):
+            _ask_once(f"http://alice:{PASSWORD}@{host}", None)  # a local server behind Basic auth, no key to lose
+            _ask_once(server.base_url, KEY)  # the key, no userinfo: sent as Bearer
+        assert f"Bearer {KEY}" in [r.authorization for r in server.log]
+    assert not [r for r in caplog.records if "Basic auth" in r.getMessage()]
