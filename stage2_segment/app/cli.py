@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         max_pixels: Annotated[int, typer.Option(min=1, help="Largest image accepted, in pixels.", rich_help_panel=_S)] = 4096 * 4096,
         allow_local_weights: Annotated[bool, typer.Option("--allow-local-weights", help="Let the page's Weights box load weight files and checkpoints from this machine (off: bundled names and open_clip pretrained tags only).", rich_help_panel=_M)] = False,
         max_file_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted, in MB.", rich_help_panel=_S)] = 50.0,
+        keep_outputs: Annotated[int, typer.Option(min=0, help="Downloads of the newest N requests kept in CACHE_DIR/app/outputs; older ones are removed (0: keep all).", rich_help_panel=_S)] = 200,
         *,
         method_options: dict[str, Any],
     ) -> None:
@@ -58,6 +59,7 @@ def register(app: typer.Typer) -> None:
                 cache_dir=cache_dir or user_cache_dir(),
                 max_pixels=max_pixels,
                 max_file_mb=max_file_mb,
+                keep_outputs=keep_outputs,
                 allow_local_weights=allow_local_weights,
                 llm_backend=llm_backend,
                 llm_model=llm_model,

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import warnings
@@ -61,6 +62,8 @@ log = logging.getLogger("llmseg.app")
 DEMO = "demo"  # the bundled demo CLIP: offline, no downloads
 MAX_PIXELS = 4096 * 4096
 MAX_FILE_MB = 50
+KEEP_OUTPUTS = 200  # request folders kept under outputs/ (the newest); older downloads are removed
+_REQUEST_DIR = re.compile(r"\d+-\d{5,}")  # <pid>-<count>: the folders this app writes, and only those are pruned
 NAMES_ONLY = "class names only"
 LABEL_SET = "label set"
 FROM_LLM = "subclasses from an LLM"
@@ -108,6 +111,7 @@ class AppSettings:
     max_file_mb: float = MAX_FILE_MB
     max_models: int = 2
     allow_local_weights: bool = False  # let the page's Weights box name server files (`--allow-local-weights`)
+    keep_outputs: int = KEEP_OUTPUTS  # newest request folders kept under `outputs` (0: keep every one)
     # stage one on the fly
     llm_backend: str = "openai"
     llm_model: str = "gpt-4o-mini"
@@ -316,6 +320,30 @@ def parse_label_set_upload(upload: Any, max_file_mb: float = MAX_FILE_MB) -> dic
     return _label_set_json(text, "the uploaded label set")
 
 
+def prune_outputs(outputs: Path, newest: int, keep: Path | None = None) -> list[Path]:
+    """Remove all but the `newest` request folders under `outputs` (by modification time), never `keep`.
+
+    Why: a long-running app writes a folder of downloads per request; without a bound they fill the disk.
+    Only folders named like the app's own (<pid>-<count>) are touched; 0 keeps every one. The removed paths.
+    """
+    if newest <= 0 or not outputs.is_dir():
+        return []
+    folders = []
+    for path in outputs.iterdir():
+        try:
+            if _REQUEST_DIR.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                folders.append((path.stat().st_mtime, path.name, path))
+        except OSError:  # removed meanwhile by another app process
+            continue
+    removed = []
+    for _, _, path in sorted(folders, reverse=True)[newest:]:
+        if keep is not None and path == keep:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def store_preset_upload(upload: Any, folder: Path, max_file_mb: float = MAX_FILE_MB) -> Path:
     """An uploaded preset file (its bytes), checked, written once under `folder` by content hash; its path.
 
@@ -512,7 +540,9 @@ class SegmentApp:
         segmenter = self._segmenter(choice)
         output = segmenter(rgb, classes=names, label_set=label_set)
         stem = _STEM.sub("_", Path(name).stem).strip("._") or "image"
-        written = output.save(self._next_dir(), stem)
+        folder = self._next_dir()
+        written = output.save(folder, stem)
+        prune_outputs(s.outputs, s.keep_outputs, keep=folder)
         height, width = rgb.shape[:2]
         preset_shown = "uploaded preset" if preset_file is not None else choice.preset
         present = sum(1 for _ in output.summary()["present"])

@@ -4,8 +4,11 @@ good ones give exactly what `Segmenter` gives, the model is built once and text 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +212,44 @@ def test_cli_model_options_are_the_generated_method_options(tmp_path, monkeypatc
     assert (default.backbone, default.weights, default.method, default.preset, default.device, host) == (
         "demo", None, "dense", None, "cpu", "127.0.0.1")
     assert default.cache_dir == tmp_path
+    from llmseg.stage2.app.core import KEEP_OUTPUTS
+
+    assert default.keep_outputs == KEEP_OUTPUTS
+
+
+def test_only_the_newest_request_outputs_are_kept(tmp_path, scene_png):
+    """A long-running app removes the downloads of old requests (--keep-outputs), never the current one's or
+    anything it did not write."""
+    from llmseg.stage2.app.core import AppSettings, SegmentApp
+
+    settings = AppSettings(cache_dir=tmp_path, keep_outputs=2)
+    mine = settings.outputs / "notes"
+    mine.mkdir(parents=True)
+    (settings.outputs / "123-00001.txt").write_text("a file, not a request folder")
+    app = SegmentApp(settings)
+    results = []
+    for _ in range(4):
+        result = app.handle(scene_png, DEMO_CLASSES)
+        assert result.ok, result.message
+        results.append(result)
+        time.sleep(0.02)  # distinct modification times
+    folders = {Path(f).parent for r in results for f in r.files}
+    left = sorted(p for p in settings.outputs.iterdir() if p.is_dir() and p != mine)
+    assert left == sorted({Path(f).parent for r in results[-2:] for f in r.files}) and len(folders) == 4
+    assert all(Path(f).is_file() for f in results[-1].files) and not any(Path(f).exists() for f in results[0].files)
+    assert mine.is_dir() and (settings.outputs / "123-00001.txt").is_file()
+
+
+def test_prune_outputs_keeps_all_with_zero_and_never_the_current_folder(tmp_path):
+    from llmseg.stage2.app.core import prune_outputs
+
+    folders = [tmp_path / f"1-{i:05d}" for i in range(5)]
+    for index, folder in enumerate(folders):
+        folder.mkdir()
+        os.utime(folder, (1000 + index, 1000 + index))
+    assert prune_outputs(tmp_path, 0) == [] and all(f.is_dir() for f in folders)
+    # the current request's folder is kept even when its time says it is old (a clock step)
+    os.utime(folders[0], (1, 1))
+    removed = prune_outputs(tmp_path, 2, keep=folders[0])
+    assert sorted(removed) == folders[1:3]
+    assert [f.is_dir() for f in folders] == [True, False, False, True, True]
