@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +151,28 @@ def _counts(report: BatchReport) -> dict[str, Any]:
     }
 
 
+class DeadlinePassed(Exception):
+    """A Batch API call whose answer did not arrive in full within `--timeout` seconds."""
+
+
+def _bounded(run: Session, client: Any, call: Callable[[Any], Any]) -> Any:
+    """`call(client)` for a small JSON answer (create, retrieve), bounded like a chat request: `--timeout` s in all.
+
+    Why: the SDK's timeout bounds each read only, so a server trickling bytes would hold a poll forever.
+    File uploads and downloads keep the SDK's per-read timeout: their size, not the server, sets how long they take.
+    """
+    within = getattr(run.backend, "within_deadline", None)
+    if within is None:
+        return call(client)
+    expired = threading.Event()
+    try:
+        return within(call, expired)
+    except Exception as exc:
+        if expired.is_set():
+            raise DeadlinePassed(f"no complete answer within {getattr(run.backend, 'timeout', 0):g} s") from exc
+        raise
+
+
 def _submit(run: Session, client: Any, build: Any, pending: list, batch_key: str, options: BatchOptions) -> str:
     import openai  # lazy import: start-up time (openai takes ~0.6 s to import; only --batch needs it, and `import llmseg.cli` loads this module)
 
@@ -160,8 +184,9 @@ def _submit(run: Session, client: Any, build: Any, pending: list, batch_key: str
     data = ("\n".join(lines) + "\n").encode("utf-8")
     try:
         uploaded = client.files.create(file=("stage1_batch.jsonl", io.BytesIO(data)), purpose="batch")
-        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window=options.completion_window)
-    except openai.APIError as exc:
+        batch = _bounded(run, client, lambda c: c.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window=options.completion_window))
+    except (openai.APIError, DeadlinePassed) as exc:
         raise BatchError(f"could not submit the batch: {run.redact(str(exc))}") from exc
     run.cache.append(
         {
@@ -187,9 +212,10 @@ def _wait(run: Session, client: Any, report: BatchReport, options: BatchOptions)
     failures = 0
     while True:
         try:
-            batch = client.batches.retrieve(report.batch_id)
+            batch = _bounded(run, client, lambda c: c.batches.retrieve(report.batch_id))
             failures = 0
-        except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError) as exc:
+        except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError,
+                DeadlinePassed) as exc:
             failures += 1
             if failures > run.max_retries:
                 raise BatchError(f"batch {report.batch_id}: polling failed {failures} times: {run.redact(str(exc))}; rerun to resume") from exc

@@ -14,7 +14,8 @@ import math
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,7 @@ from .base import (
 from .registry import BACKENDS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
 PLACEHOLDER_KEY = "sk-no-key-required"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
@@ -247,12 +249,23 @@ class OpenAIBackend:
         return self._completion(raw, where)
 
     def _post(self, kwargs: dict[str, Any], expired: threading.Event) -> tuple[str, Any]:
-        """Send one request and read its whole answer within `timeout` seconds in all: (body text, headers).
+        """Send one chat request and read its whole answer within `timeout` seconds in all: (body text, headers)."""
+
+        def exchange(client: Any) -> tuple[str, Any]:
+            raw = client.chat.completions.with_raw_response.create(**kwargs)
+            return raw.text, raw.headers  # read in full here, under the watchdog
+
+        return self.within_deadline(exchange, expired)
+
+    def within_deadline(self, call: Callable[[Any], T], expired: threading.Event) -> T:
+        """`call(client)` with the whole exchange bounded by `timeout` seconds; `expired` is set when it ran out.
 
         The SDK's timeout bounds each read, so a server that trickles a byte at a time would never time
-        out. Each request in flight therefore has an HTTP client (connection pool) of its own, and a
+        out. Each exchange in flight therefore has an HTTP client (connection pool) of its own, and a
         watchdog closes that client when the deadline passes: the socket is closed, the blocked read
-        fails and the request really stops. A client that finished in time is reused (keep-alive).
+        fails and the request really stops (the caller sees whatever error that gives, with `expired`
+        set). A client that finished in time is reused (keep-alive). `call` must read the whole
+        response before it returns.
         """
         http_client = self._take_http_client()
 
@@ -264,9 +277,7 @@ class OpenAIBackend:
         watchdog.daemon = True
         watchdog.start()
         try:
-            raw = self.client.with_options(http_client=http_client).chat.completions.with_raw_response.create(**kwargs)
-            text = raw.text  # read in full here, under the watchdog
-            headers = raw.headers
+            result = call(self.client.with_options(http_client=http_client))
         except BaseException:
             watchdog.cancel()
             http_client.close()  # a failed exchange may leave the connection in any state: never reuse it
@@ -276,7 +287,7 @@ class OpenAIBackend:
             http_client.close()
         else:
             self._give_http_client(http_client)
-        return text, headers  # read in full, even if the deadline passed just after: the answer is good
+        return result  # read in full, even if the deadline passed just after: the answer is good
 
     def _take_http_client(self) -> Any:
         import openai  # lazy import: start-up time (as in complete)

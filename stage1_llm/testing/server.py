@@ -397,7 +397,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, found.info())
         elif "/batches/" in route:
-            self._send(*owner.batches.retrieve(route.split("/batches/", 1)[1]))
+            status, payload = owner.batches.retrieve(route.split("/batches/", 1)[1])
+            interval = owner.batches.take_trickle()
+            self._send(status, RawReply(json.dumps(payload).encode("utf-8"), "application/json", interval) if interval else payload)
         else:
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
@@ -594,6 +596,18 @@ class _Batches:
         # `rewrite_output(bytes) -> bytes` replaces the output file a finished batch serves.
         self.expire_after: int | None = None
         self.rewrite_output: Callable[[bytes], bytes] | None = None
+        # `trickle_retrieves = n`: the next n answers to a retrieve are sent one byte per `trickle_interval` s
+        # (a server that never stalls a read long enough for a per-read timeout, but never finishes either)
+        self.trickle_retrieves = 0
+        self.trickle_interval = 0.2
+
+    def take_trickle(self) -> float:
+        """The byte interval for this retrieve's answer (0: sent at once)."""
+        with self._lock:
+            if self.trickle_retrieves <= 0:
+                return 0.0
+            self.trickle_retrieves -= 1
+            return self.trickle_interval
 
     @property
     def created(self) -> int:

@@ -126,3 +126,20 @@ def test_cli_batch_writes_the_label_set_and_prints_the_batch_line(tmp_path, clas
     assert result.exit_code == 0, result.output
     assert "batch batch_scripted_1:" in result.output and "$" in result.output
     assert (root / "toy" / "top5.m.json").is_file()
+
+
+def test_a_trickled_poll_is_cut_at_the_timeout_and_polled_again(classes, fast, tmp_path):
+    """A retrieve whose answer trickles one byte every 0.2 s (about two minutes for the whole reply) never
+    trips the SDK's per-read timeout; --timeout bounds it in all, and the next poll gets the finished batch."""
+    import time
+
+    with ScriptedLLMServer({"cat": [valid(FIVE)]}, batch_polls=2) as server:
+        server.batches.trickle_retrieves = 1
+        started = time.monotonic()
+        label_set, meta = run(server, classes, fast, tmp_path / "log.jsonl", timeout=1.0)
+        elapsed = time.monotonic() - started
+        job = next(iter(server.batches.jobs.values()))
+        assert job.retrievals == 2 and server.batches.trickle_retrieves == 0  # the cut poll, then the finished one
+    assert elapsed < 30, f"the trickled poll held the run {elapsed:.0f} s with --timeout 1"
+    assert label_set.root["cat"] == FIVE and meta.model_extra["batch"]["answered"] == len(classes)
+    assert meta.model_extra["batch"]["polls"] == 2  # the cut poll counts as one
