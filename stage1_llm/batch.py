@@ -27,7 +27,6 @@ from typing import Any
 from llmseg.errors import LlmsegError
 from llmseg.io import stable_hash
 
-from .cache import capped_text
 from .session import Session
 
 DONE = ("completed", "failed", "expired", "cancelled")
@@ -100,7 +99,7 @@ def prefill_from_batch(run: Session, names: list[str], options: BatchOptions | N
     """Put every uncached class's first answer into `run.cache` through one Batch API job."""
     options = options or BatchOptions()
     client = getattr(run.backend, "client", None)
-    build = getattr(run.backend, "_request", None)
+    build = getattr(run.backend, "request_body", None)
     if client is None or build is None or not hasattr(client, "batches"):
         raise BatchError(f"--batch needs the openai backend (an OpenAI-compatible server with the Batch API), not '{run.backend.name}'")
     requests = _first_requests(run, names)
@@ -350,24 +349,12 @@ def _collect(run: Session, client: Any, batch: Any, by_id: dict[str, tuple], rep
         if line.meta["system_fingerprint"]:
             run.note_fingerprint(line.meta["system_fingerprint"])
         report.answered += 1
-        run.cache.append(
-            {
-                "kind": "answer",
-                "key": key,
-                "class": name,
-                "answer": 0,
-                "backend": run.backend.name,
-                "model": run.backend.model,
-                "prompt_id": run.template.id,
-                "prompt_sha256": run.template.sha256,
-                "structured": run.structured,
-                "sampling": run.sampling.as_dict(),
-                "messages": messages,
-                # a server may echo the key: redacted before it is logged or parsed, as over HTTP
-                **capped_text(run.redact(line.text), run.max_answer_chars),
-                "meta": {**{k: run.redact(v) if isinstance(v, str) else v for k, v in line.meta.items()}, "batch_id": report.batch_id},
-            }
-        )
+        # a server may echo the key: redacted before it is logged or parsed, as over HTTP
+        meta = {**{k: run.redact(v) if isinstance(v, str) else v for k, v in line.meta.items()}, "batch_id": report.batch_id}
+        run.cache.append(run.answers.record(
+            key=key, class_name=name, messages=messages, answer_index=0, structured=run.structured, sampling=run.sampling,
+            text=run.redact(line.text), meta=meta,
+        ))
     for custom_id, (name, _, key) in by_id.items():
         if custom_id not in answered and run.cache.get(key) is None:
             report.failed[name] = failures.get(custom_id, "no line in the batch output")

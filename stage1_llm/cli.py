@@ -36,9 +36,10 @@ from .batch import BatchOptions, BatchReport
 from .diff import diff_label_sets, format_diff
 from .generate import GenerateSettings, GenerationError, generate_label_set, model_slug
 from .options import with_settings_options
+from .pacing import Backoff
 from .prompts import load_prompt
 from .refine import RefineResult, refine_label_set
-from .session import Backoff, RunStats
+from .session import RunStats
 
 GENERATE_HELP = """Ask an LLM for K visually distinct subclasses of every class of DATASET and write a validated label set.
 

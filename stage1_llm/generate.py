@@ -38,19 +38,12 @@ from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 from .backends import Backend, Sampling, make_backend
 from .batch import BatchOptions, BatchReport, prefill_from_batch
 from .cache import AnswerCache
+from .conversation import STOPPED, Outcome, find_clashes, repair_clash, solve
+from .pacing import Backoff, RateLimiter
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
-from .session import (
-    DEFAULT_MAX_ANSWER_CHARS,
-    STOPPED,
-    Backoff,
-    Outcome,
-    RateLimiter,
-    RunStats,
-    Session,
-    find_clashes,
-)
+from .session import DEFAULT_MAX_ANSWER_CHARS, RunStats, Session
 
-__all__ = [  # Backoff, RateLimiter, RunStats and find_clashes live in `session`; callers have always found them here
+__all__ = [  # Backoff, RateLimiter, RunStats, find_clashes live in `pacing`, `session`, `conversation`; re-exported here
     "CLASH_ROUNDS", "DEFAULT_MAX_ANSWER_CHARS", "Backoff", "GenerateSettings", "GenerationError", "RateLimiter", "RunStats",
     "find_clashes", "generate_label_set", "model_slug",
 ]
@@ -348,7 +341,7 @@ def _resolve_clashes(run: Session, outcomes: dict[str, Outcome], concurrency: in
         log.warning("stage one: %d subclasses are shared by several classes; asking %s again",
                     len(clashes), ", ".join(involved))
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stage1-clash") as pool:
-            futures = {c: pool.submit(run.repair_clash, c, outcomes[c], clashes) for c in involved}
+            futures = {c: pool.submit(repair_clash, run, c, outcomes[c], clashes) for c in involved}
             repaired = {c: future.result() for c, future in futures.items()}
         outcomes.update(repaired)
         clashes = current()
@@ -363,7 +356,7 @@ def _run_all(run: Session, names: list[str], concurrency: int, progress: bool) -
     bar = tqdm(total=len(names), desc="subclasses", unit="class", disable=not progress, dynamic_ncols=True)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stage1")
     try:
-        futures = {pool.submit(run.solve, name): name for name in names}
+        futures = {pool.submit(solve, run, name): name for name in names}
         for future in as_completed(futures):
             name = futures[future]
             outcome = future.result()

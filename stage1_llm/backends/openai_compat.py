@@ -218,7 +218,7 @@ class OpenAIBackend:
 
         where = public_url(str(self.client.base_url))
         for _ in range(len(_ADAPTATIONS) + 1):
-            kwargs = self._request(messages, schema, sampling)
+            kwargs = self.request_body(messages, schema, sampling)
             expired = threading.Event()
             try:
                 raw = self._post(kwargs, expired)
@@ -342,7 +342,8 @@ class OpenAIBackend:
             return None
         return self.redact(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)[:200])
 
-    def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, sampling: Sampling) -> dict[str, Any]:
+    def request_body(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, sampling: Sampling) -> dict[str, Any]:
+        """The chat-completions request for these messages, as this server takes it: what `complete` sends and `batch` uploads."""
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if "default-temperature" not in self.adaptations:
             kwargs["temperature"] = sampling.temperature

@@ -143,3 +143,23 @@ def test_a_trickled_poll_is_cut_at_the_timeout_and_polled_again(classes, fast, t
     assert elapsed < 30, f"the trickled poll held the run {elapsed:.0f} s with --timeout 1"
     assert label_set.root["cat"] == FIVE and meta.model_extra["batch"]["answered"] == len(classes)
     assert meta.model_extra["batch"]["polls"] == 2  # the cut poll counts as one
+
+
+def test_a_batch_answer_is_recorded_exactly_like_one_asked_over_http(classes, fast, tmp_path):
+    """Both paths build their cache records with `AnswerLog.record`: same key, same fields, same stored conversation."""
+    for cache, batch in (("batch.jsonl", True), ("http.jsonl", False)):
+        with ScriptedLLMServer({"cat": [valid(FIVE)]}) as server:
+            run(server, classes, fast, tmp_path / cache, batch=batch)
+    answers = {
+        cache: {r["class"]: r for r in read_jsonl(tmp_path / cache) if r.get("kind") == "answer"}
+        for cache in ("batch.jsonl", "http.jsonl")
+    }
+    batch, direct = answers["batch.jsonl"], answers["http.jsonl"]
+    assert sorted(batch) == sorted(direct) == sorted(classes)
+
+    def without_meta(record):
+        return {k: v for k, v in record.items() if k not in ("meta", "time")}
+
+    for name in classes:
+        assert batch[name]["meta"]["batch_id"] and "batch_id" not in direct[name]["meta"]
+        assert without_meta(batch[name]) == without_meta(direct[name])

@@ -219,7 +219,7 @@ def test_rpm_spaces_request_starts(classes, fast, monkeypatch):
     """The limiter's schedule on a fake clock (no wall-clock timing): starts exactly 60/rpm apart, across threads."""
     import threading
 
-    from llmseg.stage1 import generate, session
+    from llmseg.stage1 import generate, pacing
 
     class Clock:
         def __init__(self):
@@ -234,7 +234,7 @@ def test_rpm_spaces_request_starts(classes, fast, monkeypatch):
                 self.starts.append(self.now + seconds)  # when this caller may start
 
     clock = Clock()
-    monkeypatch.setattr(session, "time", clock)  # the limiter lives in `session` (generate re-exports it)
+    monkeypatch.setattr(pacing, "time", clock)  # the limiter lives in `pacing` (generate re-exports it)
     limiter = generate.RateLimiter(600)  # one start every 0.1 s
     threads = [threading.Thread(target=limiter.acquire) for _ in range(5)]
     for thread in threads:
