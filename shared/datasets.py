@@ -97,7 +97,7 @@ class Layout:
     MMSegmentation's layout: ROOT/IMG_DIR/<stem>IMG_SUFFIX with ROOT/ANN_DIR/<stem>SEG_MAP_SUFFIX.
     """
 
-    root: str  # folder under the data root, e.g. "VOCdevkit/VOC2012" (an absolute path is kept as is)
+    root: str  # folder under the data root, e.g. "VOCdevkit/VOC2012" (from dataset.json: never absolute or with "..")
     img_dir: str
     ann_dir: str
     img_suffix: str = ".jpg"
@@ -194,7 +194,7 @@ class DatasetFile(BaseModel):
 
     description: str | None = Field(None, description="free text: what the dataset is, where its facts come from")
     layout: str | None = Field(None, description="reader of the on-disk layout, e.g. voc, context, cityscapes, mmseg")
-    data_dir: str | None = Field(None, description="folder under the data root (or an absolute path)")
+    data_dir: str | None = Field(None, description="folder under the data root")
     img_dir: str | None = None
     ann_dir: str | None = None
     img_suffix: str = ".jpg"
@@ -216,13 +216,17 @@ class DatasetFile(BaseModel):
 
     @field_validator("data_dir")
     @classmethod
-    def _no_control_characters(cls, value: str | None) -> str | None:
-        # the dataset's own folder: under the data root, or an absolute path (a dataset kept elsewhere)
-        char = None if value is None else _control_character(value)
-        if char is not None:
-            raise ValueError(f"{value!r} holds the control character {char}")
+    def _under_the_data_root(cls, value: str | None) -> str | None:
+        # read with --save-pred and --fix beside it, so it stays under the data root like every path from data;
+        # a dataset kept elsewhere is reached with --data-root (or a link under the data root)
+        if value is None:
+            return value
         if value == "":
             raise ValueError("is empty; give the dataset's folder under the data root")
+        problem = relative_path_problem(value)
+        if problem is not None:
+            problem = problem.replace("inside the dataset's folder", "under the data root")
+            raise ValueError(f"{value!r} {problem} (for a dataset kept elsewhere, pass --data-root or link it under the data root)")
         return value
 
     @field_validator("img_suffix", "seg_map_suffix")

@@ -144,6 +144,7 @@ def test_dataset_json_loads_or_is_a_named_error_and_paths_stay_inside(folder, da
     layout = spec.layout
     if layout is None:
         return
+    assert _inside(folder / "data", layout.root), layout.root
     root = folder / "data" / "root"
     for relative in (layout.img_dir, layout.ann_dir, layout.split_file or "."):
         assert _inside(root, relative), relative

@@ -1,6 +1,7 @@
 """Issue 21 item 15: paths and stems that come from data stay inside their dataset and inside --out.
 
-dataset.json's folders and split file are relative paths without '..'; its suffixes are plain
+dataset.json's data_dir is a relative path under the data root, and its other folders and its split
+file relative paths inside data_dir, all without '..'; its suffixes are plain
 suffixes; a split file's stems are relative without '..'; `tune --name` is a plain name. Everything
 else is refused with an error naming the file and the field (or the split file and line), before any
 file is read or written.
@@ -29,6 +30,9 @@ def _edit(folder, **changes) -> None:
     ("ann_dir", "..\\..\\secret"),
     ("img_suffix", "/../../etc/hostname"),
     ("seg_map_suffix", "..\\x.png"),
+    ("data_dir", "/etc"),
+    ("data_dir", "../../outside"),
+    ("data_dir", "C:\\Users"),
 ])
 def test_dataset_json_paths_are_confined(cli, demo_data, demo_folder, field, value):
     _spec, data_root = demo_data
