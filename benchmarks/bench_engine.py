@@ -68,7 +68,7 @@ class ColourMethod:
         return np.einsum("ck,hwk->chw", self.proj, cells).astype(np.float32)
 
     def forward(self, images):
-        out = []
+        out: list[CrfPending | Done] = []
         for image in images:
             logits = self._logits(image)
             if self.crf:
@@ -127,8 +127,8 @@ def main() -> None:
         "| classes | CRF (10 it.) | post workers | loader workers | images | images/s overall | images/s steady | wall (s) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for classes, crf, post, loaders, n, ips, steady, total in rows:
-        lines.append(f"| {classes} | {crf} | {post} | {loaders} | {n} | {ips:.3f} | {_fmt(steady)} | {total:.1f} |")
+    for classes, crf_shown, post, loaders, n, ips, steady, total in rows:
+        lines.append(f"| {classes} | {crf_shown} | {post} | {loaders} | {n} | {ips:.3f} | {_fmt(steady)} | {total:.1f} |")
     table = "\n".join(lines)
     load_after = os.getloadavg()
     print(table)

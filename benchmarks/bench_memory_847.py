@@ -149,7 +149,7 @@ def worker_image(args: argparse.Namespace) -> dict:
     from llmseg.labelset import LabelSet
     from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method
-    from llmseg.stage2.methods.dense import GROUP_ELEMENTS, resized_shape
+    from llmseg.stage2.methods.dense import GROUP_ELEMENTS, DenseMethod, resized_shape
 
     torch.manual_seed(0)
     classes, label_set = _names()
@@ -157,6 +157,7 @@ def worker_image(args: argparse.Namespace) -> dict:
     config = MethodConfig(backbone=f"openclip:{args.arch}", random_weights=True, preset="sclip", templates=args.templates,
                           short_side=side, assembly="max")
     method = build_method(config, classes, dataset="ade847", label_set=LabelSet(label_set))
+    assert isinstance(method, DenseMethod)  # the dense method: its query groups are what this benchmark measures
     one_group = args.group_elements == "one"
     method.group_elements = ONE_GROUP if one_group else GROUP_ELEMENTS
     # an original of the given size, or a 3:4 image already at the model's short side (h x w = H x W)

@@ -47,12 +47,14 @@ def worker(args: argparse.Namespace) -> dict:
 
     from llmseg.stage2.config import MethodConfig
     from llmseg.stage2.methods import build_method
+    from llmseg.stage2.methods.dense import DenseMethod
 
     torch.manual_seed(0)
     config = MethodConfig(random_weights=True, method="dense", backbone=f"openclip:{args.arch}", preset="sclip", templates=args.templates,
                           device=args.device, precision=args.precision)
     t0 = time.perf_counter()
     method = build_method(config, VOC, dataset="pascal_voc")
+    assert isinstance(method, DenseMethod)  # the dense method: its crop batch is what this benchmark varies
     build_s = time.perf_counter() - t0
     method.crop_batch_size = args.batch_size
     rng = np.random.default_rng(0)

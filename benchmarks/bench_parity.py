@@ -30,6 +30,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     spec = importlib.util.spec_from_file_location("parity", ROOT / "tests" / "parity" / "test_parity_dense.py")
+    assert spec is not None and spec.loader is not None, "tests/parity/test_parity_dense.py is missing"
     parity = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(parity)
     rows = []

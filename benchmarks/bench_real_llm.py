@@ -31,6 +31,7 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 PART_WORDS = {
     # animals and people
@@ -90,7 +91,7 @@ def start_server(python: str, gguf: Path, port: int, threads: int, n_ctx: int, l
 REPAIR_TEMPERATURE: float | None = None  # set from --repair-temperature
 
 
-def run_prompt(prompt: str, classes: list[str], k: int, cache: Path, structured: bool, **backend: object) -> dict:
+def run_prompt(prompt: str, classes: list[str], k: int, cache: Path, structured: bool, **backend: Any) -> dict:
     from llmseg.stage1.generate import GenerationError, generate_label_set
 
     started = time.monotonic()
@@ -106,13 +107,14 @@ def run_prompt(prompt: str, classes: list[str], k: int, cache: Path, structured:
     entries = [(c, e) for c in scored for e in root[c]]
     parts = [(c, e) for c, e in entries if is_part(e, c)]
     attempts = meta.per_class_attempts
+    extra = meta.model_extra or {}  # the sidecar fields stage one adds beside the schema
     return {
         "prompt": prompt,
         "label_set": root,
         "repaired": {c: n for c, n in attempts.items() if n > 1},
-        "warnings": meta.warnings,
-        "structured_output": meta.model_extra.get("structured_output"),
-        "stats": meta.model_extra.get("stats"),
+        "warnings": extra.get("warnings"),
+        "structured_output": extra.get("structured_output"),
+        "stats": extra.get("stats"),
         "entries_scored": len(entries),
         "parts": [f"{c}: {e}" for c, e in parts],
         "part_share": round(len(parts) / max(1, len(entries)), 3),

@@ -1,4 +1,6 @@
-"""Type-check the `llmseg` package under its real module names: `python tools/mypy_llmseg.py [mypy flags]`.
+"""Type-check the `llmseg` package under its real module names, and the benchmark scripts with it.
+
+`python tools/mypy_llmseg.py [mypy flags]`.
 
 Why a wrapper: the package is installed from folders whose names differ from its import name (pyproject's
 [tool.setuptools.package-dir]: llmseg <- shared/, llmseg.stage1 <- stage1_llm/, ...), and the editable
@@ -7,6 +9,8 @@ install maps them with an import hook that mypy cannot follow (`mypy -p llmseg` 
 unresolved). This script reads the same mapping setuptools uses and hands mypy each file with the module
 name it is installed under, so cross-package imports resolve and per-module settings in [tool.mypy] apply.
 The settings themselves live in pyproject.toml's [tool.mypy]; extra arguments are passed on to mypy.
+The scripts in benchmarks/ are checked in the same build (as top-level modules, the way they run), so a
+benchmark that calls the package wrongly fails `make lint` rather than the day someone runs it on a GPU.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ def package_sources() -> list[BuildSource]:
             for package, path in package_files()]
 
 
+def benchmark_sources() -> list[BuildSource]:
+    """One BuildSource per script in benchmarks/, named as it imports (`python benchmarks/x.py` puts its folder first)."""
+    return [BuildSource(str(path.relative_to(ROOT)), path.stem) for path in sorted((ROOT / "benchmarks").glob("*.py"))]
+
+
 def main(argv: list[str]) -> int:
     """Run mypy over the package with pyproject's [tool.mypy]; exit status 1 on any error, as mypy."""
-    sources = package_sources()
+    sources = package_sources() + benchmark_sources()
     # `-c pass` only satisfies mypy's "a target is required"; the real targets are `sources`.
     _, options = process_options(["--config-file", str(ROOT / "pyproject.toml"), *argv, "-c", "pass"])
     try:
