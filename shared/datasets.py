@@ -217,7 +217,7 @@ class DatasetFile(BaseModel):
     @field_validator("data_dir")
     @classmethod
     def _under_the_data_root(cls, value: str | None) -> str | None:
-        # read with --save-pred and --fix beside it, so it stays under the data root like every path from data;
+        # a dataset.json is data, and a path from data never leaves its root: no absolute path, drive or '..';
         # a dataset kept elsewhere is reached with --data-root (or a link under the data root)
         if value is None:
             return value
