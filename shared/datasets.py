@@ -47,12 +47,13 @@ def _control_character(text: str) -> str | None:
     return None
 
 
-def relative_path_problem(value: str) -> str | None:
+def relative_path_problem(value: str, inside: str = "inside the dataset's folder") -> str | None:
     """Why `value` cannot name a file or folder inside a dataset's root (None: it can).
 
     Paths and stems that come from data (dataset.json, a split file) are confined to the folder
     they describe: an absolute path, a drive or a '..' part would read or write (`--save-pred`)
-    elsewhere, and a control character is never part of a real file name.
+    elsewhere, and a control character is never part of a real file name. `inside` words the fix
+    for the folder the path must stay in.
     """
     if not value:
         return "is empty"
@@ -60,9 +61,9 @@ def relative_path_problem(value: str) -> str | None:
     if char is not None:
         return f"holds the control character {char}"
     if value.startswith(("/", "\\")) or PureWindowsPath(value).drive:
-        return "is an absolute path (or names a drive); give a path inside the dataset's folder"
+        return f"is an absolute path (or names a drive); give a path {inside}"
     if ".." in re.split(r"[\\/]", value):
-        return "holds a '..' part; give a path inside the dataset's folder"
+        return f"holds a '..' part; give a path {inside}"
     return None
 
 
@@ -223,9 +224,8 @@ class DatasetFile(BaseModel):
             return value
         if value == "":
             raise ValueError("is empty; give the dataset's folder under the data root")
-        problem = relative_path_problem(value)
+        problem = relative_path_problem(value, inside="under the data root")
         if problem is not None:
-            problem = problem.replace("inside the dataset's folder", "under the data root")
             raise ValueError(f"{value!r} {problem} (for a dataset kept elsewhere, pass --data-root or link it under the data root)")
         return value
 

@@ -35,13 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmseg.errors import ConfigError, LlmsegError
 from llmseg.labelset import LabelSet, LabelSetMeta, validate_label_set
 
+from .answers import DEFAULT_MAX_ANSWER_CHARS
 from .backends import Backend, Sampling, make_backend
 from .batch import BatchOptions, BatchReport, prefill_from_batch
 from .cache import AnswerCache
 from .conversation import STOPPED, Outcome, find_clashes, repair_clash, solve
 from .pacing import Backoff, RateLimiter
 from .prompts import DEFAULT_PROMPT, PromptTemplate, load_prompt
-from .session import DEFAULT_MAX_ANSWER_CHARS, RunStats, Session
+from .session import RunStats, Session
 
 __all__ = [  # Backoff, RateLimiter, RunStats, find_clashes live in `pacing`, `session`, `conversation`; re-exported here
     "CLASH_ROUNDS", "DEFAULT_MAX_ANSWER_CHARS", "Backoff", "GenerateSettings", "GenerationError", "RateLimiter", "RunStats",

@@ -23,8 +23,6 @@ from .pacing import Backoff, RateLimiter
 from .parse import answer_schema
 from .prompts import PromptTemplate
 
-__all__ = ["DEFAULT_MAX_ANSWER_CHARS", "Backoff", "ClassFailed", "RateLimiter", "RunStats", "RunStopped", "Session"]
-
 
 @dataclass
 class RunStats:
